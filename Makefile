@@ -1,0 +1,40 @@
+# gdro: the two commands a newcomer types are `make demo` and `make test`.
+# Both build .venv on first use (Python 3.10+, pip and venv are all they need).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.gdro-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint typecheck docs bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 goes in first and is pinned through constraints.txt: it resolves to the CPU
+# build here, while an unpinned torch would pull several GB of CUDA packages.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cli,torch,verl,docs,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gdro simulate --preset demo --out runs/demo-sim
+
+lint: $(STAMP)
+	$(BIN)/ruff check gdro_core adapters tests benchmarks examples
+	$(BIN)/ruff format --check gdro_core
+
+typecheck: $(STAMP)
+	$(BIN)/mypy gdro_core
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/controller_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from gdro_cli.main import main
+
+raise SystemExit(main())
