@@ -1,0 +1,135 @@
+"""State dicts to files and back: flat ``.npz`` archives, atomic writes, config checks, RNG state."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdro_core._validation import fail, type_fail
+
+FORMAT_VERSION = 1
+_SEP = "/"
+
+
+def configs_json(configs: dict[str, Any]) -> str:
+    """Several named configs as one canonical JSON object."""
+    return json.dumps({k: dataclasses.asdict(v) for k, v in configs.items()}, sort_keys=True)
+
+
+def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: int) -> None:
+    """Raise ``ValueError`` naming every field where the saved state differs from ``configs``."""
+    if not isinstance(d, dict):
+        raise type_fail("state", "a dict from state_dict()", d)
+    version = _scalar(d.get("format_version"))
+    if version != FORMAT_VERSION:
+        raise fail("state['format_version']", f"{FORMAT_VERSION}", version)
+    saved_n = _scalar(d.get("num_prompts"))
+    diffs: list[str] = []
+    if saved_n != num_prompts:
+        diffs.append(f"num_prompts (saved {saved_n}, here {num_prompts})")
+    raw = _scalar(d.get("config"))
+    try:
+        saved = json.loads(str(raw))
+    except (TypeError, ValueError) as exc:
+        raise fail("state['config']", "the JSON string written by state_dict()", raw) from exc
+    here = json.loads(configs_json(configs))
+    if not isinstance(saved, dict):
+        raise fail("state['config']", "a JSON object of named configs", raw)
+    for section in sorted(set(saved) | set(here)):
+        a, b = saved.get(section, {}), here.get(section, {})
+        for field in sorted(set(a) | set(b)):
+            if a.get(field) != b.get(field):
+                name = f"{section}.{field}" if section else field
+                diffs.append(f"{name} (saved {a.get(field)!r}, here {b.get(field)!r})")
+    if diffs:
+        raise ValueError("state was saved with a different configuration; fields that differ: " + "; ".join(diffs))
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        return v.item()
+    return v
+
+
+def rng_state_json(rng: np.random.Generator) -> str:
+    """The generator's full bit-generator state as JSON (128-bit words as plain integers)."""
+    return json.dumps(rng.bit_generator.state, sort_keys=True)
+
+
+def rng_from_json(text: Any) -> np.random.Generator:
+    """Rebuild a ``Generator`` from ``rng_state_json`` output."""
+    state = json.loads(str(_scalar(text)))
+    name = state.get("bit_generator")
+    bitgen_cls = getattr(np.random, str(name), None)
+    if bitgen_cls is None or not isinstance(bitgen_cls, type) or not issubclass(bitgen_cls, np.random.BitGenerator):
+        raise fail("state['rng']", "a numpy bit generator state", name)
+    bg = bitgen_cls()
+    bg.state = state
+    return np.random.Generator(bg)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dict -> flat ``{"a/b": array}``; strings become 0-d unicode arrays (never objects)."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + _SEP))
+        else:
+            arr = np.asarray(v)
+            if arr.dtype == object:
+                raise type_fail(key, "an array, number or string (no Python objects)", v)
+            out[key] = arr
+    return out
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Inverse of ``flatten``; 0-d arrays come back as Python scalars and strings."""
+    out: dict[str, Any] = {}
+    for key, arr in flat.items():
+        node = out
+        *parents, leaf = key.split(_SEP)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = arr.item() if arr.ndim == 0 else arr
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    A crash leaves either the old file or the new one, never a truncated file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz(path: str | os.PathLike[str], d: dict[str, Any]) -> None:
+    """Save a nested state dict as an uncompressed ``.npz`` that ``np.load(allow_pickle=False)`` reads."""
+    buf = io.BytesIO()
+    np.savez(buf, **flatten(d))  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a file written by ``save_npz`` back into a nested dict."""
+    with np.load(path, allow_pickle=False) as z:
+        return unflatten({k: z[k] for k in z.files})

@@ -1,0 +1,268 @@
+"""numba kernels: the default backend. Each has a plain-numpy twin in ``_reference.py``.
+
+The kernels are compiled lazily on first call (``cache=True`` keeps the machine code on disk), so
+importing ``gdro_core`` compiles nothing. They allocate their outputs and never mutate inputs,
+except ``move_members``, which updates the resample sampler's bucket array in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from gdro_core._reference import EDGE_EPS
+
+
+@njit(cache=True, inline="always")
+def _popcount(x: np.uint64) -> np.int64:
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@njit(cache=True, inline="always")
+def _bin(rate, edges):  # type: ignore[no-untyped-def]
+    x = rate + EDGE_EPS
+    lo, hi = 0, edges.shape[0]
+    while lo < hi:  # number of edges <= x
+        mid = (lo + hi) // 2
+        if edges[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def classifier_step(bits, vals, sums, count, bins, ids, outcomes, window, edges, hysteresis):  # type: ignore[no-untyped-def]
+    m = ids.shape[0]
+    w_words = bits.shape[1]
+    h = vals.shape[1]
+    bit_rows = np.zeros((m, w_words), dtype=np.uint64)
+    val_rows = np.zeros((m, h), dtype=np.float64)
+    new_sums = np.zeros(m if (w_words == 0 and h == 0) else 0, dtype=np.float64)
+    new_count = np.zeros(m, dtype=np.int64)
+    new_bins = np.zeros(m, dtype=np.int64)
+    rate = np.zeros(m, dtype=np.float64)
+    rem = window % 64
+    mask = (np.uint64(1) << np.uint64(rem)) - np.uint64(1) if rem else np.uint64(0)
+    for i in range(m):
+        p = ids[i]
+        oc = np.int64(count[p])
+        ob = np.int64(bins[p])
+        if w_words > 0:
+            carry = np.uint64(1) if outcomes[i] > 0.5 else np.uint64(0)
+            pop = 0
+            for w in range(w_words):
+                word = bits[p, w]
+                nw = (word << np.uint64(1)) | carry
+                carry = word >> np.uint64(63)
+                if w == w_words - 1 and rem:
+                    nw = nw & mask
+                bit_rows[i, w] = nw
+                pop += _popcount(nw)
+            nc = min(oc + 1, window)
+            r = pop / nc
+        elif h > 0:
+            val_rows[i, 0] = outcomes[i]
+            for j in range(1, h):
+                val_rows[i, j] = vals[p, j - 1]
+            nc = min(oc + 1, window)
+            acc = 0.0
+            for j in range(nc):
+                acc += val_rows[i, j]
+            r = acc / nc
+        else:
+            s = sums[p] + outcomes[i]
+            new_sums[i] = s
+            nc = oc + 1
+            r = s / nc
+        raw = _bin(r, edges)
+        if oc == 0:
+            nb = raw
+        elif raw > ob:
+            up = _bin(r - hysteresis, edges)
+            nb = up if up > ob else ob
+        elif raw < ob:
+            down = _bin(r + hysteresis, edges)
+            nb = down if down < ob else ob
+        else:
+            nb = ob
+        new_count[i] = nc
+        new_bins[i] = nb
+        rate[i] = r
+    return bit_rows, val_rows, new_sums, new_count, new_bins, rate
+
+
+@njit(cache=True)
+def window_rate(bits, vals, sums, count, ids):  # type: ignore[no-untyped-def]
+    m = ids.shape[0]
+    out = np.zeros(m, dtype=np.float64)
+    for i in range(m):
+        p = ids[i]
+        c = np.int64(count[p])
+        if c == 0:
+            continue
+        if bits.shape[1] > 0:
+            pop = 0
+            for w in range(bits.shape[1]):
+                pop += _popcount(bits[p, w])
+            out[i] = pop / c
+        elif vals.shape[1] > 0:
+            acc = 0.0
+            for j in range(c):
+                acc += vals[p, j]
+            out[i] = acc / c
+        else:
+            out[i] = sums[p] / c
+    return out
+
+
+@njit(cache=True)
+def move_members(members, member_pos, bin_start, ids, old_bins, new_bins):  # type: ignore[no-untyped-def]
+    for i in range(ids.shape[0]):
+        p = ids[i]
+        a = old_bins[i]
+        b = new_bins[i]
+        while a < b:
+            j = bin_start[a + 1] - 1
+            k = member_pos[p]
+            q = members[j]
+            members[k], members[j] = q, p
+            member_pos[q], member_pos[p] = k, j
+            bin_start[a + 1] -= 1
+            a += 1
+        while a > b:
+            j = bin_start[a]
+            k = member_pos[p]
+            q = members[j]
+            members[k], members[j] = q, p
+            member_pos[q], member_pos[p] = k, j
+            bin_start[a] += 1
+            a -= 1
+
+
+@njit(cache=True)
+def budget_dp_mode(counts, logp, dev, order, slack):  # type: ignore[no-untyped-def]
+    num_active, k = logp.shape
+    val = np.full(slack + 1, -np.inf)
+    dv = np.full(slack + 1, np.inf)
+    val[0] = 0.0
+    dv[0] = 0.0
+    choice = np.zeros((num_active, slack + 1), dtype=np.int64)
+    nval = np.empty(slack + 1)
+    ndv = np.empty(slack + 1)
+    # feasibility windows: totals reachable so far, and totals that can still reach `slack`
+    suffix = np.zeros(num_active + 1, dtype=np.int64)
+    for b in range(num_active - 1, -1, -1):
+        suffix[b] = suffix[b + 1] + counts[b] * (k - 1)
+    reach = 0
+    for b in range(num_active):
+        c = counts[b]
+        reach_new = min(reach + c * (k - 1), slack)
+        lo = max(0, slack - suffix[b + 1])
+        nval[:] = -np.inf
+        ndv[:] = np.inf
+        for jj in range(k):
+            j = order[jj]
+            shift = c * j
+            lp = logp[b, j]
+            de = dev[b, j]
+            s_lo = max(lo, shift)
+            s_hi = min(reach_new, reach + shift)
+            for s in range(s_lo, s_hi + 1):
+                prev = val[s - shift]
+                if prev == -np.inf:
+                    continue
+                cv = prev + lp
+                cd = dv[s - shift] + de
+                if cv > nval[s] or (cv == nval[s] and cd < ndv[s]):
+                    nval[s] = cv
+                    ndv[s] = cd
+                    choice[b, s] = j
+        val[:] = nval
+        dv[:] = ndv
+        reach = reach_new
+    out = np.zeros(num_active, dtype=np.int64)
+    s = slack
+    for b in range(num_active - 1, -1, -1):
+        out[b] = choice[b, s]
+        s -= counts[b] * out[b]
+    return out
+
+
+@njit(cache=True)
+def budget_dp_sample(counts, probs, slack, uniforms):  # type: ignore[no-untyped-def]
+    num_active, k = probs.shape
+    fwd = np.zeros((num_active + 1, slack + 1))
+    fwd[0, 0] = 1.0
+    for b in range(num_active):
+        c = counts[b]
+        for j in range(k):
+            shift = c * j
+            if shift > slack:
+                continue
+            pj = probs[b, j]
+            for s in range(shift, slack + 1):
+                fwd[b + 1, s] += fwd[b, s - shift] * pj
+        top = 0.0
+        for s in range(slack + 1):
+            top = max(top, fwd[b + 1, s])
+        for s in range(slack + 1):
+            fwd[b + 1, s] /= top
+    bwd = np.zeros((num_active + 1, slack + 1))
+    bwd[num_active, slack] = 1.0
+    for b in range(num_active - 1, -1, -1):
+        c = counts[b]
+        for j in range(k):
+            shift = c * j
+            if shift > slack:
+                continue
+            pj = probs[b, j]
+            for s in range(0, slack + 1 - shift):
+                bwd[b, s] += pj * bwd[b + 1, s + shift]
+        top = 0.0
+        for s in range(slack + 1):
+            top = max(top, bwd[b, s])
+        for s in range(slack + 1):
+            bwd[b, s] /= top
+    marg = np.zeros((num_active, k))
+    for b in range(num_active):
+        c = counts[b]
+        tot = 0.0
+        for j in range(k):
+            shift = c * j
+            if shift > slack:
+                continue
+            acc = 0.0
+            for s in range(0, slack + 1 - shift):
+                acc += fwd[b, s] * bwd[b + 1, s + shift]
+            marg[b, j] = probs[b, j] * acc
+            tot += marg[b, j]
+        for j in range(k):
+            marg[b, j] /= tot
+    out = np.zeros(num_active, dtype=np.int64)
+    s = slack
+    w = np.zeros(k)
+    for b in range(num_active - 1, -1, -1):
+        c = counts[b]
+        total = 0.0
+        for j in range(k):
+            shift = c * j
+            w[j] = fwd[b, s - shift] * probs[b, j] if shift <= s else 0.0
+        cdf = 0.0
+        for j in range(k):
+            total += w[j]
+        target = uniforms[b] * total
+        pick = k - 1
+        for j in range(k):
+            cdf += w[j]
+            if cdf > target:
+                pick = j
+                break
+        while w[pick] <= 0.0:
+            pick -= 1
+        out[b] = pick
+        s -= c * pick
+    return out, marg

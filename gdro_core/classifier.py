@@ -1,0 +1,359 @@
+"""Online difficulty classifier: a sliding window of per-step outcomes per prompt, binned.
+
+A prompt's pass rate is the mean of its last ``window`` step outcomes (all of them when
+``window == 0``); the rate picks a bin (bin 0 = the lowest pass rates), with hysteresis so a prompt
+near an edge does not flip back and forth. An unseen prompt has rate 0 and sits in bin 0.
+
+With the defaults (``k=None``, ``window <= 128``) each prompt costs 2 words of bit-packed outcomes,
+a 2-byte count and a 1-byte bin: 19 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_core import _backend
+from gdro_core._validation import (
+    as_ids,
+    as_int_array,
+    check_float,
+    check_int,
+    fail,
+    type_fail,
+)
+from gdro_core.passk import pass_at_k
+
+MAX_BINS = 255
+MAX_WINDOW = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassifierConfig:
+    """Settings of the online difficulty classifier.
+
+    Args:
+        num_bins: number of difficulty bins, 1..255. Default: 10, or ``len(edges) + 1``.
+        edges: interior bin edges, strictly increasing in (0, 1); ``None`` = equal-width bins.
+        window: steps of history per prompt, 0..4096; 0 = cumulative (all history).
+        hysteresis: margin a rate must clear beyond an edge before the bin changes, ``>= 0`` and
+            below half the narrowest bin; default 0.3 x the narrowest bin width (0.03 for 10 bins).
+        success_threshold: a rollout is correct when ``reward > success_threshold``.
+        k: ``None`` = a step's outcome is "any rollout correct" (the paper); an int = the step's
+            unbiased pass@k estimate, so bins do not depend on how many rollouts a prompt got.
+
+    Examples:
+        >>> ClassifierConfig().num_bins, ClassifierConfig().hysteresis
+        (10, 0.03)
+        >>> ClassifierConfig(edges=(0.2, 0.5)).num_bins
+        3
+    """
+
+    num_bins: int | None = None
+    edges: tuple[float, ...] | None = None
+    window: int = 100
+    hysteresis: float | None = None
+    success_threshold: float = 0.5
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.edges is not None:
+            if not isinstance(self.edges, tuple):
+                raise type_fail("ClassifierConfig.edges", "a tuple of floats or None", self.edges)
+            for i, e in enumerate(self.edges):
+                check_float(f"ClassifierConfig.edges[{i}]", e, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+            if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+                raise fail("ClassifierConfig.edges", "strictly increasing", self.edges)
+            if len(self.edges) + 1 > MAX_BINS:
+                raise fail("len(ClassifierConfig.edges)", f"<= {MAX_BINS - 1}", len(self.edges))
+            if self.num_bins is not None:
+                check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS)
+                if self.num_bins != len(self.edges) + 1:
+                    raise fail(
+                        "ClassifierConfig.num_bins and ClassifierConfig.edges",
+                        f"consistent (num_bins == len(edges) + 1 = {len(self.edges) + 1})",
+                        self.num_bins,
+                    )
+        elif self.num_bins is not None:
+            check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS)
+        check_int("ClassifierConfig.window", self.window, lo=0, hi=MAX_WINDOW)
+        check_float("ClassifierConfig.success_threshold", self.success_threshold)
+        if self.k is not None:
+            check_int("ClassifierConfig.k", self.k, lo=1, hi=1024)
+        if self.hysteresis is not None:
+            limit = self.min_width / 2
+            check_float("ClassifierConfig.hysteresis", self.hysteresis, lo=0.0)
+            if not self.hysteresis < limit:
+                raise fail(
+                    "ClassifierConfig.hysteresis",
+                    f">= 0 and below half the narrowest bin width ({limit:g})",
+                    self.hysteresis,
+                )
+
+    @property
+    def bins(self) -> int:
+        """The number of bins in use (``num_bins`` resolved)."""
+        if self.edges is not None:
+            return len(self.edges) + 1
+        return 10 if self.num_bins is None else self.num_bins
+
+    @property
+    def edge_array(self) -> NDArray[np.float64]:
+        """float64 (bins - 1,): interior edges; a rate equal to an edge goes to the upper bin."""
+        if self.edges is not None:
+            return np.asarray(self.edges, dtype=np.float64)
+        b = self.bins
+        return np.arange(1, b, dtype=np.float64) / b
+
+    @property
+    def min_width(self) -> float:
+        """Width of the narrowest bin."""
+        pts = np.concatenate([[0.0], self.edge_array, [1.0]])
+        return float(np.diff(pts).min())
+
+    @property
+    def margin(self) -> float:
+        """The hysteresis in use (``hysteresis`` resolved)."""
+        return 0.3 * self.min_width if self.hysteresis is None else float(self.hysteresis)
+
+    @property
+    def bit_packed(self) -> bool:
+        """True when outcomes are 0/1 in a sliding window, stored one bit per step."""
+        return self.k is None and self.window > 0
+
+
+class ClassifierState(NamedTuple):
+    """Per-prompt history. Exactly one of ``bits``, ``vals`` and ``sums`` is in use."""
+
+    bits: NDArray[np.uint64]  # (num_prompts, ceil(window/64)) 0/1 outcomes, bit 0 newest; or (P, 0)
+    vals: NDArray[np.float64]  # (num_prompts, window) pass@k outcomes, column 0 newest; or (P, 0)
+    sums: NDArray[np.float64]  # (num_prompts,) cumulative outcome sum (window 0); or (0,)
+    count: NDArray[np.uint16] | NDArray[np.uint32]  # (num_prompts,) entries held (uint32 if window 0)
+    bins: NDArray[np.uint8]  # (num_prompts,) current bin, 0 = lowest pass rate
+    bin_counts: NDArray[np.int64]  # (num_bins,) prompts per bin over the whole dataset
+
+
+class ClassifierDelta(NamedTuple):
+    """The rows one ``step`` changes; ``apply`` writes them into the state in place."""
+
+    ids: NDArray[np.int64]  # (m,) prompt ids
+    bits: NDArray[np.uint64]  # (m, W) new bit rows
+    vals: NDArray[np.float64]  # (m, H) new value rows
+    sums: NDArray[np.float64]  # (m,) or (0,) new cumulative sums
+    count: NDArray[np.int64]  # (m,) new counts
+    old_bins: NDArray[np.int64]  # (m,) bins before the step
+    new_bins: NDArray[np.int64]  # (m,) bins after the step
+    rate: NDArray[np.float64]  # (m,) pass rates after the step
+
+
+def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
+    """Every prompt unseen: no history, rate 0, bin 0."""
+    p = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
+    words = -(-config.window // 64) if config.bit_packed else 0
+    width = config.window if (config.k is not None and config.window > 0) else 0
+    counts = np.zeros(config.bins, dtype=np.int64)
+    counts[0] = p
+    return ClassifierState(
+        bits=np.zeros((p, words), dtype=np.uint64),
+        vals=np.zeros((p, width), dtype=np.float64),
+        sums=np.zeros(p if config.window == 0 else 0, dtype=np.float64),
+        count=np.zeros(p, dtype=np.uint32 if config.window == 0 else np.uint16),
+        bins=np.zeros(p, dtype=np.uint8),
+        bin_counts=counts,
+    )
+
+
+def outcomes(
+    config: ClassifierConfig, n_correct: NDArray[np.int64], n_total: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """A step's outcome per prompt: ``n_correct > 0``, or the unbiased pass@k when ``k`` is set."""
+    if config.k is None:
+        return (n_correct > 0).astype(np.float64)
+    short = n_total < config.k
+    if short.any():
+        raise fail(
+            "n_total",
+            f">= ClassifierConfig.k = {config.k} for every prompt",
+            int(n_total[short][0]),
+            fix="give each prompt at least k rollouts (RolloutConfig.min >= k)",
+        )
+    return np.asarray(pass_at_k(n_total, n_correct, config.k), dtype=np.float64)
+
+
+def step(
+    config: ClassifierConfig,
+    state: ClassifierState,
+    ids: NDArray[np.int64],
+    outcome: NDArray[np.float64],
+    backend: str = "numba",
+) -> ClassifierDelta:
+    """Compute one window entry per prompt in ``ids`` without touching ``state``.
+
+    Hysteresis (``h`` = ``config.margin``, ``b`` = stored bin, ``bin(x)`` = the bin of rate ``x``):
+    if ``bin(rate) > b`` move to ``bin(rate - h)`` when that is above ``b``; if ``bin(rate) < b``
+    move to ``bin(rate + h)`` when that is below ``b``; otherwise stay. A prompt's first
+    classification uses no hysteresis.
+    """
+    k = _backend.kernels(backend)
+    bit_rows, val_rows, new_sums, new_count, new_bins, rate = k.classifier_step(
+        state.bits, state.vals, state.sums, state.count, state.bins, ids,
+        outcome, config.window, config.edge_array, config.margin,
+    )
+    return ClassifierDelta(
+        ids=ids, bits=bit_rows, vals=val_rows, sums=new_sums, count=new_count,
+        old_bins=state.bins[ids].astype(np.int64), new_bins=new_bins, rate=rate,
+    )
+
+
+def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
+    """Write ``delta`` into ``state`` in place.
+
+    Per-prompt arrays are updated in place rather than copied: a copy would make every step cost
+    O(dataset size). Everything that can fail happens in ``step``, before this.
+    """
+    ids = delta.ids
+    if state.bits.shape[1]:
+        state.bits[ids] = delta.bits
+    if state.vals.shape[1]:
+        state.vals[ids] = delta.vals
+    if state.sums.shape[0]:
+        state.sums[ids] = delta.sums
+    state.count[ids] = delta.count
+    state.bins[ids] = delta.new_bins
+    b = state.bin_counts.shape[0]
+    state.bin_counts[:] += np.bincount(delta.new_bins, minlength=b) - np.bincount(delta.old_bins, minlength=b)
+
+
+def pass_rate(state: ClassifierState, ids: NDArray[np.int64], backend: str = "numba") -> NDArray[np.float64]:
+    """float64 (m,): each prompt's current windowed pass rate (0 for an unseen prompt)."""
+    out: NDArray[np.float64] = _backend.kernels(backend).window_rate(
+        state.bits, state.vals, state.sums, state.count, ids
+    )
+    return out
+
+
+def bin_of_rate(config: ClassifierConfig, rate: Any) -> NDArray[np.int64]:
+    """The bin of each pass rate, without hysteresis (edge ties go to the upper bin).
+
+    Examples:
+        >>> bin_of_rate(ClassifierConfig(num_bins=100), [0.57, 0.999, 1.0]).tolist()
+        [57, 99, 99]
+    """
+    from gdro_core._reference import bin_of
+
+    return bin_of(np.asarray(rate, dtype=np.float64), config.edge_array)
+
+
+class DifficultyClassifier:
+    """Stateful wrapper: per-prompt windows and bins for ``num_prompts`` prompts.
+
+    Args:
+        config: the classifier settings.
+        num_prompts: dataset size; prompt ids are ``0..num_prompts-1``.
+        backend: ``"numba"`` (default) or ``"numpy"`` (the reference kernels).
+
+    Examples:
+        >>> clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=3), num_prompts=3)
+        >>> clf.update([0, 1], n_correct=[1, 0], n_total=[4, 4])
+        >>> clf.update([0], n_correct=[0], n_total=[4])
+        >>> clf.pass_rate([0, 1, 2]).tolist(), clf.bins([0, 1, 2]).tolist()
+        ([0.5, 0.0, 0.0], [2, 0, 0])
+    """
+
+    def __init__(self, config: ClassifierConfig | None = None, num_prompts: int = 1, *, backend: str = "numba") -> None:
+        if config is None:
+            config = ClassifierConfig()
+        if not isinstance(config, ClassifierConfig):
+            raise type_fail("config", "a ClassifierConfig", config)
+        _backend.kernels(backend)
+        self.config = config
+        self.num_prompts = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
+        self.backend = backend
+        self.state = init_state(config, self.num_prompts)
+
+    def bins(self, ids: Any) -> NDArray[np.int64]:
+        """int64 (m,): the current bin of each prompt (duplicates allowed here)."""
+        idx = _ids_any(ids, self.num_prompts)
+        return self.state.bins[idx].astype(np.int64)
+
+    def pass_rate(self, ids: Any) -> NDArray[np.float64]:
+        """float64 (m,): the current pass rate of each prompt."""
+        return pass_rate(self.state, _ids_any(ids, self.num_prompts), self.backend)
+
+    def update(self, ids: Any, n_correct: Any, n_total: Any) -> None:
+        """Add one window entry per prompt; ``ids`` unique, ``0 <= n_correct <= n_total``, ``n_total >= 1``."""
+        idx = as_ids("ids", ids, self.num_prompts)
+        correct, total = check_counts(n_correct, n_total, idx.shape[0])
+        delta = step(self.config, self.state, idx, outcomes(self.config, correct, total), self.backend)
+        apply(self.state, delta)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Arrays and plain values only; ``load_state_dict`` restores it exactly."""
+        from gdro_core._io import FORMAT_VERSION, configs_json
+
+        d: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "config": configs_json({"classifier": self.config}),
+            "num_prompts": self.num_prompts,
+        }
+        d.update({f: np.array(getattr(self.state, f), copy=True) for f in ClassifierState._fields})
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore a ``state_dict``; another config or dataset size is a ``ValueError``."""
+        from gdro_core._io import check_same_config
+
+        check_same_config(d, {"classifier": self.config}, self.num_prompts)
+        self.state = state_from_arrays(d, init_state(self.config, self.num_prompts), "classifier")
+
+
+def state_from_arrays(d: dict[str, Any], template: ClassifierState, where: str) -> ClassifierState:
+    """Rebuild a ``ClassifierState`` from saved arrays, checking shapes and dtypes against ``template``."""
+    fields = {}
+    for f in ClassifierState._fields:
+        if f not in d:
+            raise fail(f"state_dict[{where!r}]", f"a mapping with key {f!r}", sorted(d))
+        arr = np.asarray(d[f])
+        ref = getattr(template, f)
+        if arr.shape != ref.shape or arr.dtype != ref.dtype:
+            raise fail(f"{where}.{f}", f"shape {ref.shape} and dtype {ref.dtype}", arr)
+        fields[f] = np.array(arr, copy=True)
+    return ClassifierState(**fields)
+
+
+def check_counts(n_correct: Any, n_total: Any, m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Validate per-prompt correct and total counts: integers, ``0 <= c <= n``, ``n >= 1``."""
+    c = as_int_array("n_correct", n_correct, length=m)
+    n = as_int_array("n_total", n_total, length=m)
+    if (n < 1).any():
+        raise fail("n_total", "integers >= 1", int(n[n < 1][0]))
+    bad = (c < 0) | (c > n)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise fail(f"n_correct[{i}]", f"in [0, n_total[{i}] = {int(n[i])}]", int(c[i]))
+    return c, n
+
+
+def _ids_any(ids: Any, num_prompts: int) -> NDArray[np.int64]:
+    idx = as_int_array("ids", ids)
+    bad = (idx < 0) | (idx >= num_prompts)
+    if bad.any():
+        raise fail("ids", f"ids in [0, {num_prompts})", int(idx[bad][0]))
+    return idx
+
+
+__all__ = [
+    "ClassifierConfig",
+    "ClassifierState",
+    "ClassifierDelta",
+    "DifficultyClassifier",
+    "init_state",
+    "outcomes",
+    "step",
+    "apply",
+    "pass_rate",
+    "bin_of_rate",
+]

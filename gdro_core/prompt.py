@@ -1,0 +1,209 @@
+r"""Prompt-GDRO: a multiplicative-weights adversary over difficulty bins.
+
+Before a step the adversary's distribution over the ``B`` bins is
+
+.. math::
+
+    q(b) = (1-\gamma)\,\mathrm{softmax}(\eta\, s)_b + \gamma / B,
+    \qquad s_b = \mathrm{clip}(S(b), -C, C)
+
+with ``S`` the EMA of the share-debiased bin signal (the paper's rule), or the cumulative gain
+in [0, 1] (``score_rule="cumulative"``, textbook Hedge). After the step, for each bin present,
+:math:`\tilde\lambda(b) = \bar\lambda(b) / \max(\hat q(b), \varphi)` and
+:math:`S(b) \leftarrow (1-\beta) S(b) + \beta \tilde\lambda(b)` (or :math:`\tilde\lambda(b)` at the
+bin's first observation). Bins absent from the step keep their score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_core._validation import check_bool, check_choice, check_float, fail
+from gdro_core.signals import SIGNALS, get_signal
+
+PromptMode = Literal["off", "reweight", "resample"]
+ScoreRule = Literal["ema", "cumulative"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptConfig:
+    """Settings of the Prompt-GDRO adversary.
+
+    Args:
+        mode: ``"off"`` (weights 1, the adversary still scores bins for its metrics),
+            ``"reweight"`` (per-prompt advantage multipliers, the paper's method) or
+            ``"resample"`` (the controller's sampler draws bins from q).
+        eta: inverse temperature of the exponential weights, ``>= 0`` (0.65).
+        gamma: uniform mixing over all bins, in [0, 1] (0.01).
+        ema: EMA rate beta of the bin scores, in (0, 1] (0.12), weight on the new value.
+        weight_cap: largest per-prompt weight in reweight mode, ``>= 1`` (15).
+        share_normalize: divide a bin's mean signal by its share (counters frequency bias).
+        share_floor: the share floor phi, in (0, 1]; ``None`` = 1/(2B).
+        score_clip: the clip C of scores (and of losses in the cumulative rule), ``> 0`` (3).
+        signal: the per-prompt signal, a name in ``gdro_core.signals.SIGNALS``
+            (``"loss"``, ``"failure"``, ``"variance"``).
+        score_rule: ``"ema"`` (the paper's heuristic) or ``"cumulative"`` (Hedge on gains in
+            [0, 1], for which the regret bound ``ln B / eta + eta T / 8`` holds).
+        exact_q: reweight by ``q / share`` instead of ``q``, so the effective bin weights equal q.
+
+    Examples:
+        >>> PromptConfig().mode, PromptConfig().eta
+        ('reweight', 0.65)
+    """
+
+    mode: PromptMode = "reweight"
+    eta: float = 0.65
+    gamma: float = 0.01
+    ema: float = 0.12
+    weight_cap: float = 15.0
+    share_normalize: bool = True
+    share_floor: float | None = None
+    score_clip: float = 3.0
+    signal: str = "loss"
+    score_rule: ScoreRule = "ema"
+    exact_q: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("PromptConfig.mode", self.mode, ("off", "reweight", "resample"))
+        check_float("PromptConfig.eta", self.eta, lo=0.0)
+        check_float("PromptConfig.gamma", self.gamma, lo=0.0, hi=1.0)
+        check_float("PromptConfig.ema", self.ema, lo=0.0, hi=1.0, lo_open=True)
+        check_float("PromptConfig.weight_cap", self.weight_cap, lo=1.0)
+        check_bool("PromptConfig.share_normalize", self.share_normalize)
+        if self.share_floor is not None:
+            check_float("PromptConfig.share_floor", self.share_floor, lo=0.0, hi=1.0, lo_open=True)
+        check_float("PromptConfig.score_clip", self.score_clip, lo=0.0, lo_open=True)
+        get_signal("PromptConfig.signal", self.signal)
+        check_choice("PromptConfig.score_rule", self.score_rule, ("ema", "cumulative"))
+        check_bool("PromptConfig.exact_q", self.exact_q)
+
+    def floor(self, num_bins: int) -> float:
+        """The share floor in use: ``share_floor`` or 1/(2B)."""
+        return 1.0 / (2 * num_bins) if self.share_floor is None else float(self.share_floor)
+
+
+class PromptState(NamedTuple):
+    """What the adversary carries between steps."""
+
+    score: NDArray[np.float64]  # (B,) EMA score S(b) (ema) or cumulative gain (cumulative)
+    seen: NDArray[np.bool_]  # (B,) bin observed at least once
+    last_gain: NDArray[np.float64]  # (B,) latest gain in [0, 1] per bin (cumulative rule)
+
+
+def init_state(num_bins: int) -> PromptState:
+    """All scores 0, no bin seen: q is uniform."""
+    return PromptState(
+        score=np.zeros(num_bins), seen=np.zeros(num_bins, dtype=bool), last_gain=np.zeros(num_bins)
+    )
+
+
+def log_softmax(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Stable log-softmax: finite for every finite input, however large."""
+    z = x - x.max()
+    out: NDArray[np.float64] = z - np.log(np.exp(z).sum())
+    return out
+
+
+def probs(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
+    """float64 (B,): the adversary's distribution q over bins; sums to 1, each ``>= gamma/B``.
+
+    Examples:
+        >>> st = init_state(4)._replace(score=np.array([1.0, 0, 0, 0]), seen=np.ones(4, bool))
+        >>> probs(PromptConfig(eta=1.0, gamma=0.0), st).round(3).tolist()
+        [0.475, 0.175, 0.175, 0.175]
+    """
+    b = state.score.shape[0]
+    if config.score_rule == "ema":
+        s = np.where(state.seen, np.clip(state.score, -config.score_clip, config.score_clip), 0.0)
+    else:
+        s = state.score
+    soft = np.exp(log_softmax(config.eta * s))
+    q: NDArray[np.float64] = (1.0 - config.gamma) * soft + config.gamma / b
+    return q
+
+
+def bin_means(bins: NDArray[np.int64], values: NDArray[np.float64], num_bins: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Per-bin mean of ``values`` over the prompts in each bin, and which bins are present."""
+    cnt = np.bincount(bins, minlength=num_bins)
+    tot = np.bincount(bins, weights=values, minlength=num_bins)
+    present = cnt > 0
+    return np.where(present, tot / np.maximum(cnt, 1), 0.0), present
+
+
+def update(
+    config: PromptConfig,
+    state: PromptState,
+    bins: NDArray[np.int64],
+    signal: NDArray[np.float64],
+    shares: NDArray[np.float64],
+) -> PromptState:
+    """The new state after a step with per-prompt ``signal`` on prompts in ``bins``.
+
+    Args:
+        bins: int64 (m,), each prompt's bin at planning time.
+        signal: float64 (m,), the per-prompt signal (see ``gdro_core.signals``).
+        shares: float64 (B,), each bin's share used for debiasing: the batch share, or in
+            resample mode the bin's share of the whole dataset.
+    """
+    num_bins = state.score.shape[0]
+    mean, present = bin_means(bins, signal, num_bins)
+    score = state.score.copy()
+    seen = state.seen | present
+    last_gain = state.last_gain.copy()
+    if config.score_rule == "ema":
+        debiased = mean
+        if config.share_normalize:
+            debiased = mean / np.maximum(shares, config.floor(num_bins))
+        fresh = present & ~state.seen
+        old = present & state.seen
+        score[fresh] = debiased[fresh]
+        score[old] = (1.0 - config.ema) * score[old] + config.ema * debiased[old]
+    else:
+        gain = SIGNALS[config.signal].to_unit(mean, config.score_clip)
+        last_gain[present] = gain[present]
+        score = score + np.where(seen, last_gain, 0.0)
+    return PromptState(score=score, seen=seen, last_gain=last_gain)
+
+
+def weights(
+    config: PromptConfig,
+    q: NDArray[np.float64],
+    bins: NDArray[np.int64],
+    rollouts: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    r"""float64 (m,): per-prompt advantage multipliers (all ones unless mode is ``reweight``).
+
+    :math:`w_i = \min(\mathrm{cap},\ u_i \sum_k n_k / \sum_k n_k u_k)` with :math:`u_i = q(g(x_i))`
+    (or :math:`q/\hat q` with ``exact_q``), so the rollout-weighted mean is 1 unless the cap binds.
+    """
+    m = bins.shape[0]
+    if config.mode != "reweight":
+        return np.ones(m)
+    u = q[bins]
+    if config.exact_q:
+        share = np.bincount(bins, minlength=q.shape[0]) / m
+        u = u / share[bins]
+    n = rollouts.astype(np.float64)
+    w: NDArray[np.float64] = np.minimum(config.weight_cap, u * n.sum() / float(np.dot(n, u)))
+    return w
+
+
+def entropy(q: NDArray[np.float64]) -> float:
+    """Shannon entropy of q in nats; exp(entropy) is the effective number of bins."""
+    nz = q[q > 0]
+    return float(-(nz * np.log(nz)).sum())
+
+
+def check_signal_available(config: PromptConfig, has_losses: bool) -> None:
+    """Raise when this config needs per-prompt losses and none were given."""
+    if config.mode != "off" and SIGNALS[config.signal].needs_losses and not has_losses:
+        raise fail(
+            "losses",
+            f"a float array of per-prompt losses (PromptConfig.signal={config.signal!r} needs them)",
+            None,
+            fix="pass losses=..., or use PromptConfig(signal='failure') or 'variance'",
+        )

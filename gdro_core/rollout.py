@@ -1,0 +1,344 @@
+r"""Rollout-GDRO: per-bin rollout counts under an exact mean budget.
+
+``bandit`` mode: each bin runs an exponential-weights bandit over the arms ``min..max`` with the
+paper's penalised loss :math:`L_b(n) = -\hat J_b(n) + \mu n`; an exact-budget dynamic program
+then picks one arm per bin present so that :math:`\sum_b N_b n_b = \bar n N`. The shadow price
+moves by dual ascent on the mean the bandits propose *before* that repair,
+
+.. math:: \mu \leftarrow \mathrm{clip}(\mu + \alpha (m_t - \bar n), 0, \mu_{max}),
+          \qquad m_t = \sum_b \hat q_b \, \mathbb{E}_{p_b}[n],
+
+so it moves even though every plan meets the budget exactly. ``neyman`` mode: the closed form
+:math:`n_b \propto \sqrt{v_b}` (the square-root law) with bounds, integerised exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_core import _backend
+from gdro_core._validation import check_choice, check_float, check_int, fail
+from gdro_core.prompt import log_softmax
+
+RolloutMode = Literal["fixed", "bandit", "neyman"]
+Selection = Literal["mode", "sample"]
+ARM_SIGNALS = ("loss", "variance")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutConfig:
+    """Settings of the Rollout-GDRO allocator.
+
+    Args:
+        mode: ``"fixed"`` (every prompt gets ``mean``), ``"bandit"`` (the paper's per-bin
+            bandits under the exact-budget DP) or ``"neyman"`` (the square-root law).
+        mean: the budget, rollouts per prompt on average (an integer; exact every step).
+        min: fewest rollouts a prompt gets, ``>= 2`` (a group of 1 has no baseline).
+        max: most rollouts a prompt gets.
+        dual_step: step size alpha of the shadow price's dual ascent, ``>= 0`` (0.05).
+        mu_max: the price is projected onto ``[0, mu_max]``, ``> 0`` (1.0).
+        variance_floor: floor of the Bernoulli variance proxy in neyman mode, in (0, 0.25].
+        selection: ``"mode"`` (the DP's argmax) or ``"sample"`` (a draw conditioned on the
+            budget, with exact propensities for importance weighting).
+        arm_eta: inverse temperature of the arm bandits, ``>= 0`` (0.65).
+        arm_gamma: uniform mixing over arms, in [0, 1] (0.01).
+        arm_ema: EMA rate of the arm loss estimates, in (0, 1] (0.4).
+        arm_signal: primal arm loss: ``"loss"`` (the bin's mean prompt loss, the paper's -J) or
+            ``"variance"`` (the bin's mean unbiased p(1-p) divided by n, minimised near the
+            square-root law once priced).
+        arm_rule: ``"ema"`` (discounted estimates) or ``"cumulative"`` (EXP3 sums).
+
+    Examples:
+        >>> RolloutConfig(mode="bandit").arms.tolist()
+        [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    """
+
+    mode: RolloutMode = "fixed"
+    mean: int = 4
+    min: int = 2
+    max: int = 12
+    dual_step: float = 0.05
+    mu_max: float = 1.0
+    variance_floor: float = 0.01
+    selection: Selection = "mode"
+    arm_eta: float = 0.65
+    arm_gamma: float = 0.01
+    arm_ema: float = 0.4
+    arm_signal: str = "loss"
+    arm_rule: Literal["ema", "cumulative"] = "ema"
+
+    def __post_init__(self) -> None:
+        check_choice("RolloutConfig.mode", self.mode, ("fixed", "bandit", "neyman"))
+        check_int("RolloutConfig.mean", self.mean, lo=2, hi=4096)
+        check_int("RolloutConfig.min", self.min, lo=2, hi=4096)
+        check_int("RolloutConfig.max", self.max, lo=2, hi=4096)
+        if not self.min <= self.mean <= self.max:
+            raise fail(
+                "RolloutConfig.min, RolloutConfig.mean and RolloutConfig.max",
+                "ordered as min <= mean <= max",
+                (self.min, self.mean, self.max),
+            )
+        if self.max - self.min + 1 > 256:
+            raise fail("RolloutConfig.max - RolloutConfig.min + 1 (the number of arms)", "<= 256", self.max - self.min + 1)
+        check_float("RolloutConfig.dual_step", self.dual_step, lo=0.0)
+        check_float("RolloutConfig.mu_max", self.mu_max, lo=0.0, lo_open=True)
+        check_float("RolloutConfig.variance_floor", self.variance_floor, lo=0.0, hi=0.25, lo_open=True)
+        check_choice("RolloutConfig.selection", self.selection, ("mode", "sample"))
+        check_float("RolloutConfig.arm_eta", self.arm_eta, lo=0.0)
+        check_float("RolloutConfig.arm_gamma", self.arm_gamma, lo=0.0, hi=1.0)
+        check_float("RolloutConfig.arm_ema", self.arm_ema, lo=0.0, hi=1.0, lo_open=True)
+        check_choice("RolloutConfig.arm_signal", self.arm_signal, ARM_SIGNALS)
+        check_choice("RolloutConfig.arm_rule", self.arm_rule, ("ema", "cumulative"))
+
+    @property
+    def arms(self) -> NDArray[np.int64]:
+        """int64 (K,): the arm values ``min..max``."""
+        return np.arange(self.min, self.max + 1, dtype=np.int64)
+
+    @property
+    def needs_losses(self) -> bool:
+        """True when the configured rule reads per-prompt losses."""
+        return self.mode == "bandit" and self.arm_signal == "loss"
+
+
+class RolloutState(NamedTuple):
+    """What the allocator carries between steps."""
+
+    arm_loss: NDArray[np.float64]  # (B, K) primal arm loss estimates L_b(n), price excluded
+    arm_seen: NDArray[np.bool_]  # (B, K) arm played at least once in the bin
+    mu: float  # the shadow price (rollouts^-1 in loss units)
+    variance: NDArray[np.float64]  # (B,) EMA of the bin's unbiased Bernoulli variance p(1-p)
+    var_seen: NDArray[np.bool_]  # (B,) bin observed at least once
+
+
+class Allocation(NamedTuple):
+    """One step's rollout decision."""
+
+    rollouts: NDArray[np.int64]  # (m,) rollouts per prompt, sum == mean * m
+    propensity: NDArray[np.float64]  # (m,) P(prompt's arm | budget); 1 when deterministic
+    active: NDArray[np.int64]  # (A,) bins present, ascending
+    arm_index: NDArray[np.int64]  # (A,) chosen arm index per active bin (-1: split/closed form)
+    unconstrained: float  # m_t, the mean the bandits (or the closed form) propose
+    mu: float  # the price the plan used
+
+
+def init_state(config: RolloutConfig, num_bins: int) -> RolloutState:
+    """No arm played, price 0, variance proxy 0.25 (the maximum) for unseen bins."""
+    k = config.max - config.min + 1
+    return RolloutState(
+        arm_loss=np.zeros((num_bins, k)),
+        arm_seen=np.zeros((num_bins, k), dtype=bool),
+        mu=0.0,
+        variance=np.full(num_bins, 0.25),
+        var_seen=np.zeros(num_bins, dtype=bool),
+    )
+
+
+def arm_log_probs(config: RolloutConfig, arm_loss: NDArray[np.float64], mu: float) -> NDArray[np.float64]:
+    r"""float64 (..., K): :math:`\log p_b(n)`, :math:`p_b = (1-\gamma)\mathrm{softmax}(-\eta(\hat L_b + \mu n)) + \gamma/K`."""
+    k = arm_loss.shape[-1]
+    logits = -config.arm_eta * (arm_loss + mu * config.arms.astype(np.float64))
+    z = logits - logits.max(axis=-1, keepdims=True)
+    ls = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    if config.arm_gamma == 0.0:
+        return ls
+    if config.arm_gamma == 1.0:
+        return np.full_like(ls, -np.log(k))
+    out: NDArray[np.float64] = np.logaddexp(np.log1p(-config.arm_gamma) + ls, np.log(config.arm_gamma / k))
+    return out
+
+
+def dp_order(config: RolloutConfig) -> NDArray[np.int64]:
+    """Arm indices by distance to the mean, the lower arm first: the DP's tie-break order."""
+    arms = config.arms
+    return np.lexsort((arms, np.abs(arms - config.mean))).astype(np.int64)
+
+
+def batch_counts(bins: NDArray[np.int64], num_bins: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The bins present (ascending) and their prompt counts."""
+    cnt = np.bincount(bins, minlength=num_bins)
+    active = np.flatnonzero(cnt).astype(np.int64)
+    return active, cnt[active].astype(np.int64)
+
+
+def plan_fixed(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int64],
+               rng: np.random.Generator, backend: str) -> Allocation:
+    """Every prompt gets ``mean``."""
+    active, _ = batch_counts(bins, state.variance.shape[0])
+    m = bins.shape[0]
+    return Allocation(np.full(m, config.mean, dtype=np.int64), np.ones(m), active,
+                      np.full(active.shape[0], config.mean - config.min), float(config.mean), state.mu)
+
+
+def plan_bandit(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int64],
+                rng: np.random.Generator, backend: str) -> Allocation:
+    """Bandit proposals, repaired to the exact budget by the DP (argmax or conditioned draw)."""
+    active, counts = batch_counts(bins, state.variance.shape[0])
+    m = bins.shape[0]
+    logp = arm_log_probs(config, state.arm_loss[active], state.mu)
+    p = np.exp(logp)
+    arms = config.arms.astype(np.float64)
+    unconstrained = float(np.dot(counts / m, p @ arms))
+    slack = int(config.mean * m - counts.sum() * config.min)
+    kern = _backend.kernels(backend)
+    if config.selection == "mode":
+        dev = counts[:, None] * np.abs(arms - config.mean)[None, :]
+        arm_index = kern.budget_dp_mode(counts, logp, dev.astype(np.float64), dp_order(config), slack)
+        prop_bin = np.ones(active.shape[0])
+    else:
+        u = rng.random(active.shape[0])
+        arm_index, marg = kern.budget_dp_sample(counts, p, slack, u)
+        prop_bin = marg[np.arange(active.shape[0]), arm_index]
+    pos = np.searchsorted(active, bins)
+    rollouts = (config.min + arm_index[pos]).astype(np.int64)
+    return Allocation(rollouts, prop_bin[pos], active, arm_index.astype(np.int64), unconstrained, state.mu)
+
+
+def neyman_continuous(
+    v: NDArray[np.float64], shares: NDArray[np.float64], mean: float, lo: float, hi: float
+) -> tuple[NDArray[np.float64], float]:
+    r"""The bounded square-root law: ``n_b = clip(sqrt(v_b / mu), lo, hi)`` with ``sum shares*n = mean``.
+
+    Without binding bounds this is :math:`n_b^* = \bar n \sqrt{v_b} / \sum_j \hat q_j \sqrt{v_j}`
+    and :math:`\mu^* = (\sum_b \hat q_b \sqrt{v_b} / \bar n)^2`. Solved by bisection on
+    :math:`\log\mu` to machine precision. Returns ``(n (A,), mu)``.
+
+    Examples:
+        >>> n, mu = neyman_continuous(np.array([0.01, 0.25]), np.array([0.5, 0.5]), 4.0, 0.0, 1e9)
+        >>> n.round(6).tolist(), round(mu, 6)
+        ([1.333333, 6.666667], 0.005625)
+    """
+    sv = np.sqrt(v)
+    if hi <= lo:
+        return np.full(v.shape, lo), 0.0
+
+    def total(log_mu: float) -> float:
+        return float(np.dot(shares, np.clip(sv / np.exp(0.5 * log_mu), lo, hi)))
+
+    a, b = -80.0, 80.0  # mu in [e^-80, e^80]: far beyond any bin's v / n^2
+    if total(a) <= mean:  # even the cheapest price leaves everyone at hi
+        return np.clip(sv / np.exp(0.5 * a), lo, hi), float(np.exp(a))
+    if total(b) >= mean:
+        return np.clip(sv / np.exp(0.5 * b), lo, hi), float(np.exp(b))
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        if total(mid) > mean:
+            a = mid
+        else:
+            b = mid
+        if b - a < 1e-15:
+            break
+    log_mu = 0.5 * (a + b)
+    free = (sv / np.exp(0.5 * log_mu) > lo) & (sv / np.exp(0.5 * log_mu) < hi)
+    if free.any():  # polish with the closed form on the unclipped bins
+        fixed_part = float(np.dot(shares[~free], np.clip(sv[~free] / np.exp(0.5 * log_mu), lo, hi)))
+        rest = mean - fixed_part
+        if rest > 0:
+            root_mu = float(np.dot(shares[free], sv[free])) / rest
+            if root_mu > 0:
+                log_mu = 2.0 * np.log(root_mu)
+    mu = float(np.exp(log_mu))
+    return np.clip(sv / np.sqrt(mu), lo, hi), mu
+
+
+def integerize(
+    target: NDArray[np.float64], total: int, lo: int, hi: int,
+    bins: NDArray[np.int64], prompt_ids: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """Round per-prompt targets to integers in ``[lo, hi]`` that sum to ``total`` exactly.
+
+    Each prompt gets ``floor(target)``; the remaining units go one each to the largest fractional
+    parts (ties: lower bin, then lower prompt id), never above ``hi``; a surplus is taken back from
+    the smallest fractional parts, never below ``lo``.
+    """
+    t = np.clip(target, lo, hi)
+    n = np.floor(t).astype(np.int64)
+    frac = t - n
+    gap = int(total - n.sum())
+    if gap > 0:
+        room = n < hi
+        order = np.lexsort((prompt_ids, bins, -frac))
+        order = order[room[order]]
+        n[order[:gap]] += 1
+    elif gap < 0:
+        room = n > lo
+        order = np.lexsort((prompt_ids, -bins, frac))
+        order = order[room[order]]
+        n[order[:-gap]] -= 1
+    return n
+
+
+def variance_proxy(config: RolloutConfig, state: RolloutState) -> NDArray[np.float64]:
+    """float64 (B,): the bins' variance proxy, floored (0.25 for a bin never observed)."""
+    v = np.where(state.var_seen, state.variance, 0.25)
+    return np.maximum(v, config.variance_floor)
+
+
+def plan_neyman(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int64],
+                rng: np.random.Generator, backend: str, prompt_ids: NDArray[np.int64] | None = None) -> Allocation:
+    """The square-root law over the bins present, integerised under the exact budget."""
+    active, counts = batch_counts(bins, state.variance.shape[0])
+    m = bins.shape[0]
+    v = variance_proxy(config, state)[active]
+    n_star, mu = neyman_continuous(v, counts / m, float(config.mean), float(config.min), float(config.max))
+    pos = np.searchsorted(active, bins)
+    ids = np.arange(m, dtype=np.int64) if prompt_ids is None else prompt_ids
+    rollouts = integerize(n_star[pos], config.mean * m, config.min, config.max, bins, ids)
+    return Allocation(rollouts, np.ones(m), active, np.full(active.shape[0], -1), float(np.dot(counts / m, n_star)), mu)
+
+
+def arm_signal(config: RolloutConfig, correct: NDArray[np.int64], total: NDArray[np.int64],
+               losses: NDArray[np.float64] | None) -> NDArray[np.float64] | None:
+    """Per-prompt primal arm loss, or ``None`` when it needs losses that were not given."""
+    if config.arm_signal == "loss":
+        return losses
+    denom = total * (total - 1)
+    var = np.where(denom > 0, correct * (total - correct) / np.maximum(denom, 1), 0.0)
+    out: NDArray[np.float64] = var / total
+    return out
+
+
+def update(config: RolloutConfig, state: RolloutState, alloc: Allocation, bins: NDArray[np.int64],
+           correct: NDArray[np.int64], total: NDArray[np.int64],
+           losses: NDArray[np.float64] | None) -> RolloutState:
+    """The new state after a step: variance proxy, arm estimates, and the dual ascent on the price."""
+    num_bins = state.variance.shape[0]
+    cnt = np.bincount(bins, minlength=num_bins)
+    present = cnt > 0
+    denom = total * (total - 1)
+    pv = np.where(denom > 0, correct * (total - correct) / np.maximum(denom, 1), 0.0)
+    v_mean = np.bincount(bins, weights=pv, minlength=num_bins) / np.maximum(cnt, 1)
+    variance = state.variance.copy()
+    fresh, old = present & ~state.var_seen, present & state.var_seen
+    variance[fresh] = v_mean[fresh]
+    variance[old] = (1 - config.arm_ema) * variance[old] + config.arm_ema * v_mean[old]
+    var_seen = state.var_seen | present
+    arm_loss, arm_seen, mu = state.arm_loss, state.arm_seen, state.mu
+    if config.mode == "bandit":
+        arm_loss, arm_seen = arm_loss.copy(), arm_seen.copy()
+        sig = arm_signal(config, correct, total, losses)
+        if sig is not None:
+            ell = np.bincount(bins, weights=sig, minlength=num_bins)[alloc.active] / cnt[alloc.active]
+            pos = np.searchsorted(alloc.active, bins)
+            prop = np.zeros(alloc.active.shape[0])
+            prop[pos] = alloc.propensity
+            rows, cols = alloc.active, alloc.arm_index
+            est = ell / prop
+            rho = config.arm_ema
+            if config.arm_rule == "cumulative":
+                arm_loss[rows, cols] += est
+            elif config.selection == "sample":  # discounted EXP3: every arm decays, the played one gains
+                arm_loss[rows] *= 1.0 - rho
+                arm_loss[rows, cols] += rho * est
+            else:  # deterministic argmax: EMA of the played arm's observed loss
+                seen = arm_seen[rows, cols]
+                arm_loss[rows, cols] = np.where(seen, (1 - rho) * arm_loss[rows, cols] + rho * est, est)
+            arm_seen[rows, cols] = True
+        mu = float(np.clip(state.mu + config.dual_step * (alloc.unconstrained - config.mean), 0.0, config.mu_max))
+    elif config.mode == "neyman":
+        mu = alloc.mu
+    return RolloutState(arm_loss=arm_loss, arm_seen=arm_seen, mu=mu, variance=variance, var_seen=var_seen)
