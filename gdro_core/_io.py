@@ -49,7 +49,10 @@ def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: i
                 name = f"{section}.{field}" if section else field
                 diffs.append(f"{name} (saved {a.get(field)!r}, here {b.get(field)!r})")
     if diffs:
-        raise ValueError("state was saved with a different configuration; fields that differ: " + "; ".join(diffs))
+        raise ValueError(
+            "state was saved with a different configuration; fields that differ: "
+            + "; ".join(diffs)
+        )
 
 
 def _scalar(v: Any) -> Any:
@@ -68,7 +71,11 @@ def rng_from_json(text: Any) -> np.random.Generator:
     state = json.loads(str(_scalar(text)))
     name = state.get("bit_generator")
     bitgen_cls = getattr(np.random, str(name), None)
-    if bitgen_cls is None or not isinstance(bitgen_cls, type) or not issubclass(bitgen_cls, np.random.BitGenerator):
+    if (
+        bitgen_cls is None
+        or not isinstance(bitgen_cls, type)
+        or not issubclass(bitgen_cls, np.random.BitGenerator)
+    ):
         raise fail("state['rng']", "a numpy bit generator state", name)
     bg = bitgen_cls()
     bg.state = state

@@ -33,8 +33,12 @@ def classifier_step(
     edges: NDArray[np.float64],
     hysteresis: float,
 ) -> tuple[
-    NDArray[np.uint64], NDArray[np.float64], NDArray[np.float64], NDArray[np.int64],
-    NDArray[np.int64], NDArray[np.float64],
+    NDArray[np.uint64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.float64],
 ]:
     """One window entry per prompt in ``ids``; returns the new rows, counts, bins and rates.
 
@@ -63,8 +67,8 @@ def classifier_step(
         pop = np.bitwise_count(bit_rows).astype(np.int64).sum(axis=1)
         rate = pop / new_count
     elif h > 0:
-        rows = vals[ids]
-        val_rows[:, 1:] = rows[:, :-1]
+        vrows = vals[ids]
+        val_rows[:, 1:] = vrows[:, :-1]
         val_rows[:, 0] = outcomes
         new_count = np.minimum(old_count + 1, window)
         live = np.arange(h)[None, :] < new_count[:, None]
@@ -178,7 +182,9 @@ def budget_dp_mode(
         val, dv = nval, ndv
         choice[b] = nch
     if not np.isfinite(val[slack]):
-        raise RuntimeError("budget DP found no feasible allocation")  # unreachable: all-mean is feasible
+        raise RuntimeError(
+            "budget DP found no feasible allocation"
+        )  # unreachable: all-mean is feasible
     out = np.zeros(num_active, dtype=np.int64)
     s = slack
     for b in range(num_active - 1, -1, -1):
@@ -222,7 +228,9 @@ def budget_dp_sample(
         for j in range(k):
             shift = int(counts[b]) * j
             if shift <= slack:
-                marg[b, j] = probs[b, j] * float(np.dot(fwd[b, : slack + 1 - shift], bwd[b + 1, shift:]))
+                marg[b, j] = probs[b, j] * float(
+                    np.dot(fwd[b, : slack + 1 - shift], bwd[b + 1, shift:])
+                )
         marg[b] /= marg[b].sum()
     out = np.zeros(num_active, dtype=np.int64)
     s = slack

@@ -104,13 +104,19 @@ def _interval(kind: str, lo: int | None, hi: int | None) -> str:
 def as_int_array(name: str, value: Any, *, length: int | None = None) -> NDArray[np.int64]:
     """Return a 1-D int64 copy of ``value``; non-integer dtypes (floats, bools) are a ``TypeError``."""
     arr = np.asarray(value)
+    if arr.size == 0 and arr.dtype == np.float64:  # [] has no integer dtype of its own
+        arr = arr.astype(np.int64)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise type_fail(name, "a 1-D array of integers", value)
     if arr.ndim != 1:
         raise fail(name, "a 1-D array", arr)
     if length is not None and arr.shape[0] != length:
         raise fail(f"len({name})", f"{length}", arr.shape[0])
-    if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.size and arr.max() > np.iinfo(np.int64).max:
+    if (
+        np.issubdtype(arr.dtype, np.unsignedinteger)
+        and arr.size
+        and arr.max() > np.iinfo(np.int64).max
+    ):
         raise fail(name, "integers that fit in int64", arr)
     return arr.astype(np.int64, copy=True)
 
@@ -122,12 +128,18 @@ def as_ids(name: str, value: Any, num_prompts: int) -> NDArray[np.int64]:
         raise fail(f"len({name})", ">= 1", 0)
     bad = (ids < 0) | (ids >= num_prompts)
     if bad.any():
-        raise fail(f"{name}[{int(np.flatnonzero(bad)[0])}]", f"an id in [0, {num_prompts})", int(ids[bad][0]))
+        raise fail(
+            f"{name}[{int(np.flatnonzero(bad)[0])}]",
+            f"an id in [0, {num_prompts})",
+            int(ids[bad][0]),
+        )
     if ids.shape[0] > 1:
         srt = np.sort(ids)
         dup = srt[1:] == srt[:-1]
         if dup.any():
-            raise fail(name, "unique ids within a batch", ids, fix=f"id {int(srt[1:][dup][0])} repeats")
+            raise fail(
+                name, "unique ids within a batch", ids, fix=f"id {int(srt[1:][dup][0])} repeats"
+            )
     return ids
 
 

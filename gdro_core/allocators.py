@@ -21,18 +21,36 @@ Allocator = Callable[
 ]
 
 
-def _fixed(c: RolloutConfig, s: RolloutState, b: NDArray[np.int64], r: np.random.Generator, k: str,
-           ids: NDArray[np.int64]) -> Allocation:
+def _fixed(
+    c: RolloutConfig,
+    s: RolloutState,
+    b: NDArray[np.int64],
+    r: np.random.Generator,
+    k: str,
+    ids: NDArray[np.int64],
+) -> Allocation:
     return rollout.plan_fixed(c, s, b, r, k)
 
 
-def _bandit(c: RolloutConfig, s: RolloutState, b: NDArray[np.int64], r: np.random.Generator, k: str,
-            ids: NDArray[np.int64]) -> Allocation:
+def _bandit(
+    c: RolloutConfig,
+    s: RolloutState,
+    b: NDArray[np.int64],
+    r: np.random.Generator,
+    k: str,
+    ids: NDArray[np.int64],
+) -> Allocation:
     return rollout.plan_bandit(c, s, b, r, k)
 
 
-def _neyman(c: RolloutConfig, s: RolloutState, b: NDArray[np.int64], r: np.random.Generator, k: str,
-            ids: NDArray[np.int64]) -> Allocation:
+def _neyman(
+    c: RolloutConfig,
+    s: RolloutState,
+    b: NDArray[np.int64],
+    r: np.random.Generator,
+    k: str,
+    ids: NDArray[np.int64],
+) -> Allocation:
     return rollout.plan_neyman(c, s, b, r, k, ids)
 
 

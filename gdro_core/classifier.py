@@ -64,8 +64,10 @@ class ClassifierConfig:
             if not isinstance(self.edges, tuple):
                 raise type_fail("ClassifierConfig.edges", "a tuple of floats or None", self.edges)
             for i, e in enumerate(self.edges):
-                check_float(f"ClassifierConfig.edges[{i}]", e, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-            if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+                check_float(
+                    f"ClassifierConfig.edges[{i}]", e, lo=0.0, hi=1.0, lo_open=True, hi_open=True
+                )
+            if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
                 raise fail("ClassifierConfig.edges", "strictly increasing", self.edges)
             if len(self.edges) + 1 > MAX_BINS:
                 raise fail("len(ClassifierConfig.edges)", f"<= {MAX_BINS - 1}", len(self.edges))
@@ -131,7 +133,9 @@ class ClassifierState(NamedTuple):
     bits: NDArray[np.uint64]  # (num_prompts, ceil(window/64)) 0/1 outcomes, bit 0 newest; or (P, 0)
     vals: NDArray[np.float64]  # (num_prompts, window) pass@k outcomes, column 0 newest; or (P, 0)
     sums: NDArray[np.float64]  # (num_prompts,) cumulative outcome sum (window 0); or (0,)
-    count: NDArray[np.uint16] | NDArray[np.uint32]  # (num_prompts,) entries held (uint32 if window 0)
+    filled: (
+        NDArray[np.uint16] | NDArray[np.uint32]
+    )  # (num_prompts,) entries held (uint32 if window 0)
     bins: NDArray[np.uint8]  # (num_prompts,) current bin, 0 = lowest pass rate
     bin_counts: NDArray[np.int64]  # (num_bins,) prompts per bin over the whole dataset
 
@@ -143,7 +147,7 @@ class ClassifierDelta(NamedTuple):
     bits: NDArray[np.uint64]  # (m, W) new bit rows
     vals: NDArray[np.float64]  # (m, H) new value rows
     sums: NDArray[np.float64]  # (m,) or (0,) new cumulative sums
-    count: NDArray[np.int64]  # (m,) new counts
+    filled: NDArray[np.int64]  # (m,) new counts
     old_bins: NDArray[np.int64]  # (m,) bins before the step
     new_bins: NDArray[np.int64]  # (m,) bins after the step
     rate: NDArray[np.float64]  # (m,) pass rates after the step
@@ -156,11 +160,14 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
     width = config.window if (config.k is not None and config.window > 0) else 0
     counts = np.zeros(config.bins, dtype=np.int64)
     counts[0] = p
+    filled: NDArray[np.uint16] | NDArray[np.uint32] = (
+        np.zeros(p, dtype=np.uint32) if config.window == 0 else np.zeros(p, dtype=np.uint16)
+    )
     return ClassifierState(
         bits=np.zeros((p, words), dtype=np.uint64),
         vals=np.zeros((p, width), dtype=np.float64),
         sums=np.zeros(p if config.window == 0 else 0, dtype=np.float64),
-        count=np.zeros(p, dtype=np.uint32 if config.window == 0 else np.uint16),
+        filled=filled,
         bins=np.zeros(p, dtype=np.uint8),
         bin_counts=counts,
     )
@@ -199,12 +206,26 @@ def step(
     """
     k = _backend.kernels(backend)
     bit_rows, val_rows, new_sums, new_count, new_bins, rate = k.classifier_step(
-        state.bits, state.vals, state.sums, state.count, state.bins, ids,
-        outcome, config.window, config.edge_array, config.margin,
+        state.bits,
+        state.vals,
+        state.sums,
+        state.filled,
+        state.bins,
+        ids,
+        outcome,
+        config.window,
+        config.edge_array,
+        config.margin,
     )
     return ClassifierDelta(
-        ids=ids, bits=bit_rows, vals=val_rows, sums=new_sums, count=new_count,
-        old_bins=state.bins[ids].astype(np.int64), new_bins=new_bins, rate=rate,
+        ids=ids,
+        bits=bit_rows,
+        vals=val_rows,
+        sums=new_sums,
+        filled=new_count,
+        old_bins=state.bins[ids].astype(np.int64),
+        new_bins=new_bins,
+        rate=rate,
     )
 
 
@@ -221,16 +242,20 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
         state.vals[ids] = delta.vals
     if state.sums.shape[0]:
         state.sums[ids] = delta.sums
-    state.count[ids] = delta.count
+    state.filled[ids] = delta.filled
     state.bins[ids] = delta.new_bins
     b = state.bin_counts.shape[0]
-    state.bin_counts[:] += np.bincount(delta.new_bins, minlength=b) - np.bincount(delta.old_bins, minlength=b)
+    state.bin_counts[:] += np.bincount(delta.new_bins, minlength=b) - np.bincount(
+        delta.old_bins, minlength=b
+    )
 
 
-def pass_rate(state: ClassifierState, ids: NDArray[np.int64], backend: str = "numba") -> NDArray[np.float64]:
+def pass_rate(
+    state: ClassifierState, ids: NDArray[np.int64], backend: str = "numba"
+) -> NDArray[np.float64]:
     """float64 (m,): each prompt's current windowed pass rate (0 for an unseen prompt)."""
     out: NDArray[np.float64] = _backend.kernels(backend).window_rate(
-        state.bits, state.vals, state.sums, state.count, ids
+        state.bits, state.vals, state.sums, state.filled, ids
     )
     return out
 
@@ -263,7 +288,13 @@ class DifficultyClassifier:
         ([0.5, 0.0, 0.0], [2, 0, 0])
     """
 
-    def __init__(self, config: ClassifierConfig | None = None, num_prompts: int = 1, *, backend: str = "numba") -> None:
+    def __init__(
+        self,
+        config: ClassifierConfig | None = None,
+        num_prompts: int = 1,
+        *,
+        backend: str = "numba",
+    ) -> None:
         if config is None:
             config = ClassifierConfig()
         if not isinstance(config, ClassifierConfig):
@@ -287,7 +318,9 @@ class DifficultyClassifier:
         """Add one window entry per prompt; ``ids`` unique, ``0 <= n_correct <= n_total``, ``n_total >= 1``."""
         idx = as_ids("ids", ids, self.num_prompts)
         correct, total = check_counts(n_correct, n_total, idx.shape[0])
-        delta = step(self.config, self.state, idx, outcomes(self.config, correct, total), self.backend)
+        delta = step(
+            self.config, self.state, idx, outcomes(self.config, correct, total), self.backend
+        )
         apply(self.state, delta)
 
     def state_dict(self) -> dict[str, Any]:
@@ -324,7 +357,9 @@ def state_from_arrays(d: dict[str, Any], template: ClassifierState, where: str) 
     return ClassifierState(**fields)
 
 
-def check_counts(n_correct: Any, n_total: Any, m: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def check_counts(
+    n_correct: Any, n_total: Any, m: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Validate per-prompt correct and total counts: integers, ``0 <= c <= n``, ``n >= 1``."""
     c = as_int_array("n_correct", n_correct, length=m)
     n = as_int_array("n_total", n_total, length=m)

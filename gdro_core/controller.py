@@ -82,7 +82,14 @@ class Plan:
         return np.concatenate([[0], np.cumsum(self.rollouts)]).astype(np.int64)
 
     def _arrays(self) -> tuple[NDArray[Any], ...]:
-        return (self.prompt_ids, self.bins, self.rollouts, self.weights, self.sample_probs, self.rollout_probs)
+        return (
+            self.prompt_ids,
+            self.bins,
+            self.rollouts,
+            self.weights,
+            self.sample_probs,
+            self.rollout_probs,
+        )
 
 
 def _same_plan(a: Plan, b: Plan) -> bool:
@@ -90,7 +97,10 @@ def _same_plan(a: Plan, b: Plan) -> bool:
         return True
     if (a.step, a.serial) != (b.step, b.serial):
         return False
-    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a._arrays(), b._arrays()))
+    return all(
+        x.shape == y.shape and np.array_equal(x, y)
+        for x, y in zip(a._arrays(), b._arrays(), strict=True)
+    )
 
 
 class GDROController:
@@ -142,7 +152,9 @@ class GDROController:
                 ccfg.k,
                 fix="every prompt needs at least k rollouts for pass@k",
             )
-        if isinstance(seed, bool) or not (seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence))):
+        if isinstance(seed, bool) or not (
+            seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence))
+        ):
             raise type_fail("seed", "an int, a numpy SeedSequence or None", seed)
         _backend.kernels(backend)
         self.backend = backend
@@ -236,12 +248,18 @@ class GDROController:
         q = self.q()
         saved = self._rng.bit_generator.state
         try:
-            alloc = ALLOCATORS[self._rcfg.mode](self._rcfg, self._rstate, bins, self._rng, self.backend, ids)
+            alloc = ALLOCATORS[self._rcfg.mode](
+                self._rcfg, self._rstate, bins, self._rng, self.backend, ids
+            )
         except BaseException:
             self._rng.bit_generator.state = saved
             raise
         m = ids.shape[0]
-        if int(alloc.rollouts.sum()) != self._rcfg.mean * m or alloc.rollouts.min() < self._rcfg.min or alloc.rollouts.max() > self._rcfg.max:
+        if (
+            int(alloc.rollouts.sum()) != self._rcfg.mean * m
+            or alloc.rollouts.min() < self._rcfg.min
+            or alloc.rollouts.max() > self._rcfg.max
+        ):
             self._rng.bit_generator.state = saved
             raise RuntimeError("allocator broke the budget invariant; this is a bug in gdro_core")
         w = _prompt.weights(self._pcfg, q, bins, alloc.rollouts)
@@ -287,16 +305,32 @@ class GDROController:
         m = current.prompt_ids.shape[0]
         r = as_float_array("rewards", rewards, length=current.num_rollouts)
         loss = None if losses is None else as_float_array("losses", losses, length=m)
-        needs = self._rcfg.needs_losses or (self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses)
+        needs = self._rcfg.needs_losses or (
+            self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses
+        )
         if needs and loss is None:
-            what = f"PromptConfig.signal={self._pcfg.signal!r}" if self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses else f"RolloutConfig.arm_signal={self._rcfg.arm_signal!r}"
-            raise fail("losses", f"a float array of {m} per-prompt losses ({what} needs them)", None,
-                       fix="pass losses=..., or choose a reward-derived signal ('failure', 'variance')")
+            what = (
+                f"PromptConfig.signal={self._pcfg.signal!r}"
+                if self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses
+                else f"RolloutConfig.arm_signal={self._rcfg.arm_signal!r}"
+            )
+            raise fail(
+                "losses",
+                f"a float array of {m} per-prompt losses ({what} needs them)",
+                None,
+                fix="pass losses=..., or choose a reward-derived signal ('failure', 'variance')",
+            )
         offsets = current.offsets
         correct = np.add.reduceat((r > self._ccfg.success_threshold).astype(np.int64), offsets[:-1])
         total = current.rollouts.astype(np.int64)
         bins = current.bins
-        delta = _clf.step(self._ccfg, self._cstate, current.prompt_ids, _clf.outcomes(self._ccfg, correct, total), self.backend)
+        delta = _clf.step(
+            self._ccfg,
+            self._cstate,
+            current.prompt_ids,
+            _clf.outcomes(self._ccfg, correct, total),
+            self.backend,
+        )
         sig = SIGNALS[self._pcfg.signal].compute(correct, total, loss)
         pstate = self._pstate
         if sig is not None:
@@ -307,15 +341,29 @@ class GDROController:
             pstate = _prompt.update(self._pcfg, self._pstate, bins, sig, shares)
         rstate = _rollout.update(self._rcfg, self._rstate, alloc, bins, correct, total, loss)
         metrics = step_metrics(
-            num_bins=self.num_bins, bins=bins, rollouts=current.rollouts, weights=current.weights,
-            rewards=r, offsets=offsets, correct=correct, q=q, alloc=alloc, rcfg=self._rcfg,
-            pstate=pstate, delta=delta, step=self._step + 1,
+            num_bins=self.num_bins,
+            bins=bins,
+            rollouts=current.rollouts,
+            weights=current.weights,
+            rewards=r,
+            offsets=offsets,
+            correct=correct,
+            q=q,
+            alloc=alloc,
+            rcfg=self._rcfg,
+            pstate=pstate,
+            delta=delta,
+            step=self._step + 1,
         )
         # commit: nothing below can fail on valid state
         if self._pcfg.mode == "resample":
             _backend.kernels(self.backend).move_members(
-                self._sstate.members, self._sstate.member_pos, self._sstate.bin_start,
-                delta.ids, delta.old_bins, delta.new_bins,
+                self._sstate.members,
+                self._sstate.member_pos,
+                self._sstate.bin_start,
+                delta.ids,
+                delta.old_bins,
+                delta.new_bins,
             )
         _clf.apply(self._cstate, delta)
         self._pstate, self._rstate = pstate, rstate
@@ -339,7 +387,9 @@ class GDROController:
         from gdro_core.metrics import initial_metrics
 
         shares = self._cstate.bin_counts / self._num_prompts
-        return initial_metrics(self.num_bins, shares, self.q(), self._pstate, self._rcfg, self._rstate)
+        return initial_metrics(
+            self.num_bins, shares, self.q(), self._pstate, self._rcfg, self._rstate
+        )
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -360,12 +410,19 @@ class GDROController:
         if self._pending is not None:
             plan, alloc, q = self._pending
             d["pending"] = {
-                "prompt_ids": np.array(plan.prompt_ids), "bins": np.array(plan.bins),
-                "rollouts": np.array(plan.rollouts), "weights": np.array(plan.weights),
-                "sample_probs": np.array(plan.sample_probs), "rollout_probs": np.array(plan.rollout_probs),
-                "step": plan.step, "serial": plan.serial, "q": np.array(q),
-                "active": np.array(alloc.active), "arm_index": np.array(alloc.arm_index),
-                "unconstrained": alloc.unconstrained, "mu": alloc.mu,
+                "prompt_ids": np.array(plan.prompt_ids),
+                "bins": np.array(plan.bins),
+                "rollouts": np.array(plan.rollouts),
+                "weights": np.array(plan.weights),
+                "sample_probs": np.array(plan.sample_probs),
+                "rollout_probs": np.array(plan.rollout_probs),
+                "step": plan.step,
+                "serial": plan.serial,
+                "q": np.array(q),
+                "active": np.array(alloc.active),
+                "arm_index": np.array(alloc.arm_index),
+                "unconstrained": alloc.unconstrained,
+                "mu": alloc.mu,
             }
         return d
 
@@ -377,8 +434,14 @@ class GDROController:
         unless the whole state is valid.
         """
         check_same_config(d, self._configs(), self._num_prompts)
-        fresh = GDROController(self._num_prompts, classifier=self._ccfg, prompt=self._pcfg,
-                               rollout=self._rcfg, seed=0, backend=self.backend)
+        fresh = GDROController(
+            self._num_prompts,
+            classifier=self._ccfg,
+            prompt=self._pcfg,
+            rollout=self._rcfg,
+            seed=0,
+            backend=self.backend,
+        )
         cstate = _restore(d, "classifier", fresh._cstate)
         pstate = _restore(d, "prompt", fresh._pstate)
         rstate = _restore(d, "rollout", fresh._rstate)
@@ -392,15 +455,22 @@ class GDROController:
         if isinstance(d.get("pending"), dict):
             p = d["pending"]
             plan = Plan(
-                prompt_ids=_frozen(p["prompt_ids"], np.int64), bins=_frozen(p["bins"], np.int64),
-                rollouts=_frozen(p["rollouts"], np.int64), weights=_frozen(p["weights"], np.float64),
-                step=int(p["step"]), sample_probs=_frozen(p["sample_probs"], np.float64),
-                rollout_probs=_frozen(p["rollout_probs"], np.float64), serial=int(p["serial"]),
+                prompt_ids=_frozen(p["prompt_ids"], np.int64),
+                bins=_frozen(p["bins"], np.int64),
+                rollouts=_frozen(p["rollouts"], np.int64),
+                weights=_frozen(p["weights"], np.float64),
+                step=int(p["step"]),
+                sample_probs=_frozen(p["sample_probs"], np.float64),
+                rollout_probs=_frozen(p["rollout_probs"], np.float64),
+                serial=int(p["serial"]),
             )
             alloc = Allocation(
-                rollouts=np.array(plan.rollouts), propensity=np.array(plan.rollout_probs),
-                active=np.asarray(p["active"], dtype=np.int64), arm_index=np.asarray(p["arm_index"], dtype=np.int64),
-                unconstrained=float(p["unconstrained"]), mu=float(p["mu"]),
+                rollouts=np.array(plan.rollouts),
+                propensity=np.array(plan.rollout_probs),
+                active=np.asarray(p["active"], dtype=np.int64),
+                arm_index=np.asarray(p["arm_index"], dtype=np.int64),
+                unconstrained=float(p["unconstrained"]),
+                mu=float(p["mu"]),
             )
             pending = (plan, alloc, np.asarray(p["q"], dtype=np.float64))
         self._cstate, self._pstate, self._rstate, self._sstate = cstate, pstate, rstate, sstate
@@ -447,7 +517,11 @@ def _restore(d: dict[str, Any], section: str, template: Any) -> Any:
         if isinstance(ref, np.ndarray):
             arr = np.asarray(src[f])
             if arr.dtype != ref.dtype or arr.ndim != ref.ndim or arr.shape != ref.shape:
-                raise fail(f"state[{section!r}][{f!r}]", f"an array of shape {ref.shape} and dtype {ref.dtype}", arr)
+                raise fail(
+                    f"state[{section!r}][{f!r}]",
+                    f"an array of shape {ref.shape} and dtype {ref.dtype}",
+                    arr,
+                )
             out[f] = np.array(arr, copy=True)
         else:
             out[f] = type(ref)(np.asarray(src[f]).item())

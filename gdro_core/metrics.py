@@ -18,7 +18,9 @@ from gdro_core.prompt import PromptState, entropy
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
 
-def _bin_block(out: dict[str, float], shares: NDArray[np.float64], q: NDArray[np.float64], pstate: PromptState) -> None:
+def _bin_block(
+    out: dict[str, float], shares: NDArray[np.float64], q: NDArray[np.float64], pstate: PromptState
+) -> None:
     b = shares.shape[0]
     idx = np.arange(b)
     for i in range(b):
@@ -81,8 +83,12 @@ def step_metrics(
 
 
 def initial_metrics(
-    num_bins: int, shares: NDArray[np.float64], q: NDArray[np.float64], pstate: PromptState,
-    rcfg: RolloutConfig, rstate: RolloutState,
+    num_bins: int,
+    shares: NDArray[np.float64],
+    q: NDArray[np.float64],
+    pstate: PromptState,
+    rcfg: RolloutConfig,
+    rstate: RolloutState,
 ) -> dict[str, float]:
     """What ``metrics()`` returns before the first update: the initial state's values."""
     out: dict[str, float] = {"step": 0.0}
@@ -95,7 +101,9 @@ def initial_metrics(
         m_t = float(np.dot(shares[present], p @ rcfg.arms.astype(np.float64)))
     elif rcfg.mode == "neyman":
         v = _rollout.variance_proxy(rcfg, rstate)[present]
-        n_star, _ = _rollout.neyman_continuous(v, shares[present], float(rcfg.mean), float(rcfg.min), float(rcfg.max))
+        n_star, _ = _rollout.neyman_continuous(
+            v, shares[present], float(rcfg.mean), float(rcfg.min), float(rcfg.max)
+        )
         m_t = float(np.dot(shares[present], n_star))
     else:
         m_t = float(rcfg.mean)

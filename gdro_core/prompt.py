@@ -126,7 +126,9 @@ def probs(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
     return q
 
 
-def bin_means(bins: NDArray[np.int64], values: NDArray[np.float64], num_bins: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+def bin_means(
+    bins: NDArray[np.int64], values: NDArray[np.float64], num_bins: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Per-bin mean of ``values`` over the prompts in each bin, and which bins are present."""
     cnt = np.bincount(bins, minlength=num_bins)
     tot = np.bincount(bins, weights=values, minlength=num_bins)

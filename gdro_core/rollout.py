@@ -22,7 +22,6 @@ from numpy.typing import NDArray
 
 from gdro_core import _backend
 from gdro_core._validation import check_choice, check_float, check_int, fail
-from gdro_core.prompt import log_softmax
 
 RolloutMode = Literal["fixed", "bandit", "neyman"]
 Selection = Literal["mode", "sample"]
@@ -83,10 +82,16 @@ class RolloutConfig:
                 (self.min, self.mean, self.max),
             )
         if self.max - self.min + 1 > 256:
-            raise fail("RolloutConfig.max - RolloutConfig.min + 1 (the number of arms)", "<= 256", self.max - self.min + 1)
+            raise fail(
+                "RolloutConfig.max - RolloutConfig.min + 1 (the number of arms)",
+                "<= 256",
+                self.max - self.min + 1,
+            )
         check_float("RolloutConfig.dual_step", self.dual_step, lo=0.0)
         check_float("RolloutConfig.mu_max", self.mu_max, lo=0.0, lo_open=True)
-        check_float("RolloutConfig.variance_floor", self.variance_floor, lo=0.0, hi=0.25, lo_open=True)
+        check_float(
+            "RolloutConfig.variance_floor", self.variance_floor, lo=0.0, hi=0.25, lo_open=True
+        )
         check_choice("RolloutConfig.selection", self.selection, ("mode", "sample"))
         check_float("RolloutConfig.arm_eta", self.arm_eta, lo=0.0)
         check_float("RolloutConfig.arm_gamma", self.arm_gamma, lo=0.0, hi=1.0)
@@ -138,17 +143,21 @@ def init_state(config: RolloutConfig, num_bins: int) -> RolloutState:
     )
 
 
-def arm_log_probs(config: RolloutConfig, arm_loss: NDArray[np.float64], mu: float) -> NDArray[np.float64]:
+def arm_log_probs(
+    config: RolloutConfig, arm_loss: NDArray[np.float64], mu: float
+) -> NDArray[np.float64]:
     r"""float64 (..., K): :math:`\log p_b(n)`, :math:`p_b = (1-\gamma)\mathrm{softmax}(-\eta(\hat L_b + \mu n)) + \gamma/K`."""
     k = arm_loss.shape[-1]
     logits = -config.arm_eta * (arm_loss + mu * config.arms.astype(np.float64))
     z = logits - logits.max(axis=-1, keepdims=True)
-    ls = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    ls: NDArray[np.float64] = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     if config.arm_gamma == 0.0:
         return ls
     if config.arm_gamma == 1.0:
         return np.full_like(ls, -np.log(k))
-    out: NDArray[np.float64] = np.logaddexp(np.log1p(-config.arm_gamma) + ls, np.log(config.arm_gamma / k))
+    out: NDArray[np.float64] = np.logaddexp(
+        np.log1p(-config.arm_gamma) + ls, np.log(config.arm_gamma / k)
+    )
     return out
 
 
@@ -158,24 +167,42 @@ def dp_order(config: RolloutConfig) -> NDArray[np.int64]:
     return np.lexsort((arms, np.abs(arms - config.mean))).astype(np.int64)
 
 
-def batch_counts(bins: NDArray[np.int64], num_bins: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def batch_counts(
+    bins: NDArray[np.int64], num_bins: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """The bins present (ascending) and their prompt counts."""
     cnt = np.bincount(bins, minlength=num_bins)
     active = np.flatnonzero(cnt).astype(np.int64)
     return active, cnt[active].astype(np.int64)
 
 
-def plan_fixed(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int64],
-               rng: np.random.Generator, backend: str) -> Allocation:
+def plan_fixed(
+    config: RolloutConfig,
+    state: RolloutState,
+    bins: NDArray[np.int64],
+    rng: np.random.Generator,
+    backend: str,
+) -> Allocation:
     """Every prompt gets ``mean``."""
     active, _ = batch_counts(bins, state.variance.shape[0])
     m = bins.shape[0]
-    return Allocation(np.full(m, config.mean, dtype=np.int64), np.ones(m), active,
-                      np.full(active.shape[0], config.mean - config.min), float(config.mean), state.mu)
+    return Allocation(
+        np.full(m, config.mean, dtype=np.int64),
+        np.ones(m),
+        active,
+        np.full(active.shape[0], config.mean - config.min),
+        float(config.mean),
+        state.mu,
+    )
 
 
-def plan_bandit(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int64],
-                rng: np.random.Generator, backend: str) -> Allocation:
+def plan_bandit(
+    config: RolloutConfig,
+    state: RolloutState,
+    bins: NDArray[np.int64],
+    rng: np.random.Generator,
+    backend: str,
+) -> Allocation:
     """Bandit proposals, repaired to the exact budget by the DP (argmax or conditioned draw)."""
     active, counts = batch_counts(bins, state.variance.shape[0])
     m = bins.shape[0]
@@ -187,7 +214,9 @@ def plan_bandit(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int
     kern = _backend.kernels(backend)
     if config.selection == "mode":
         dev = counts[:, None] * np.abs(arms - config.mean)[None, :]
-        arm_index = kern.budget_dp_mode(counts, logp, dev.astype(np.float64), dp_order(config), slack)
+        arm_index = kern.budget_dp_mode(
+            counts, logp, dev.astype(np.float64), dp_order(config), slack
+        )
         prop_bin = np.ones(active.shape[0])
     else:
         u = rng.random(active.shape[0])
@@ -195,7 +224,9 @@ def plan_bandit(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int
         prop_bin = marg[np.arange(active.shape[0]), arm_index]
     pos = np.searchsorted(active, bins)
     rollouts = (config.min + arm_index[pos]).astype(np.int64)
-    return Allocation(rollouts, prop_bin[pos], active, arm_index.astype(np.int64), unconstrained, state.mu)
+    return Allocation(
+        rollouts, prop_bin[pos], active, arm_index.astype(np.int64), unconstrained, state.mu
+    )
 
 
 def neyman_continuous(
@@ -246,8 +277,12 @@ def neyman_continuous(
 
 
 def integerize(
-    target: NDArray[np.float64], total: int, lo: int, hi: int,
-    bins: NDArray[np.int64], prompt_ids: NDArray[np.int64],
+    target: NDArray[np.float64],
+    total: int,
+    lo: int,
+    hi: int,
+    bins: NDArray[np.int64],
+    prompt_ids: NDArray[np.int64],
 ) -> NDArray[np.int64]:
     """Round per-prompt targets to integers in ``[lo, hi]`` that sum to ``total`` exactly.
 
@@ -278,21 +313,40 @@ def variance_proxy(config: RolloutConfig, state: RolloutState) -> NDArray[np.flo
     return np.maximum(v, config.variance_floor)
 
 
-def plan_neyman(config: RolloutConfig, state: RolloutState, bins: NDArray[np.int64],
-                rng: np.random.Generator, backend: str, prompt_ids: NDArray[np.int64] | None = None) -> Allocation:
+def plan_neyman(
+    config: RolloutConfig,
+    state: RolloutState,
+    bins: NDArray[np.int64],
+    rng: np.random.Generator,
+    backend: str,
+    prompt_ids: NDArray[np.int64] | None = None,
+) -> Allocation:
     """The square-root law over the bins present, integerised under the exact budget."""
     active, counts = batch_counts(bins, state.variance.shape[0])
     m = bins.shape[0]
     v = variance_proxy(config, state)[active]
-    n_star, mu = neyman_continuous(v, counts / m, float(config.mean), float(config.min), float(config.max))
+    n_star, mu = neyman_continuous(
+        v, counts / m, float(config.mean), float(config.min), float(config.max)
+    )
     pos = np.searchsorted(active, bins)
     ids = np.arange(m, dtype=np.int64) if prompt_ids is None else prompt_ids
     rollouts = integerize(n_star[pos], config.mean * m, config.min, config.max, bins, ids)
-    return Allocation(rollouts, np.ones(m), active, np.full(active.shape[0], -1), float(np.dot(counts / m, n_star)), mu)
+    return Allocation(
+        rollouts,
+        np.ones(m),
+        active,
+        np.full(active.shape[0], -1),
+        float(np.dot(counts / m, n_star)),
+        mu,
+    )
 
 
-def arm_signal(config: RolloutConfig, correct: NDArray[np.int64], total: NDArray[np.int64],
-               losses: NDArray[np.float64] | None) -> NDArray[np.float64] | None:
+def arm_signal(
+    config: RolloutConfig,
+    correct: NDArray[np.int64],
+    total: NDArray[np.int64],
+    losses: NDArray[np.float64] | None,
+) -> NDArray[np.float64] | None:
     """Per-prompt primal arm loss, or ``None`` when it needs losses that were not given."""
     if config.arm_signal == "loss":
         return losses
@@ -302,9 +356,52 @@ def arm_signal(config: RolloutConfig, correct: NDArray[np.int64], total: NDArray
     return out
 
 
-def update(config: RolloutConfig, state: RolloutState, alloc: Allocation, bins: NDArray[np.int64],
-           correct: NDArray[np.int64], total: NDArray[np.int64],
-           losses: NDArray[np.float64] | None) -> RolloutState:
+def update_arm_estimates(
+    config: RolloutConfig,
+    arm_loss: NDArray[np.float64],
+    arm_seen: NDArray[np.bool_],
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    ell: NDArray[np.float64],
+    propensity: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    r"""New arm estimates after bins ``rows`` played arms ``cols`` and saw primal losses ``ell``.
+
+    The importance-weighted estimate is :math:`\hat\ell = \ell / \pi` with :math:`\pi` the
+    propensity of the played arm (1 under deterministic ``selection="mode"``):
+
+    * ``arm_rule="cumulative"``: EXP3, :math:`\hat L_b(n) \mathrel{+}= \hat\ell\,1\{n = n_b\}`.
+    * ``"ema"`` with ``selection="sample"``: discounted EXP3, every arm of the bin decays by
+      :math:`1-\rho` and the played arm gains :math:`\rho\hat\ell`; unbiased for the arms' losses.
+    * ``"ema"`` with ``selection="mode"``: an EMA of the played arm's observed loss (its first
+      observation sets it); unplayed arms keep their estimates.
+
+    Inputs are not mutated. Returns ``(arm_loss, arm_seen)``.
+    """
+    arm_loss, arm_seen = arm_loss.copy(), arm_seen.copy()
+    est = ell / propensity
+    rho = config.arm_ema
+    if config.arm_rule == "cumulative":
+        arm_loss[rows, cols] += est
+    elif config.selection == "sample":
+        arm_loss[rows] *= 1.0 - rho
+        arm_loss[rows, cols] += rho * est
+    else:
+        seen = arm_seen[rows, cols]
+        arm_loss[rows, cols] = np.where(seen, (1 - rho) * arm_loss[rows, cols] + rho * est, est)
+    arm_seen[rows, cols] = True
+    return arm_loss, arm_seen
+
+
+def update(
+    config: RolloutConfig,
+    state: RolloutState,
+    alloc: Allocation,
+    bins: NDArray[np.int64],
+    correct: NDArray[np.int64],
+    total: NDArray[np.int64],
+    losses: NDArray[np.float64] | None,
+) -> RolloutState:
     """The new state after a step: variance proxy, arm estimates, and the dual ascent on the price."""
     num_bins = state.variance.shape[0]
     cnt = np.bincount(bins, minlength=num_bins)
@@ -319,26 +416,26 @@ def update(config: RolloutConfig, state: RolloutState, alloc: Allocation, bins: 
     var_seen = state.var_seen | present
     arm_loss, arm_seen, mu = state.arm_loss, state.arm_seen, state.mu
     if config.mode == "bandit":
-        arm_loss, arm_seen = arm_loss.copy(), arm_seen.copy()
         sig = arm_signal(config, correct, total, losses)
         if sig is not None:
-            ell = np.bincount(bins, weights=sig, minlength=num_bins)[alloc.active] / cnt[alloc.active]
+            ell = (
+                np.bincount(bins, weights=sig, minlength=num_bins)[alloc.active] / cnt[alloc.active]
+            )
             pos = np.searchsorted(alloc.active, bins)
             prop = np.zeros(alloc.active.shape[0])
             prop[pos] = alloc.propensity
-            rows, cols = alloc.active, alloc.arm_index
-            est = ell / prop
-            rho = config.arm_ema
-            if config.arm_rule == "cumulative":
-                arm_loss[rows, cols] += est
-            elif config.selection == "sample":  # discounted EXP3: every arm decays, the played one gains
-                arm_loss[rows] *= 1.0 - rho
-                arm_loss[rows, cols] += rho * est
-            else:  # deterministic argmax: EMA of the played arm's observed loss
-                seen = arm_seen[rows, cols]
-                arm_loss[rows, cols] = np.where(seen, (1 - rho) * arm_loss[rows, cols] + rho * est, est)
-            arm_seen[rows, cols] = True
-        mu = float(np.clip(state.mu + config.dual_step * (alloc.unconstrained - config.mean), 0.0, config.mu_max))
+            arm_loss, arm_seen = update_arm_estimates(
+                config, arm_loss, arm_seen, alloc.active, alloc.arm_index, ell, prop
+            )
+        mu = float(
+            np.clip(
+                state.mu + config.dual_step * (alloc.unconstrained - config.mean),
+                0.0,
+                config.mu_max,
+            )
+        )
     elif config.mode == "neyman":
         mu = alloc.mu
-    return RolloutState(arm_loss=arm_loss, arm_seen=arm_seen, mu=mu, variance=variance, var_seen=var_seen)
+    return RolloutState(
+        arm_loss=arm_loss, arm_seen=arm_seen, mu=mu, variance=variance, var_seen=var_seen
+    )

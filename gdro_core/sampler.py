@@ -24,10 +24,14 @@ class SamplerState(NamedTuple):
     epoch: int  # epochs started
     members: NDArray[np.int32]  # (P,) prompt ids grouped by bin (resample); or (0,)
     member_pos: NDArray[np.int32]  # (P,) index of each prompt in ``members``; or (0,)
-    bin_start: NDArray[np.int64]  # (B+1,) segment starts in ``members``; bin b = [start[b], start[b+1])
+    bin_start: NDArray[
+        np.int64
+    ]  # (B+1,) segment starts in ``members``; bin b = [start[b], start[b+1])
 
 
-def init_state(num_prompts: int, num_bins: int, resample: bool, rng: np.random.Generator) -> SamplerState:
+def init_state(
+    num_prompts: int, num_bins: int, resample: bool, rng: np.random.Generator
+) -> SamplerState:
     """Uniform: the first epoch's permutation. Resample: every prompt in bin 0."""
     start = np.full(num_bins + 1, num_prompts, dtype=np.int64)
     start[0] = 0
@@ -38,7 +42,9 @@ def init_state(num_prompts: int, num_bins: int, resample: bool, rng: np.random.G
     return SamplerState(perm, 0, 1, np.zeros(0, np.int32), np.zeros(0, np.int32), start)
 
 
-def sample_uniform(state: SamplerState, batch_size: int, rng: np.random.Generator) -> tuple[NDArray[np.int64], SamplerState]:
+def sample_uniform(
+    state: SamplerState, batch_size: int, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], SamplerState]:
     """The next ``batch_size`` ids of the epoch order, starting a new epoch when this one ends."""
     n = state.perm.shape[0]
     take = min(batch_size, n - state.pos)
@@ -56,7 +62,9 @@ def sample_uniform(state: SamplerState, batch_size: int, rng: np.random.Generato
     return ids, state._replace(perm=perm, pos=need, epoch=state.epoch + 1)
 
 
-def slot_counts(q: NDArray[np.float64], sizes: NDArray[np.int64], batch_size: int, rng: np.random.Generator) -> NDArray[np.int64]:
+def slot_counts(
+    q: NDArray[np.float64], sizes: NDArray[np.int64], batch_size: int, rng: np.random.Generator
+) -> NDArray[np.int64]:
     """Prompts to draw per bin: multinomial from q, overflow sent to the nearest bins with room."""
     counts = rng.multinomial(batch_size, q).astype(np.int64)
     excess = np.maximum(counts - sizes, 0)
@@ -75,7 +83,9 @@ def slot_counts(q: NDArray[np.float64], sizes: NDArray[np.int64], batch_size: in
     return counts
 
 
-def sample_resample(state: SamplerState, q: NDArray[np.float64], batch_size: int, rng: np.random.Generator) -> NDArray[np.int64]:
+def sample_resample(
+    state: SamplerState, q: NDArray[np.float64], batch_size: int, rng: np.random.Generator
+) -> NDArray[np.int64]:
     """Draw ``batch_size`` distinct ids: bins from q, prompts uniformly within each bin."""
     sizes = np.diff(state.bin_start)
     counts = slot_counts(q, sizes, batch_size, rng)
@@ -87,7 +97,9 @@ def sample_resample(state: SamplerState, q: NDArray[np.float64], batch_size: int
     return ids[rng.permutation(ids.shape[0])]
 
 
-def sample_probs(state: SamplerState, q: NDArray[np.float64] | None, bins: NDArray[np.int64], num_prompts: int) -> NDArray[np.float64]:
+def sample_probs(
+    state: SamplerState, q: NDArray[np.float64] | None, bins: NDArray[np.int64], num_prompts: int
+) -> NDArray[np.float64]:
     """float64 (m,): each prompt's probability of being drawn by one draw of the sampler."""
     if q is None:
         return np.full(bins.shape[0], 1.0 / num_prompts)

@@ -79,7 +79,9 @@ def register_signal(name: str, signal: Signal) -> None:
     if not isinstance(signal, Signal):
         raise TypeError(f"signal must be a gdro_core.signals.Signal; got {type(signal).__name__}")
     if name in SIGNALS and SIGNALS[name] is not signal:
-        raise fail("name", f"a signal name not yet registered (registered: {sorted(SIGNALS)})", name)
+        raise fail(
+            "name", f"a signal name not yet registered (registered: {sorted(SIGNALS)})", name
+        )
     SIGNALS[name] = signal
 
 
