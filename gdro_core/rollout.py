@@ -235,8 +235,10 @@ def neyman_continuous(
     r"""The bounded square-root law: ``n_b = clip(sqrt(v_b / mu), lo, hi)`` with ``sum shares*n = mean``.
 
     Without binding bounds this is :math:`n_b^* = \bar n \sqrt{v_b} / \sum_j \hat q_j \sqrt{v_j}`
-    and :math:`\mu^* = (\sum_b \hat q_b \sqrt{v_b} / \bar n)^2`. Solved by bisection on
-    :math:`\log\mu` to machine precision. Returns ``(n (A,), mu)``.
+    and :math:`\mu^* = (\sum_b \hat q_b \sqrt{v_b} / \bar n)^2` (the KKT price). With bounds the
+    total is piecewise ``a + c / sqrt(mu)`` between the prices where a bin hits a bound, so the
+    exact solution is found on the right piece in closed form (no iteration). ``v`` must be
+    positive (floored) and ``lo <= mean <= hi``. Returns ``(n (A,), mu)``.
 
     Examples:
         >>> n, mu = neyman_continuous(np.array([0.01, 0.25]), np.array([0.5, 0.5]), 4.0, 0.0, 1e9)
@@ -246,34 +248,28 @@ def neyman_continuous(
     sv = np.sqrt(v)
     if hi <= lo:
         return np.full(v.shape, lo), 0.0
-
-    def total(log_mu: float) -> float:
-        return float(np.dot(shares, np.clip(sv / np.exp(0.5 * log_mu), lo, hi)))
-
-    a, b = -80.0, 80.0  # mu in [e^-80, e^80]: far beyond any bin's v / n^2
-    if total(a) <= mean:  # even the cheapest price leaves everyone at hi
-        return np.clip(sv / np.exp(0.5 * a), lo, hi), float(np.exp(a))
-    if total(b) >= mean:
-        return np.clip(sv / np.exp(0.5 * b), lo, hi), float(np.exp(b))
-    for _ in range(200):
-        mid = 0.5 * (a + b)
-        if total(mid) > mean:
-            a = mid
-        else:
-            b = mid
-        if b - a < 1e-15:
-            break
-    log_mu = 0.5 * (a + b)
-    free = (sv / np.exp(0.5 * log_mu) > lo) & (sv / np.exp(0.5 * log_mu) < hi)
-    if free.any():  # polish with the closed form on the unclipped bins
-        fixed_part = float(np.dot(shares[~free], np.clip(sv[~free] / np.exp(0.5 * log_mu), lo, hi)))
-        rest = mean - fixed_part
-        if rest > 0:
-            root_mu = float(np.dot(shares[free], sv[free])) / rest
-            if root_mu > 0:
-                log_mu = 2.0 * np.log(root_mu)
-    mu = float(np.exp(log_mu))
-    return np.clip(sv / np.sqrt(mu), lo, hi), mu
+    # s = sqrt(mu). Bin b sits at hi for s <= sv_b/hi, at lo for s >= sv_b/lo, free in between;
+    # on each piece between consecutive breakpoints the total is fixed + c/s: solve it there.
+    cuts = np.concatenate([sv / hi, sv / lo]) if lo > 0 else sv / hi
+    pts = np.unique(cuts)
+    lower = np.concatenate([[0.0], pts])
+    upper = np.concatenate([pts, [np.inf]])
+    rep = np.where(np.isinf(upper), 2.0 * lower + 1.0, 0.5 * (lower + upper))
+    at_hi = sv[None, :] / hi >= rep[:, None]
+    at_lo = (sv[None, :] / lo <= rep[:, None]) if lo > 0 else np.zeros_like(at_hi)
+    free = ~at_hi & ~at_lo
+    fixed = hi * (at_hi * shares).sum(axis=1) + lo * (at_lo * shares).sum(axis=1)
+    c = (free * (shares * sv)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cand = c / (mean - fixed)
+    ok = (c > 0) & (mean - fixed > 0) & (cand >= lower * (1 - 1e-12)) & (cand <= upper * (1 + 1e-12))
+    if ok.any():
+        s_root = float(cand[np.flatnonzero(ok)[0]])
+    elif mean >= hi:  # everyone at hi: the largest price that keeps them there
+        s_root = float(pts[0])
+    else:  # everyone at lo
+        s_root = float(pts[-1])
+    return np.clip(sv / s_root, lo, hi), s_root * s_root
 
 
 def integerize(
