@@ -46,9 +46,9 @@ class ClassifierConfig:
             unbiased pass@k estimate, so bins do not depend on how many rollouts a prompt got.
 
     Examples:
-        >>> ClassifierConfig().num_bins, ClassifierConfig().hysteresis
+        >>> ClassifierConfig().bins, ClassifierConfig().margin  # the resolved defaults
         (10, 0.03)
-        >>> ClassifierConfig(edges=(0.2, 0.5)).num_bins
+        >>> ClassifierConfig(edges=(0.2, 0.5)).bins
         3
     """
 
@@ -119,7 +119,9 @@ class ClassifierConfig:
     @property
     def margin(self) -> float:
         """The hysteresis in use (``hysteresis`` resolved)."""
-        return 0.3 * self.min_width if self.hysteresis is None else float(self.hysteresis)
+        if self.hysteresis is None:
+            return round(0.3 * self.min_width, 12)  # 0.03, not 0.030000000000000002
+        return float(self.hysteresis)
 
     @property
     def bit_packed(self) -> bool:

@@ -60,6 +60,13 @@ class Plan:
         sample_probs: float64 (n,), each prompt's probability under one draw of the sampler.
         rollout_probs: float64 (n,), probability of the prompt's rollout count given the budget
             (1 for deterministic allocations).
+
+    Examples:
+        >>> ctl = GDROController(10, prompt=PromptConfig(signal="failure"),
+        ...                      rollout=RolloutConfig(mode="neyman", mean=3), seed=0)
+        >>> plan = ctl.plan([7, 2])
+        >>> plan.rollouts.tolist(), plan.offsets.tolist(), plan.num_rollouts
+        ([3, 3], [0, 3, 6], 6)
     """
 
     prompt_ids: NDArray[np.int64]
