@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gdro-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: install demo test lint typecheck docs bench clean
 
@@ -30,7 +31,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gdro_core
 
-test: $(STAMP) lint typecheck
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -q
+
+test: $(STAMP) lint typecheck docs
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
