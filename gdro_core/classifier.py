@@ -11,6 +11,7 @@ a 2-byte count and a 1-byte bin: 19 bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -207,6 +208,7 @@ def step(
     classification uses no hysteresis.
     """
     k = _backend.kernels(backend)
+    edges, margin = _edges_margin(config)
     bit_rows, val_rows, new_sums, new_count, new_bins, rate = k.classifier_step(
         state.bits,
         state.vals,
@@ -216,8 +218,8 @@ def step(
         ids,
         outcome,
         config.window,
-        config.edge_array,
-        config.margin,
+        edges,
+        margin,
     )
     return ClassifierDelta(
         ids=ids,
@@ -229,6 +231,14 @@ def step(
         new_bins=new_bins,
         rate=rate,
     )
+
+
+@lru_cache(maxsize=64)
+def _edges_margin(config: ClassifierConfig) -> tuple[NDArray[np.float64], float]:
+    """The edge array and hysteresis of a config, computed once (configs are frozen and hashable)."""
+    edges = config.edge_array
+    edges.setflags(write=False)
+    return edges, config.margin
 
 
 def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
