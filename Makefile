@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gdro_core
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gdro_core
+	$(BIN)/mypy gdro_core adapters/gdro_verl
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -q

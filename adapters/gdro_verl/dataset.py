@@ -1,0 +1,130 @@
+"""The dataset class for ``data.custom_cls``: builds the controller, stamps the plan on each row.
+
+Set::
+
+    data.custom_cls.path=pkg://gdro_verl.dataset
+    data.custom_cls.name=GDRODataset
+
+verl uses the same class and config for the train and the validation files. The train instance
+builds the run's :class:`~gdro_verl.runtime.GDRORuntime` and stamps every row with
+
+* ``gdro_prompt_id``: the prompt's stable id, its position in this dataset, and
+* ``__rollout_n__``: its planned rollout count, which verl V1's agent loop pops to decide how many
+  sessions to run (V0: gdro's ``_get_gen_batch`` hook turns it into ``sample_level_repeat``).
+
+Validation rows are left untouched, so validation keeps verl's uniform ``val_kwargs.n``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from gdro_verl import _compat
+
+_compat.require_verl()
+
+from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
+
+from gdro_verl import runtime as _runtime  # noqa: E402
+from gdro_verl.config import GDROSettings, check_trainer_config  # noqa: E402
+
+Role = Literal["train", "val"]
+
+
+def _as_paths(files: Any) -> list[str]:
+    files = _compat.to_plain(files)
+    if files is None:
+        return []
+    if isinstance(files, str):
+        return [files]
+    return [str(f) for f in files]
+
+
+def _role(data_files: Any, config: Any) -> Role:
+    files = _as_paths(data_files)
+    train = files == _as_paths(_compat.select(config, "train_files"))
+    val = files == _as_paths(_compat.select(config, "val_files"))
+    if train and val:
+        raise ValueError(
+            "data.train_files and data.val_files must differ with gdro (the dataset tells train "
+            f"from validation by its files, and only train rows are planned); both are {files}"
+        )
+    if not (train or val):
+        raise ValueError(
+            "GDRODataset data_files must equal data.train_files or data.val_files; got "
+            f"{files}, train_files={_as_paths(_compat.select(config, 'train_files'))}, "
+            f"val_files={_as_paths(_compat.select(config, 'val_files'))}"
+        )
+    return "train" if train else "val"
+
+
+class GDRODataset(RLHFDataset):
+    """verl's ``RLHFDataset`` whose train rows carry gdro's per-prompt plan.
+
+    Args:
+        data_files: Parquet/JSON file(s); compared with ``config.train_files`` and
+            ``config.val_files`` to tell train from validation.
+        tokenizer: As for ``RLHFDataset``.
+        config: verl's ``data`` config section, with gdro options under ``gdro``.
+        processor: As for ``RLHFDataset``.
+        max_samples: As for ``RLHFDataset``.
+
+    Attributes:
+        role: ``"train"`` or ``"val"``.
+        runtime: The run's controller runtime (train only, else None).
+
+    Raises:
+        ValueError: bad ``data.gdro`` options, ``data.dataloader_num_workers != 0``, or verl settings
+            gdro cannot run with (see :func:`gdro_verl.config.check_trainer_config`).
+    """
+
+    def __init__(
+        self,
+        data_files: Any,
+        tokenizer: Any,
+        config: Any,
+        processor: Any = None,
+        max_samples: int = -1,
+    ) -> None:
+        self.role: Role = _role(data_files, config)
+        self.runtime: _runtime.GDRORuntime | None = None
+        settings = None
+        if self.role == "train":  # validate before the (possibly slow) file loading
+            settings = GDROSettings.from_data_config(config)
+            check_trainer_config(config, settings)
+        super().__init__(
+            data_files=data_files,
+            tokenizer=tokenizer,
+            config=config,
+            processor=processor,
+            max_samples=max_samples,
+        )
+        if settings is not None:
+            block = int(_compat.select(config, "train_batch_size"))
+            self.runtime = _runtime.GDRORuntime(settings, num_prompts=len(self), block_size=block)
+            _runtime.activate(self.runtime)
+            _compat.install_trainer_hooks()
+
+    @property
+    def is_train(self) -> bool:
+        """Whether this is the train dataset (the one the controller plans)."""
+        return self.role == "train"
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        """Row ``item`` (its stable prompt id), stamped with its plan when training.
+
+        Raises:
+            KeyError: a train row outside the planned batch (the dataset is not being read
+                through gdro's sampler).
+        """
+        row: dict[str, Any] = super().__getitem__(item)  # type: ignore[no-untyped-call]
+        if self.runtime is not None:
+            prompt_id = int(item)
+            row[_compat.PROMPT_ID_FIELD] = prompt_id
+            row[_compat.ROLLOUT_N_FIELD] = self.runtime.planned_rollouts(prompt_id)
+        return row
+
+    def on_batch_end(self, batch: Any) -> None:
+        """verl V0's per-step hook: feed back the step unless the advantage hook already did."""
+        if self.runtime is not None:
+            self.runtime.feedback_from_batch(batch)

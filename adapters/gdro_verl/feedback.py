@@ -1,0 +1,166 @@
+"""From verl's scored rollouts to the controller's inputs, and the step's metrics.
+
+Pure functions: verl objects in, numpy out. Rollouts are grouped by ``uid`` (verl's per-prompt,
+per-step group id); a group's prompt is identified by the ``gdro_prompt_id`` stamp, never by its
+position in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_verl._compat import PROMPT_ID_FIELD
+
+if TYPE_CHECKING:
+    from gdro_verl.runtime import Group
+
+
+def choose_rewards(
+    *, acc: Sequence[Any] | None, scores: Sequence[float], correctness: str
+) -> NDArray[np.float64]:
+    """Per-rollout rewards for the controller from what verl computed.
+
+    Args:
+        acc: The scorer's ``acc`` per rollout (None when it reports none).
+        scores: Summed token-level score per rollout.
+        correctness: ``"acc"``, ``"score"`` or ``"auto"`` (``acc`` when available).
+
+    Returns:
+        float64 (R,): ``acc`` as 0/1 floats, or the scores.
+
+    Raises:
+        ValueError: ``correctness="acc"`` but the scorer reports no ``acc``, or a value is not finite.
+    """
+    if correctness == "acc" and acc is None:
+        raise ValueError(
+            "data.gdro.correctness='acc' but the reward function reports no 'acc'; return a dict "
+            "with 'acc' from compute_score, or set data.gdro.correctness=score"
+        )
+    if acc is not None and correctness in ("acc", "auto"):
+        values = np.asarray([float(a) for a in acc], dtype=np.float64)
+    else:
+        values = np.asarray(list(scores), dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("gdro: a rollout reward is not finite (NaN or inf)")
+    return values
+
+
+def groups_from_rows(
+    *,
+    uids: Sequence[Any],
+    prompt_ids: Sequence[int],
+    rewards: NDArray[np.float64],
+    losses: NDArray[np.float64] | None = None,
+) -> dict[str, Group]:
+    """Group per-rollout rows by uid.
+
+    Args:
+        uids: verl uid per rollout (any order; rows of a group need not be adjacent).
+        prompt_ids: Stable prompt id per rollout.
+        rewards: float64 (R,) reward per rollout.
+        losses: float64 (R,) optional per-rollout loss.
+
+    Returns:
+        uid -> Group(prompt_id, rewards in row order, mean loss or None).
+
+    Raises:
+        ValueError: rows of one uid carry different prompt ids, or lengths differ.
+    """
+    from gdro_verl.runtime import Group
+
+    if not len(uids) == len(prompt_ids) == len(rewards):
+        raise ValueError(
+            f"gdro: {len(uids)} uids, {len(prompt_ids)} prompt ids and {len(rewards)} rewards"
+        )
+    rows: dict[str, list[int]] = {}
+    pid_of: dict[str, int] = {}
+    for i, (uid, pid) in enumerate(zip(uids, prompt_ids, strict=True)):
+        key = str(uid)
+        if pid_of.setdefault(key, int(pid)) != int(pid):
+            raise ValueError(f"gdro: uid {key!r} has rows of prompt ids {pid_of[key]} and {pid}")
+        rows.setdefault(key, []).append(i)
+    out: dict[str, Group] = {}
+    for key, idx in rows.items():
+        loss = None if losses is None else float(np.mean(losses[idx]))
+        out[key] = Group(prompt_id=pid_of[key], rewards=rewards[idx], loss=loss)
+    return out
+
+
+def groups_from_batch(
+    data: Any, *, uid_prompt: Mapping[str, int], correctness: str, loss_key: str | None
+) -> dict[str, Group]:
+    """Groups from a post-reward V0 ``DataProto`` (one row per response).
+
+    Args:
+        data: ``DataProto`` with ``non_tensor_batch["uid"]``, ``batch["token_level_scores"]`` and,
+            when the scorer reports it, ``non_tensor_batch["acc"]``.
+        uid_prompt: uid -> prompt id bound before generation; used when rows carry no stamp.
+        correctness: See :func:`choose_rewards`.
+        loss_key: Optional per-response loss field in ``non_tensor_batch``.
+
+    Returns:
+        uid -> Group.
+
+    Raises:
+        ValueError: a uid has no known prompt id, or a needed field is missing.
+    """
+    ntb = data.non_tensor_batch
+    uids = [str(u) for u in ntb["uid"]]
+    if PROMPT_ID_FIELD in ntb:
+        prompt_ids = [int(p) for p in ntb[PROMPT_ID_FIELD]]
+    else:
+        unknown = [u for u in uids if u not in uid_prompt]
+        if unknown:
+            raise ValueError(f"gdro: uid {unknown[0]!r} has no {PROMPT_ID_FIELD} stamp or binding")
+        prompt_ids = [uid_prompt[u] for u in uids]
+    scores = data.batch["token_level_scores"].sum(dim=-1).double().cpu().numpy()
+    rewards = choose_rewards(acc=ntb.get("acc"), scores=scores, correctness=correctness)
+    losses = None
+    if loss_key is not None:
+        if loss_key not in ntb:
+            raise ValueError(f"data.gdro.loss_key={loss_key!r} is not a field of the scored batch")
+        losses = np.asarray(ntb[loss_key], dtype=np.float64)
+    return groups_from_rows(uids=uids, prompt_ids=prompt_ids, rewards=rewards, losses=losses)
+
+
+def step_metrics(
+    *,
+    rollouts: NDArray[np.int64],
+    n_correct: NDArray[np.int64],
+    controller_metrics: Mapping[str, float],
+    ks: Sequence[int],
+    missing: int = 0,
+) -> dict[str, float]:
+    """The step's metrics, all under ``gdro/``.
+
+    Args:
+        rollouts: int64 (N,) rollouts per prompt.
+        n_correct: int64 (N,) correct rollouts per prompt.
+        controller_metrics: ``GDROController.metrics()``.
+        ks: k values for the unbiased ``gdro/pass@k`` (each <= min rollouts).
+        missing: Rollouts planned but not returned (failed sessions).
+
+    Returns:
+        ``gdro/<controller key>`` for each controller metric, plus ``gdro/pass@k`` (mean over
+        prompts of the unbiased estimator ``1 - C(n-c, k)/C(n, k)``), ``gdro/solve_rate``
+        (mean per-prompt fraction correct: every prompt weighs the same, unlike verl's
+        ``critic/score/mean``), ``gdro/solved_none`` and ``gdro/solved_all`` (fractions of prompts)
+        and ``gdro/missing_rollouts``. No key contains the words verl's V1 metric aggregator
+        reads as max/min/sum reducers.
+    """
+    from gdro_core import pass_at_k
+
+    metrics = {f"gdro/{k}": float(v) for k, v in controller_metrics.items()}
+    n = np.asarray(rollouts, dtype=np.int64)
+    c = np.asarray(n_correct, dtype=np.int64)
+    for k in ks:
+        metrics[f"gdro/pass@{k}"] = float(np.mean(pass_at_k(n, c, int(k))))
+    metrics["gdro/solve_rate"] = float(np.mean(c / n))
+    metrics["gdro/solved_none"] = float(np.mean(c == 0))
+    metrics["gdro/solved_all"] = float(np.mean(c == n))
+    metrics["gdro/missing_rollouts"] = float(missing)
+    return metrics
