@@ -192,76 +192,85 @@ def budget_dp_mode(counts, logp, dev, order, slack):  # type: ignore[no-untyped-
     return out
 
 
+@njit(cache=True, inline="always")
+def _lae(a, b):  # type: ignore[no-untyped-def]
+    hi = max(a, b)
+    lo = min(a, b)
+    if lo == -np.inf:
+        return hi
+    return hi + np.log1p(np.exp(lo - hi))
+
+
 @njit(cache=True)
-def budget_dp_sample(counts, probs, slack, uniforms):  # type: ignore[no-untyped-def]
-    num_active, k = probs.shape
-    fwd = np.zeros((num_active + 1, slack + 1))
-    fwd[0, 0] = 1.0
+def budget_dp_sample(counts, logp, slack, uniforms):  # type: ignore[no-untyped-def]
+    num_active, k = logp.shape
+    fwd = np.full((num_active + 1, slack + 1), -np.inf)
+    fwd[0, 0] = 0.0
     for b in range(num_active):
         c = counts[b]
         for j in range(k):
             shift = c * j
             if shift > slack:
                 continue
-            pj = probs[b, j]
+            lp = logp[b, j]
             for s in range(shift, slack + 1):
-                fwd[b + 1, s] += fwd[b, s - shift] * pj
-        top = 0.0
-        for s in range(slack + 1):
-            top = max(top, fwd[b + 1, s])
-        for s in range(slack + 1):
-            fwd[b + 1, s] /= top
-    bwd = np.zeros((num_active + 1, slack + 1))
-    bwd[num_active, slack] = 1.0
+                fwd[b + 1, s] = _lae(fwd[b + 1, s], fwd[b, s - shift] + lp)
+    bwd = np.full((num_active + 1, slack + 1), -np.inf)
+    bwd[num_active, slack] = 0.0
     for b in range(num_active - 1, -1, -1):
         c = counts[b]
         for j in range(k):
             shift = c * j
             if shift > slack:
                 continue
-            pj = probs[b, j]
+            lp = logp[b, j]
             for s in range(0, slack + 1 - shift):
-                bwd[b, s] += pj * bwd[b + 1, s + shift]
-        top = 0.0
-        for s in range(slack + 1):
-            top = max(top, bwd[b, s])
-        for s in range(slack + 1):
-            bwd[b, s] /= top
+                bwd[b, s] = _lae(bwd[b, s], lp + bwd[b + 1, s + shift])
     marg = np.zeros((num_active, k))
+    lm = np.empty(k)
     for b in range(num_active):
         c = counts[b]
-        tot = 0.0
+        top = -np.inf
         for j in range(k):
+            lm[j] = -np.inf
             shift = c * j
             if shift > slack:
                 continue
-            acc = 0.0
+            acc = -np.inf
             for s in range(0, slack + 1 - shift):
-                acc += fwd[b, s] * bwd[b + 1, s + shift]
-            marg[b, j] = probs[b, j] * acc
+                acc = _lae(acc, fwd[b, s] + bwd[b + 1, s + shift])
+            lm[j] = logp[b, j] + acc
+            top = max(top, lm[j])
+        tot = 0.0
+        for j in range(k):
+            marg[b, j] = np.exp(lm[j] - top)
             tot += marg[b, j]
         for j in range(k):
             marg[b, j] /= tot
     out = np.zeros(num_active, dtype=np.int64)
     s = slack
-    w = np.zeros(k)
+    lw = np.empty(k)
+    w = np.empty(k)
     for b in range(num_active - 1, -1, -1):
         c = counts[b]
-        total = 0.0
+        top = -np.inf
         for j in range(k):
             shift = c * j
-            w[j] = fwd[b, s - shift] * probs[b, j] if shift <= s else 0.0
-        cdf = 0.0
+            lw[j] = fwd[b, s - shift] + logp[b, j] if shift <= s else -np.inf
+            top = max(top, lw[j])
+        total = 0.0
         for j in range(k):
+            w[j] = np.exp(lw[j] - top)
             total += w[j]
         target = uniforms[b] * total
         pick = k - 1
+        cdf = 0.0
         for j in range(k):
             cdf += w[j]
             if cdf > target:
                 pick = j
                 break
-        while w[pick] <= 0.0:
+        while pick > 0 and w[pick] <= 0.0:
             pick -= 1
         out[b] = pick
         s -= c * pick

@@ -193,58 +193,74 @@ def budget_dp_mode(
     return out
 
 
+def _lae(a: NDArray[np.float64], b: NDArray[np.float64] | float) -> NDArray[np.float64]:
+    """log(exp(a) + exp(b)) elementwise, exact at -inf (the kernels use the same formula)."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    hi, lo = np.maximum(a, b), np.minimum(a, b)
+    with np.errstate(invalid="ignore"):
+        out = hi + np.log1p(np.exp(lo - hi))
+    return np.where(np.isneginf(lo), hi, out)
+
+
 def budget_dp_sample(
     counts: NDArray[np.int64],
-    probs: NDArray[np.float64],
+    logp: NDArray[np.float64],
     slack: int,
     uniforms: NDArray[np.float64],
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Draw arms from ``prod_b probs[b]`` conditioned on ``sum_b counts[b] * j_b == slack``.
+    """Draw arms from ``prod_b p_b`` conditioned on ``sum_b counts[b] * j_b == slack``.
 
-    Forward partition sums over running totals, then backward sampling with ``uniforms[b]``
-    (inverse CDF, arms in index order). The same messages give the exact conditional marginals
-    ``P(j_b = j | budget)``. Returns ``(arm index per bin, marginals (num_active, K))``.
+    ``logp`` (A, K) holds the bandits' log-probabilities. Forward partition sums over running
+    totals (in log space, so no probability underflows), then backward sampling with
+    ``uniforms[b]`` (inverse CDF, arms in index order). The same messages give the exact
+    conditional marginals ``P(j_b = j | budget)``. Returns ``(arm index per bin, marginals)``.
     """
-    num_active, k = probs.shape
-    fwd = np.zeros((num_active + 1, slack + 1))
-    fwd[0, 0] = 1.0
+    num_active, k = logp.shape
+    ninf = -np.inf
+    fwd = np.full((num_active + 1, slack + 1), ninf)
+    fwd[0, 0] = 0.0
     for b in range(num_active):
         for j in range(k):
             shift = int(counts[b]) * j
             if shift <= slack:
-                fwd[b + 1, shift:] += fwd[b, : slack + 1 - shift] * probs[b, j]
-        top = fwd[b + 1].max()
-        fwd[b + 1] /= top
-    bwd = np.zeros((num_active + 1, slack + 1))
-    bwd[num_active, slack] = 1.0
+                fwd[b + 1, shift:] = _lae(
+                    fwd[b + 1, shift:], fwd[b, : slack + 1 - shift] + logp[b, j]
+                )
+    bwd = np.full((num_active + 1, slack + 1), ninf)
+    bwd[num_active, slack] = 0.0
     for b in range(num_active - 1, -1, -1):
         for j in range(k):
             shift = int(counts[b]) * j
             if shift <= slack:
-                bwd[b, : slack + 1 - shift] += probs[b, j] * bwd[b + 1, shift:]
-        bwd[b] /= bwd[b].max()
+                bwd[b, : slack + 1 - shift] = _lae(
+                    bwd[b, : slack + 1 - shift], logp[b, j] + bwd[b + 1, shift:]
+                )
     marg = np.zeros((num_active, k))
     for b in range(num_active):
+        lm = np.full(k, ninf)
         for j in range(k):
             shift = int(counts[b]) * j
             if shift <= slack:
-                marg[b, j] = probs[b, j] * float(
-                    np.dot(fwd[b, : slack + 1 - shift], bwd[b + 1, shift:])
-                )
+                acc = ninf
+                terms = fwd[b, : slack + 1 - shift] + bwd[b + 1, shift:]
+                for t in terms:  # sequential, the same order as the kernel
+                    acc = float(_lae(np.float64(acc), t))
+                lm[j] = logp[b, j] + acc
+        top = lm.max()
+        marg[b] = np.exp(lm - top)
         marg[b] /= marg[b].sum()
     out = np.zeros(num_active, dtype=np.int64)
     s = slack
     for b in range(num_active - 1, -1, -1):
-        w = np.zeros(k)
+        lw = np.full(k, ninf)
         for j in range(k):
             shift = int(counts[b]) * j
             if shift <= s:
-                w[j] = fwd[b, s - shift] * probs[b, j]
+                lw[j] = fwd[b, s - shift] + logp[b, j]
+        w = np.exp(lw - lw.max())
         cdf = np.cumsum(w)
-        target = uniforms[b] * cdf[-1]
-        j = int(np.searchsorted(cdf, target, side="right"))
-        j = min(j, k - 1)
-        while w[j] <= 0.0:  # never land on an infeasible arm through rounding
+        j = min(int(np.searchsorted(cdf, uniforms[b] * cdf[-1], side="right")), k - 1)
+        while j > 0 and w[j] <= 0.0:  # never land on an infeasible arm through rounding
             j -= 1
         out[b] = j
         s -= int(counts[b]) * j

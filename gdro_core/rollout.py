@@ -220,7 +220,7 @@ def plan_bandit(
         prop_bin = np.ones(active.shape[0])
     else:
         u = rng.random(active.shape[0])
-        arm_index, marg = kern.budget_dp_sample(counts, p, slack, u)
+        arm_index, marg = kern.budget_dp_sample(counts, logp, slack, u)
         prop_bin = marg[np.arange(active.shape[0]), arm_index]
     pos = np.searchsorted(active, bins)
     rollouts = (config.min + arm_index[pos]).astype(np.int64)
@@ -262,7 +262,9 @@ def neyman_continuous(
     c = (free * (shares * sv)).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         cand = c / (mean - fixed)
-    ok = (c > 0) & (mean - fixed > 0) & (cand >= lower * (1 - 1e-12)) & (cand <= upper * (1 + 1e-12))
+    ok = (
+        (c > 0) & (mean - fixed > 0) & (cand >= lower * (1 - 1e-12)) & (cand <= upper * (1 + 1e-12))
+    )
     if ok.any():
         s_root = float(cand[np.flatnonzero(ok)[0]])
     elif mean >= hi:  # everyone at hi: the largest price that keeps them there
