@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gdro_core
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gdro_core adapters/gdro_verl
+	$(BIN)/mypy gdro_core adapters/gdro_verl adapters/gdro_lab
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -q
@@ -39,6 +39,7 @@ test: $(STAMP) lint typecheck docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/controller_overhead.py
+	$(BIN)/python benchmarks/scale.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -193,7 +193,7 @@ def budget_dp_mode(
     return out
 
 
-def _lae(a: NDArray[np.float64], b: NDArray[np.float64] | float) -> NDArray[np.float64]:
+def _lae(a: NDArray[np.float64] | float, b: NDArray[np.float64] | float) -> NDArray[np.float64]:
     """log(exp(a) + exp(b)) elementwise, exact at -inf (the kernels use the same formula)."""
     a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     hi, lo = np.maximum(a, b), np.minimum(a, b)
@@ -244,7 +244,7 @@ def budget_dp_sample(
                 acc = ninf
                 terms = fwd[b, : slack + 1 - shift] + bwd[b + 1, shift:]
                 for t in terms:  # sequential, the same order as the kernel
-                    acc = float(_lae(np.float64(acc), t))
+                    acc = float(_lae(acc, t))
                 lm[j] = logp[b, j] + acc
         top = lm.max()
         marg[b] = np.exp(lm - top)

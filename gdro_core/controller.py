@@ -360,7 +360,6 @@ class GDROController:
             rcfg=self._rcfg,
             pstate=pstate,
             delta=delta,
-            step=self._step + 1,
         )
         # commit: nothing below can fail on valid state
         if self._pcfg.mode == "resample":

@@ -51,13 +51,12 @@ def step_metrics(
     rcfg: RolloutConfig,
     pstate: PromptState,
     delta: ClassifierDelta,
-    step: int,
 ) -> dict[str, float]:
     """Metrics of a completed step, from what its plan used and what came back."""
     m = bins.shape[0]
     cnt = np.bincount(bins, minlength=num_bins)
     shares = cnt / m
-    out: dict[str, float] = {"step": float(step)}
+    out: dict[str, float] = {}
     _bin_block(out, shares, q, pstate)
     out["classifier/moved"] = float(np.mean(delta.new_bins != delta.old_bins))
     out["classifier/pass_rate"] = float(delta.rate.mean())
@@ -91,7 +90,7 @@ def initial_metrics(
     rstate: RolloutState,
 ) -> dict[str, float]:
     """What ``metrics()`` returns before the first update: the initial state's values."""
-    out: dict[str, float] = {"step": 0.0}
+    out: dict[str, float] = {}
     _bin_block(out, shares, q, pstate)
     out["rollout/shadow_price"] = float(rstate.mu)
     out["rollout/budget_target"] = float(rcfg.mean)

@@ -1,0 +1,156 @@
+"""``gdro simulate``: run strategies on the simulated GRPO learner and write a results folder.
+
+Examples::
+
+    gdro simulate --preset demo --out runs/demo-sim
+    gdro simulate --scenario rare-hard-tail --strategies uniform,prompt-reweight,knapsack \\
+        --seeds 5 --steps 1000 --out runs/rare
+    gdro report runs/demo-sim --out runs/demo-sim/report
+
+The folder holds ``results.json`` (every number), ``results.md`` (the tables), ``*.png`` (plots)
+and ``runs/<strategy>-s<seed>/`` run directories (``config.json`` + ``metrics.jsonl``) that
+``gdro report`` reads like training runs. A preset gives every setting; explicit flags override it.
+Rerunning into the same folder replaces the run directories the previous run listed in its
+``results.json``; a non-empty folder without one is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gdro_lab.controllers import ControllerKnobs
+from gdro_lab.learner import LearnerConfig
+from gdro_lab.run import STRATEGIES, SimConfig
+from gdro_lab.scenarios import SCENARIOS
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {"scenario": "stationary", "strategies": ",".join(STRATEGIES), "seeds": 3,
+             "steps": 1000, "num_prompts": 14_100, "batch_size": 256, "eval_every": 10,
+             "print_every": 200},
+    "smoke": {"scenario": "stationary", "strategies": ",".join(STRATEGIES), "seeds": 2,
+              "steps": 30, "num_prompts": 3000, "batch_size": 32, "eval_every": 10,
+              "eval_size": 2000, "print_every": 0},
+    "full": {"scenario": "stationary", "strategies": ",".join(STRATEGIES), "seeds": 5,
+             "steps": 1000, "num_prompts": 14_100, "batch_size": 256, "eval_every": 10,
+             "print_every": 0},
+}
+DEFAULTS: dict[str, Any] = {"scenario": "stationary", "strategies": ",".join(STRATEGIES),
+                            "seeds": 3, "steps": 1000, "num_prompts": 14_100,
+                            "batch_size": 256, "mean_rollouts": 4, "eval_every": 10,
+                            "eval_size": 20_000, "num_bins": 10, "signal": "failure",
+                            "score_rule": "ema", "selection": "mode", "print_every": 0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``gdro simulate`` flags."""
+    a = parser.add_argument
+    a("--preset", choices=sorted(PRESETS), help="a named set of settings (flags override it)")
+    a("--scenario", choices=sorted(SCENARIOS), help="the simulated world (default stationary)")
+    a("--strategies", nargs="+", metavar="NAME",
+      help=f"strategies, space- or comma-separated, from: {', '.join(STRATEGIES)} (default all)")
+    a("--seeds", type=int, help="number of seeds, run as 0..SEEDS-1 (default 3)")
+    a("--steps", type=int, help="steps per run (default 1000)")
+    a("--num-prompts", type=int, help="population size (default 14100, the paper's dataset)")
+    a("--batch-size", type=int, help="prompts per step (default 256)")
+    a("--mean-rollouts", type=int, help="rollouts per prompt on average (default 4)")
+    a("--num-bins", type=int, help="difficulty bins (default 10)")
+    a("--eval-every", type=int, help="steps between evaluations (default 10)")
+    a("--eval-size", type=int, help="prompts in the evaluation subsample (default 20000)")
+    a("--target", type=float, help="mean success for 'steps to target' (default: halve the "
+      "initial failure rate)")
+    a("--signal", choices=("failure", "variance"), help="Prompt-GDRO signal (default failure)")
+    a("--score-rule", choices=("ema", "cumulative"), help="Prompt-GDRO rule (default ema)")
+    a("--eta", type=float, help="Prompt-GDRO rate (default: the core's 0.65)")
+    a("--dual-step", type=float, help="shadow-price step alpha (default: the core's 0.05)")
+    a("--selection", choices=("mode", "sample"), help="Rollout-GDRO bandit selection")
+    a("--lr-shared", type=float, help="learner: shared-ability step size (default 0.05)")
+    a("--lr-own", type=float, help="learner: per-prompt step size (default 0.05)")
+    a("--aggregation", choices=("token", "prompt"), help="learner: loss aggregation")
+    a("--print-every", type=int, help="print a curriculum table every N steps (0 = never)")
+    a("--out", required=True, help="output folder")
+    a("--no-plots", action="store_true", help="skip the PNG plots")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge defaults, the preset and explicit flags (in that order of precedence, last wins)."""
+    merged = dict(DEFAULTS)
+    if getattr(args, "preset", None):
+        merged.update(PRESETS[args.preset])
+    for key in (*DEFAULTS, "target", "eta", "dual_step", "lr_shared", "lr_own", "aggregation"):
+        value = getattr(args, key, None)
+        if value is not None:
+            merged[key] = value
+    return merged
+
+
+def build_config(s: dict[str, Any]) -> SimConfig:
+    """The :class:`SimConfig` for merged settings (``ValueError`` names a bad one)."""
+    if s["seeds"] < 1:
+        raise ValueError(f"--seeds must be an integer >= 1; got {s['seeds']}")
+    learner_kw = {k: s[k] for k in ("lr_shared", "lr_own", "aggregation") if k in s}
+    raw = s["strategies"]
+    joined = ",".join(raw) if isinstance(raw, (list, tuple)) else str(raw)
+    strategies = tuple(x.strip() for x in joined.split(",") if x.strip())
+    return SimConfig(
+        scenario=s["scenario"], strategies=strategies, seeds=tuple(range(s["seeds"])),
+        num_prompts=s["num_prompts"], batch_size=s["batch_size"],
+        mean_rollouts=s["mean_rollouts"], steps=s["steps"], eval_every=s["eval_every"],
+        eval_size=s["eval_size"], target=s.get("target"), learner=LearnerConfig(**learner_kw),
+        knobs=ControllerKnobs(num_bins=s["num_bins"], signal=s["signal"],
+                              score_rule=s["score_rule"], eta=s.get("eta"),
+                              dual_step=s.get("dual_step"), selection=s["selection"]))
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder; got the file {str(out)!r}")
+    if out.is_dir() and any(out.iterdir()) and not (out / "results.json").exists():
+        raise ValueError(f"--out must be a new or empty folder, or one gdro simulate wrote "
+                         f"(with results.json); got {str(out)!r}")
+
+
+def _remove_previous_runs(out: Path) -> None:
+    """Delete the run directories a previous ``gdro simulate`` listed in ``out/results.json``.
+
+    Only folders named there and lying directly under ``out/runs`` are removed, so ``gdro report
+    out`` never mixes in runs from an earlier configuration.
+    """
+    path = out / "results.json"
+    if not path.is_file():
+        return
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"--out holds an unreadable results.json; got {str(out)!r}") from None
+    runs_dir = (out / "runs").resolve()
+    for rel in listed:
+        run = (out / str(rel)).resolve()
+        if run.parent == runs_dir and run.is_dir():
+            shutil.rmtree(run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the simulation and write the results folder; returns the exit code."""
+    from gdro_lab.lab import simulate  # heavy imports only when running
+
+    s = settings(args)
+    cfg = build_config(s)
+    if s["print_every"] < 0:
+        raise ValueError(f"--print-every must be an integer >= 0; got {s['print_every']}")
+    out = Path(args.out)
+    _check_out(out)
+    _remove_previous_runs(out)
+    t0 = time.perf_counter()
+    simulate(cfg, out, print_every=int(s["print_every"]), progress=not args.no_progress,
+             write_plots=not args.no_plots)
+    elapsed = time.perf_counter() - t0
+    print(f"wrote {out}/results.md, results.json, *.png and {len(cfg.strategies) * len(cfg.seeds)}"
+          f" run directories under {out}/runs in {elapsed:.1f} s")
+    print(f"plot the runs with: gdro report {out} --out {out}/report")
+    return 0

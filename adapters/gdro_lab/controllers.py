@@ -1,0 +1,132 @@
+"""The GDRO strategies: ``gdro_core.GDROController`` driven through the lab's interface.
+
+Uniform GRPO is the controller with the prompt adversary ``"off"`` (it still scores bins, so its
+metrics show what the adversary would do) and ``"fixed"`` rollouts; the other names switch on
+Prompt-GDRO, Rollout-GDRO or both. The controller samples the prompts (reshuffled epochs, or bins
+drawn from the adversary in ``"resample"`` mode), plans rollouts and weights before generation,
+and is updated with the step's verdicts; the lab only generates and trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gdro_core import ClassifierConfig, GDROController, PromptConfig, RolloutConfig
+from gdro_lab._validation import check_choice, check_int, check_real
+from gdro_lab.base import Proposal, TrainBatch
+from gdro_lab.learner import Generation
+
+# name -> (prompt mode, rollout mode)
+GDRO_MODES: dict[str, tuple[str, str]] = {
+    "uniform": ("off", "fixed"),
+    "prompt-reweight": ("reweight", "fixed"),
+    "prompt-resample": ("resample", "fixed"),
+    "rollout-bandit": ("off", "bandit"),
+    "rollout-neyman": ("off", "neyman"),
+    "gdro-both": ("reweight", "neyman"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerKnobs:
+    """Controller settings the lab exposes (everything else keeps ``gdro_core``'s defaults).
+
+    Attributes:
+        num_bins: classifier bins.
+        signal: Prompt-GDRO signal, ``"failure"`` or ``"variance"`` (reward-derived).
+        score_rule: ``"ema"`` (the paper's rule) or ``"cumulative"`` (textbook Hedge).
+        eta: Prompt-GDRO temperature (None = the core's default).
+        min_rollouts: fewest rollouts per prompt.
+        max_rollouts: most rollouts per prompt.
+        dual_step: step size of the shadow price (None = the core's default).
+        selection: Rollout-GDRO bandit selection, ``"mode"`` or ``"sample"``.
+        arm_signal: Rollout-GDRO bandit arm loss; ``"variance"`` (reward-derived, the bin's
+            unbiased p(1-p) over n) since the simulator has no token-level loss.
+    """
+
+    num_bins: int = 10
+    signal: str = "failure"
+    score_rule: str = "ema"
+    eta: float | None = None
+    min_rollouts: int = 2
+    max_rollouts: int = 12
+    dual_step: float | None = None
+    selection: str = "mode"
+    arm_signal: str = "variance"
+
+    def __post_init__(self) -> None:
+        check_int("ControllerKnobs.num_bins", self.num_bins, low=1)
+        check_choice("ControllerKnobs.signal", self.signal, ("failure", "variance"))
+        check_choice("ControllerKnobs.score_rule", self.score_rule, ("ema", "cumulative"))
+        check_choice("ControllerKnobs.selection", self.selection, ("mode", "sample"))
+        check_choice("ControllerKnobs.arm_signal", self.arm_signal, ("variance",))
+        check_int("ControllerKnobs.min_rollouts", self.min_rollouts, low=2)
+        check_int("ControllerKnobs.max_rollouts", self.max_rollouts, low=self.min_rollouts)
+        if self.eta is not None:
+            check_real("ControllerKnobs.eta", self.eta, low=0.0)
+        if self.dual_step is not None:
+            check_real("ControllerKnobs.dual_step", self.dual_step, low=0.0)
+
+
+def make_controller(name: str, *, num_prompts: int, mean_rollouts: int, seed: int,
+                    knobs: ControllerKnobs) -> GDROController:
+    """Build the controller behind a GDRO strategy name (a key of :data:`GDRO_MODES`)."""
+    prompt_mode, rollout_mode = GDRO_MODES[name]
+    prompt_kw: dict[str, Any] = {"mode": prompt_mode, "signal": knobs.signal,
+                                 "score_rule": knobs.score_rule}
+    if knobs.eta is not None:
+        prompt_kw["eta"] = knobs.eta
+    rollout_kw: dict[str, Any] = {"mode": rollout_mode, "mean": mean_rollouts,
+                                  "min": knobs.min_rollouts, "max": knobs.max_rollouts,
+                                  "selection": knobs.selection}
+    if rollout_mode == "bandit":
+        rollout_kw["arm_signal"] = knobs.arm_signal
+    if knobs.dual_step is not None:
+        rollout_kw["dual_step"] = knobs.dual_step
+    return GDROController(
+        num_prompts=num_prompts,
+        classifier=ClassifierConfig(num_bins=knobs.num_bins),
+        prompt=PromptConfig(**prompt_kw),
+        rollout=RolloutConfig(**rollout_kw),
+        seed=seed,
+    )
+
+
+class ControllerStrategy:
+    """A GDRO strategy: the controller samples, plans and learns; the lab generates and trains.
+
+    Args:
+        name: a key of :data:`GDRO_MODES`.
+        num_prompts: population size N.
+        batch_size: prompts per step.
+        mean_rollouts: mean rollouts per prompt (the budget).
+        seed: the controller's seed.
+        knobs: controller settings.
+    """
+
+    def __init__(self, name: str, *, num_prompts: int, batch_size: int, mean_rollouts: int,
+                 seed: int, knobs: ControllerKnobs) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.controller = make_controller(name, num_prompts=num_prompts,
+                                          mean_rollouts=mean_rollouts, seed=seed, knobs=knobs)
+        self.num_bins = int(self.controller.num_bins)
+
+    def propose(self) -> Proposal:
+        """``sample`` then ``plan``: bins, rollouts and weights decided before generation."""
+        plan = self.controller.plan(self.controller.sample(self.batch_size))
+        return Proposal(np.asarray(plan.prompt_ids), np.asarray(plan.rollouts),
+                        np.asarray(plan.weights), np.asarray(plan.bins), plan)
+
+    def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:
+        """``update`` the controller with the verdicts; train on the whole batch."""
+        self.controller.update(proposal.handle, generation.reward)
+        return TrainBatch(proposal.ids, generation.levels, generation.signal, proposal.weights,
+                          proposal.rollouts)
+
+    def metrics(self) -> dict[str, float]:
+        """``GDROController.metrics()`` verbatim."""
+        return {k: float(v) for k, v in self.controller.metrics().items()}

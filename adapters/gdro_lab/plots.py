@@ -1,0 +1,136 @@
+"""PNG plots of a simulation (matplotlib, Agg backend, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from gdro_lab._io import atomic_write  # noqa: E402
+from gdro_lab.run import RunResult  # noqa: E402
+from gdro_lab.summary import matrix, series  # noqa: E402
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def _smooth(x: np.ndarray, width: int) -> np.ndarray:
+    if width <= 1 or x.size < width:
+        return x
+    k = np.ones(width) / width
+    return np.convolve(np.nan_to_num(x), k, mode="valid")
+
+
+def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> Path:
+    """Mean and worst-bin success over steps, mean over seeds with a min-max band."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in strategies:
+        runs = [r for r in results if r.strategy == name]
+        if not runs:
+            continue
+        steps = runs[0].eval_steps
+        for ax, vals in ((axes[0], [r.eval_mean for r in runs]),
+                         (axes[1], [np.nanmin(r.eval_strata, axis=1) for r in runs])):
+            v = np.vstack(vals)
+            (line,) = ax.plot(steps, v.mean(axis=0), label=name)
+            ax.fill_between(steps, v.min(axis=0), v.max(axis=0), alpha=0.15,
+                            color=line.get_color())
+    axes[0].set(title="mean success", xlabel="step", ylabel="success probability")
+    axes[1].set(title="worst-bin success", xlabel="step")
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
+    """Steps x bins heatmaps of batch share, adversary weight and rollouts per prompt."""
+    panels = [("batch share (sqrt colour scale)",
+               matrix(result.rows, "classifier/share/", num_bins, 0.0), PowerNorm(0.5)),
+              ("adversary weight q", matrix(result.rows, "prompt/q/", num_bins), None),
+              ("rollouts per prompt (blank: bin absent)",
+               matrix(result.rows, "rollout/n_mean/", num_bins), None)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, (title, m, norm) in zip(axes, panels, strict=True):
+        im = ax.imshow(m.T, aspect="auto", origin="lower", interpolation="nearest",
+                       extent=(0, m.shape[0], -0.5, num_bins - 0.5), cmap="viridis", norm=norm)
+        ax.set(title=f"{result.strategy}: {title}", xlabel="step", ylabel="bin")
+        fig.colorbar(im, ax=ax)
+    return _save(fig, path)
+
+
+def budget(results: Sequence[RunResult], strategies: Sequence[str], target: float,
+           path: Path) -> Path:
+    """Shadow price and unconstrained proposal m_t against the target over steps (first seed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in strategies:
+        run = next((r for r in results if r.strategy == name), None)
+        if run is None:
+            continue
+        price = series(run.rows, "rollout/shadow_price")
+        prop = series(run.rows, "rollout/budget_unconstrained")
+        axes[0].plot(price, label=name)
+        axes[1].plot(_smooth(prop, 10), label=name)
+    axes[1].axhline(target, color="k", lw=1, ls="--", label="target")
+    axes[0].set(title="shadow price mu_t", xlabel="step")
+    axes[1].set(title="unconstrained mean rollouts m_t (10-step mean)", xlabel="step")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def wse(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> Path:
+    """WSE of each strategy relative to uniform rollouts on the same batches (first seed)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in strategies:
+        run = next((r for r in results if r.strategy == name), None)
+        if run is None:
+            continue
+        ratio = series(run.rows, "sim/wse") / series(run.rows, "sim/wse_uniform")
+        ax.plot(_smooth(ratio, 20), label=name)
+    ax.axhline(1.0, color="k", lw=1, ls="--")
+    ax.set(title="WSE / WSE(uniform n) (20-step mean)", xlabel="step")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def regret(curves: dict[str, np.ndarray], bounds: dict[str, float], path: Path, *,
+           applies: bool = True) -> Path:
+    """Prompt-GDRO regret over steps, and the Hedge bound at the horizon (dashed)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    kind = "bound" if applies else "reference (EMA rule: no bound)"
+    for name, curve in curves.items():
+        (line,) = ax.plot(curve, label=f"{name} regret")
+        ax.axhline(bounds[name], color=line.get_color(), ls="--", lw=1,
+                   label=f"{name} {kind} {bounds[name]:.1f}")
+    ax.set(title="regret against the best fixed bin", xlabel="step")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def lead_lag(results: Sequence[RunResult], strategies: Sequence[str], num_bins: int,
+             path: Path) -> Path:
+    """Mean bin of the adversary's weights against the batch's over steps (first seed)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bins = np.arange(num_bins)
+    for name in strategies:
+        run = next((r for r in results if r.strategy == name), None)
+        if run is None:
+            continue
+        q = matrix(run.rows, "prompt/q/", num_bins)
+        share = np.nan_to_num(matrix(run.rows, "classifier/share/", num_bins))
+        (line,) = ax.plot(_smooth(q @ bins, 10), label=f"{name}: weights q")
+        ax.plot(_smooth(share @ bins, 10), ls="--", color=line.get_color(),
+                label=f"{name}: batch share")
+    ax.set(title="mean bin of adversary weights vs data (10-step mean)", xlabel="step",
+           ylabel="mean bin")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

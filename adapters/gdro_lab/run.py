@@ -1,0 +1,261 @@
+"""Run strategies on the simulated learner and collect their trajectories.
+
+One *run* is a strategy, a scenario and a seed. The seed fixes the population (shared by every
+strategy with that seed: common random numbers), the generation stream, the evaluation subsample
+and the strategy's own randomness, so a run is a deterministic function of its configuration.
+Each run writes a run directory that ``gdro report`` reads like a training run::
+
+    DIR/runs/<strategy>-s<seed>/config.json     {"kind": "simulation", "num_bins": B, ...}
+    DIR/runs/<strategy>-s<seed>/metrics.jsonl   one flat JSON object per step
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_lab._io import write_json, write_jsonl
+from gdro_lab._validation import check_int, check_real
+from gdro_lab.base import Strategy
+from gdro_lab.controllers import GDRO_MODES, ControllerKnobs, ControllerStrategy
+from gdro_lab.learner import Learner, LearnerConfig, Population
+from gdro_lab.scenarios import get_scenario
+from gdro_lab.strategies import DynamicSampling, KnapsackAllocation, VarianceSampling
+
+ALTERNATIVES = {"dapo": DynamicSampling, "var-sampling": VarianceSampling,
+                "knapsack": KnapsackAllocation}
+STRATEGIES: tuple[str, ...] = (*GDRO_MODES, *ALTERNATIVES)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    """Everything a simulation needs.
+
+    Attributes:
+        scenario: a key of :data:`gdro_lab.scenarios.SCENARIOS`.
+        strategies: names from :data:`STRATEGIES`.
+        seeds: the seeds; one run per strategy and seed.
+        num_prompts: population size N (>= batch_size).
+        batch_size: prompts per step.
+        mean_rollouts: rollouts per prompt on average (the equal-compute budget).
+        steps: steps per run.
+        eval_every: steps between evaluations (the last step is always evaluated).
+        eval_size: prompts in the fixed evaluation subsample (all prompts when N is smaller).
+        target: mean success that "steps to target" waits for; None = halve the initial
+            failure rate.
+        learner: the learner's hyperparameters.
+        knobs: controller settings for the GDRO strategies.
+    """
+
+    scenario: str = "stationary"
+    strategies: tuple[str, ...] = ("uniform", "prompt-reweight", "rollout-neyman")
+    seeds: tuple[int, ...] = (0,)
+    num_prompts: int = 14_100
+    batch_size: int = 256
+    mean_rollouts: int = 4
+    steps: int = 1000
+    eval_every: int = 10
+    eval_size: int = 20_000
+    target: float | None = None
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    knobs: ControllerKnobs = field(default_factory=ControllerKnobs)
+
+    def __post_init__(self) -> None:
+        get_scenario(self.scenario)
+        if not self.strategies:
+            raise ValueError("strategies must name at least one of " + ", ".join(STRATEGIES))
+        for s in self.strategies:
+            if s not in STRATEGIES:
+                raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {s!r}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies must not repeat; got {list(self.strategies)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one; got {list(self.seeds)}")
+        for seed in self.seeds:
+            check_int("seed", seed, low=0)
+        check_int("num_prompts", self.num_prompts, low=2)
+        check_int("batch_size", self.batch_size, low=1, high=self.num_prompts)
+        check_int("mean_rollouts", self.mean_rollouts, low=self.knobs.min_rollouts,
+                  high=self.knobs.max_rollouts)
+        check_int("steps", self.steps, low=1)
+        check_int("eval_every", self.eval_every, low=1)
+        check_int("eval_size", self.eval_size, low=1)
+        if self.target is not None:
+            check_real("target", self.target, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+class RunResult(NamedTuple):
+    """The trajectory of one run.
+
+    Attributes:
+        strategy: strategy name.
+        seed: the seed.
+        rows: per-step metric rows (as written to ``metrics.jsonl``).
+        eval_steps: int64 (K,), the evaluated steps (0 = before training).
+        eval_mean: float64 (K,), mean true success on the evaluation subsample.
+        eval_strata: float64 (K, S), mean true success per stratum of initial pass rate.
+        strata_size: int64 (S,), evaluation prompts per stratum.
+        target: the steps-to-target threshold used.
+    """
+
+    strategy: str
+    seed: int
+    rows: list[dict[str, float]]
+    eval_steps: NDArray[np.int64]
+    eval_mean: NDArray[np.float64]
+    eval_strata: NDArray[np.float64]
+    strata_size: NDArray[np.int64]
+    target: float
+
+
+def make_strategy(name: str, cfg: SimConfig, seed: int) -> Strategy:
+    """Build a strategy by name for a configuration and seed."""
+    if name in GDRO_MODES:
+        return ControllerStrategy(name, num_prompts=cfg.num_prompts, batch_size=cfg.batch_size,
+                                  mean_rollouts=cfg.mean_rollouts, seed=seed, knobs=cfg.knobs)
+    alt: Any = ALTERNATIVES[name]
+    strategy: Strategy = alt(num_prompts=cfg.num_prompts, batch_size=cfg.batch_size,
+                             mean_rollouts=cfg.mean_rollouts, num_bins=cfg.knobs.num_bins,
+                             seed=seed)
+    return strategy
+
+
+def build_population(cfg: SimConfig, seed: int) -> Population:
+    """The scenario's population for ``seed`` (identical for every strategy)."""
+    return get_scenario(cfg.scenario).build(np.random.default_rng([seed, 0]), cfg.num_prompts)
+
+
+def _step_stats(num_bins: int, mean_rollouts: int, bins: NDArray[np.int64],
+                rollouts: NDArray[np.int64], reward: NDArray[np.float64],
+                prob: NDArray[np.float64], signal: NDArray[np.float64]) -> dict[str, float]:
+    """Per-step training and WSE metrics from the batch (bins as planned, true probabilities).
+
+    ``sim/wse`` uses each bin's true per-rollout reward std this step; ``sim/signal_mean/{b}``
+    and ``sim/signal_sq/{b}`` (mean and mean square of the per-prompt GRPO signal, the lab's
+    per-prompt loss up to sign) let the summary estimate the paper's per-bin loss std once per run.
+    """
+    gid = np.repeat(np.arange(bins.size), rollouts)
+    counts = np.bincount(bins, minlength=num_bins)
+    r_bin = np.bincount(bins[gid], weights=reward, minlength=num_bins)
+    n_bin = np.bincount(bins, weights=rollouts, minlength=num_bins)
+    out = {"train/reward_mean": float(reward.mean()), "train/rollouts": float(reward.size)}
+    for b in np.flatnonzero(counts):
+        out[f"train/reward/{b}"] = float(r_bin[b] / n_bin[b])
+    share = counts / bins.size
+    var = np.bincount(bins, weights=prob * (1.0 - prob), minlength=num_bins)
+    sigma = np.sqrt(var / np.maximum(counts, 1))
+    nb = np.where(counts > 0, n_bin / np.maximum(counts, 1), 1.0)
+    out["sim/wse"] = float(np.sum(share * sigma / np.sqrt(nb)))
+    out["sim/wse_uniform"] = float(np.sum(share * sigma) / math.sqrt(mean_rollouts))
+    # continuous benchmarks on the same batch: n_b proportional to sigma_b (the square-root law
+    # with true variances) and the WSE minimiser n_b proportional to sigma_b^(2/3)
+    out["sim/wse_neyman_oracle"] = float(math.sqrt(np.sum(share * sigma) / mean_rollouts)
+                                         * np.sum(share * np.sqrt(sigma)))
+    out["sim/wse_optimal"] = float(np.sum(share * sigma ** (2.0 / 3.0)) ** 1.5
+                                   / math.sqrt(mean_rollouts))
+    g1 = np.bincount(bins, weights=signal, minlength=num_bins)
+    g2 = np.bincount(bins, weights=signal * signal, minlength=num_bins)
+    for b in np.flatnonzero(counts):
+        out[f"sim/sigma/{b}"] = float(sigma[b])
+        out[f"sim/signal_mean/{b}"] = float(g1[b] / counts[b])
+        out[f"sim/signal_sq/{b}"] = float(g2[b] / counts[b])
+    return out
+
+
+def run_one(cfg: SimConfig, strategy_name: str, seed: int, *,
+            population: Population | None = None,
+            on_step: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+    """Simulate one strategy for ``cfg.steps`` steps.
+
+    Args:
+        cfg: the simulation configuration.
+        strategy_name: one of ``cfg.strategies`` (any name in :data:`STRATEGIES`).
+        seed: the run's seed.
+        population: the seed's population, to share it between strategies (built if None).
+        on_step: called after each step with the step index and its metric row.
+
+    Returns:
+        The :class:`RunResult`.
+    """
+    scenario = get_scenario(cfg.scenario)
+    pop = build_population(cfg, seed) if population is None else population
+    learner = Learner(cfg.learner, pop)
+    strategy = make_strategy(strategy_name, cfg, seed)
+    gen_rng = np.random.default_rng([seed, 1])
+    eval_ids = _eval_ids(pop.num_prompts, cfg.eval_size, seed)
+    p0 = learner.success_prob(eval_ids, scenario.offsets(0))
+    strata = np.minimum((p0 * 10).astype(np.int64), 9)
+    strata_size = np.bincount(strata, minlength=10)
+    target = cfg.target if cfg.target is not None else 1.0 - (1.0 - float(p0.mean())) / 2.0
+
+    evals: list[tuple[int, float, NDArray[np.float64]]] = []
+
+    def evaluate(step: int) -> dict[str, float]:
+        p = learner.success_prob(eval_ids, scenario.offsets(step))
+        per = np.bincount(strata, weights=p, minlength=10) / np.maximum(strata_size, 1)
+        per = np.where(strata_size > 0, per, np.nan)
+        evals.append((step, float(p.mean()), per))
+        row = {"eval/mean_success": float(p.mean()), "eval/worst_bin_success": float(np.nanmin(per)),
+               # exact expectations under the true p: mean@8 = E[p], pass@8 = E[1 - (1-p)^8]
+               "eval/mean@8": float(p.mean()), "eval/pass@8": float(np.mean(1.0 - (1.0 - p) ** 8))}
+        row.update({f"eval/success/{s}": float(per[s]) for s in np.flatnonzero(strata_size)})
+        return row
+
+    evaluate(0)
+    rows: list[dict[str, float]] = []
+    for t in range(cfg.steps):
+        offsets = scenario.offsets(t)
+        prop = strategy.propose()
+        gen = learner.generate(gen_rng, prop.ids, prop.rollouts, offsets=offsets,
+                               flip_rate=scenario.flip_rate)
+        batch = strategy.observe(prop, gen)
+        learner.train(*batch, mean_rollouts=cfg.mean_rollouts)
+        row: dict[str, Any] = strategy.metrics()
+        row.pop("step", None)  # the controller's own counter; the row's step is the 0-based index
+        row = {"step": t, **row}
+        row.update(_step_stats(strategy.num_bins, cfg.mean_rollouts, prop.bins, prop.rollouts,
+                               gen.reward, gen.prob, gen.signal))
+        row["train/groups_trained"] = float(batch.ids.size)
+        if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
+            row.update(evaluate(t + 1))
+        rows.append(row)
+        if on_step is not None:
+            on_step(t, row)
+    return RunResult(strategy_name, seed, rows,
+                     np.array([e[0] for e in evals], dtype=np.int64),
+                     np.array([e[1] for e in evals]), np.vstack([e[2] for e in evals]),
+                     strata_size, target)
+
+
+def _eval_ids(num_prompts: int, eval_size: int, seed: int) -> NDArray[np.int64]:
+    if eval_size >= num_prompts:
+        return np.arange(num_prompts, dtype=np.int64)
+    rng = np.random.default_rng([seed, 2])
+    return np.sort(rng.choice(num_prompts, size=eval_size, replace=False)).astype(np.int64)
+
+
+def run_dir_name(strategy: str, seed: int) -> str:
+    """Folder name of a run under ``DIR/runs``."""
+    return f"{strategy}-s{seed}"
+
+
+def write_run(out: Path, cfg: SimConfig, result: RunResult) -> Path:
+    """Write a run directory (``config.json`` and ``metrics.jsonl``) under ``out/runs``."""
+    path = Path(out) / "runs" / run_dir_name(result.strategy, result.seed)
+    config = {"kind": "simulation", "num_bins": cfg.knobs.num_bins,
+              "strategy": result.strategy, "seed": result.seed, "scenario": cfg.scenario,
+              "prompt": GDRO_MODES.get(result.strategy, (result.strategy, ""))[0],
+              "rollout": GDRO_MODES.get(result.strategy, ("", "lab"))[1],
+              "num_prompts": cfg.num_prompts, "batch_size": cfg.batch_size,
+              "mean_rollouts": cfg.mean_rollouts, "steps": cfg.steps,
+              "learner": asdict(cfg.learner), "knobs": asdict(cfg.knobs),
+              "target": result.target}
+    write_jsonl(path / "metrics.jsonl", result.rows)
+    write_json(path / "config.json", config)
+    return path

@@ -1,0 +1,258 @@
+r"""The strategies a user would pick today instead of GDRO, written on the lab's interface.
+
+These are deliberately *not* part of ``gdro_core``: each is a small, documented baseline that
+spends the same rollouts per step as every other strategy (``batch_size * mean_rollouts``), so the
+lab compares them with the controllers at equal compute. All three keep a per-prompt record of the
+prompt's latest group (``int16`` correct and total counts, 4 bytes per prompt) and use the
+``gdro_core`` :class:`~gdro_core.DifficultyClassifier` only to *report* bins, never to decide.
+
+* :class:`DynamicSampling` (DAPO-style): generate ``mean_rollouts`` for a uniform batch, drop the
+  zero-variance groups, and keep the rest in a buffer; an optimiser step runs when the buffer holds
+  a full batch. At equal compute it takes fewer, fuller optimiser steps.
+* :class:`VarianceSampling`: sample prompts with probability proportional to
+  :math:`\max(\hat p(1-\hat p), 0.01)`, with :math:`\hat p` the pass rate of the prompt's latest
+  group (0.25 for an unseen prompt), via a uniform candidate pool of ``pool_factor * batch_size``
+  prompts and Gumbel top-k (Efraimidis-Spirakis) within it, so a step costs O(batch), not O(N).
+* :class:`KnapsackAllocation`: uniform prompts, rollouts allocated by a value-per-cost knapsack:
+  prompt :math:`i` given :math:`n` rollouts is worth
+  :math:`V_i(n) = \hat p_i(1-\hat p_i)\,(1-\hat p_i^{\,n}-(1-\hat p_i)^n)` (the chance its group has
+  a non-zero gradient, times the Bernoulli variance that gradient carries), each rollout costs 1;
+  with :math:`\hat p_i = (c+\tfrac12)/(n+1)` (Jeffreys) from the latest group, 0.5 if unseen. The
+  marginal gains are non-increasing in :math:`n`, so taking the largest marginal gains greedily,
+  under ``min <= n_i <= max`` and the exact budget, is optimal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_core import ClassifierConfig, DifficultyClassifier
+from gdro_lab._validation import check_int, check_real
+from gdro_lab.base import EpochSampler, Proposal, TrainBatch, bin_metrics, last_rate
+from gdro_lab.learner import Generation
+
+
+class _History:
+    """Latest-group counts per prompt plus the reporting classifier (shared by the baselines)."""
+
+    def __init__(self, num_prompts: int, num_bins: int, batch_size: int, mean_rollouts: int,
+                 seed: int) -> None:
+        check_int("batch_size", batch_size, low=1, high=num_prompts)
+        check_int("mean_rollouts", mean_rollouts, low=2, high=10_000)
+        self.num_prompts = num_prompts
+        self.num_bins = num_bins
+        self.batch_size = batch_size
+        self.mean_rollouts = mean_rollouts
+        self.rng = np.random.default_rng(seed)
+        self.sampler = EpochSampler(num_prompts, self.rng)
+        self.last_correct = np.zeros(num_prompts, dtype=np.int16)
+        self.last_total = np.zeros(num_prompts, dtype=np.int16)
+        self.classifier = DifficultyClassifier(ClassifierConfig(num_bins=num_bins), num_prompts)
+        self._metrics: dict[str, float] = {}
+
+    def record(self, proposal: Proposal, reward: NDArray[np.float64]) -> NDArray[np.int64]:
+        """Store each group's counts, update the classifier; return the correct counts (int64)."""
+        gid = np.repeat(np.arange(proposal.ids.size), proposal.rollouts)
+        correct = np.bincount(gid, weights=reward > 0.5, minlength=proposal.ids.size)
+        correct = np.rint(correct).astype(np.int64)
+        self.last_correct[proposal.ids] = correct
+        self.last_total[proposal.ids] = proposal.rollouts
+        self.classifier.update(proposal.ids, correct, proposal.rollouts)
+        self._metrics = bin_metrics(proposal.bins, proposal.rollouts, self.num_bins,
+                                    self.mean_rollouts)
+        return correct
+
+    def proposal(self, ids: NDArray[np.int64], rollouts: NDArray[np.int64]) -> Proposal:
+        bins = np.asarray(self.classifier.bins(ids), dtype=np.int64)
+        return Proposal(ids, rollouts, np.ones(ids.size), bins)
+
+
+def _select(batch: TrainBatch, index: NDArray[np.bool_] | slice) -> TrainBatch:
+    """The groups of ``batch`` picked by a boolean mask or a slice."""
+    return TrainBatch(batch.ids[index], batch.levels[index], batch.signal[index],
+                      batch.weights[index], batch.rollouts[index])
+
+
+def _concat(parts: list[TrainBatch]) -> TrainBatch:
+    return TrainBatch(*(np.concatenate([getattr(p, f) for p in parts])
+                        for f in TrainBatch._fields))
+
+
+def _full_batch(proposal: Proposal, generation: Generation) -> TrainBatch:
+    return TrainBatch(proposal.ids, generation.levels, generation.signal, proposal.weights,
+                      proposal.rollouts)
+
+
+class DynamicSampling:
+    """DAPO-style dynamic sampling: filter zero-variance groups, train when a batch is full.
+
+    Args:
+        num_prompts: population size N.
+        batch_size: prompts generated per step, and groups per optimiser step.
+        mean_rollouts: rollouts per prompt.
+        num_bins: bins of the reporting classifier.
+        seed: seed of the prompt sampler.
+
+    Examples:
+        >>> s = DynamicSampling(num_prompts=100, batch_size=8, mean_rollouts=4, num_bins=10, seed=0)
+        >>> p = s.propose(); int(p.rollouts.sum())
+        32
+    """
+
+    name = "dapo"
+
+    def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
+                 seed: int) -> None:
+        self.num_bins = num_bins
+        self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
+        self._buffer: list[TrainBatch] = []
+        self._buffered = 0
+
+    def propose(self) -> Proposal:
+        """A uniform batch with ``mean_rollouts`` each."""
+        h = self._h
+        ids = h.sampler.draw(h.batch_size)
+        return h.proposal(ids, np.full(ids.size, h.mean_rollouts, dtype=np.int64))
+
+    def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:
+        """Keep the mixed groups; return a full batch from the buffer (FIFO) or an empty one."""
+        h = self._h
+        correct = h.record(proposal, generation.reward)
+        mixed = (correct > 0) & (correct < proposal.rollouts)
+        kept = _select(_full_batch(proposal, generation), mixed)
+        self._buffer.append(kept)
+        self._buffered += int(mixed.sum())
+        h._metrics["dapo/kept_fraction"] = float(mixed.mean())
+        if self._buffered < h.batch_size:
+            h._metrics["dapo/updated"] = 0.0
+            h._metrics["dapo/buffer"] = float(self._buffered)
+            return _select(kept, slice(0, 0))
+        pool = _concat(self._buffer)
+        out = _select(pool, slice(0, h.batch_size))
+        rest = _select(pool, slice(h.batch_size, None))
+        self._buffer = [rest]
+        self._buffered = int(rest.ids.size)
+        h._metrics["dapo/updated"] = 1.0
+        h._metrics["dapo/buffer"] = float(self._buffered)
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """Bin metrics plus ``dapo/kept_fraction``, ``dapo/updated`` and ``dapo/buffer``."""
+        return dict(self._h._metrics)
+
+
+class VarianceSampling:
+    """Sample prompts in proportion to their estimated Bernoulli variance p(1-p).
+
+    Args:
+        num_prompts: population size N.
+        batch_size: prompts per step.
+        mean_rollouts: rollouts per prompt.
+        num_bins: bins of the reporting classifier.
+        seed: seed of the sampler.
+        pool_factor: candidate pool size in batches (>= 1).
+        floor: smallest sampling weight, in (0, 0.25].
+    """
+
+    name = "var-sampling"
+
+    def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
+                 seed: int, pool_factor: int = 4, floor: float = 0.01) -> None:
+        check_int("pool_factor", pool_factor, low=1)
+        check_real("floor", floor, low=0.0, high=0.25, low_open=True)
+        self.num_bins = num_bins
+        self.pool_factor = pool_factor
+        self.floor = floor
+        self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
+
+    def propose(self) -> Proposal:
+        """Gumbel top-k of log-weights over a uniform candidate pool."""
+        h = self._h
+        pool = h.sampler.draw(min(h.num_prompts, self.pool_factor * h.batch_size))
+        p = last_rate(h.last_correct, h.last_total, pool, prior=0.5, smoothing=0.0)
+        key = np.log(np.maximum(p * (1.0 - p), self.floor)) + h.rng.gumbel(size=pool.size)
+        take = np.sort(np.argsort(-key, kind="stable")[: h.batch_size])
+        ids = pool[take]
+        return h.proposal(ids, np.full(ids.size, h.mean_rollouts, dtype=np.int64))
+
+    def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:
+        """Record the groups; train on all of them."""
+        self._h.record(proposal, generation.reward)
+        return _full_batch(proposal, generation)
+
+    def metrics(self) -> dict[str, float]:
+        """Bin metrics."""
+        return dict(self._h._metrics)
+
+
+def knapsack_rollouts(p: NDArray[np.float64], budget: int, low: int,
+                      high: int) -> NDArray[np.int64]:
+    """Greedy value-per-cost allocation of ``budget`` rollouts (optimal for concave values).
+
+    Args:
+        p: float64 (n,), estimated pass rates in [0, 1].
+        budget: total rollouts, ``low * n <= budget <= high * n``.
+        low: fewest rollouts per prompt (>= 1).
+        high: most rollouts per prompt.
+
+    Returns:
+        int64 (n,), rollouts in [low, high] summing to ``budget``. Ties go to the earlier prompt.
+
+    Examples:
+        >>> knapsack_rollouts(np.array([0.0, 0.5, 1.0]), 12, 2, 12).tolist()
+        [2, 8, 2]
+    """
+    n = p.size
+    if not low * n <= budget <= high * n:
+        raise ValueError(f"budget must be in [{low * n}, {high * n}] for {n} prompts; got {budget}")
+    k = np.arange(low, high)[None, :]  # the n of each marginal step n -> n + 1
+    pp, qq = p[:, None], 1.0 - p[:, None]
+    gain = pp * qq * (pp**k * qq + qq**k * pp)  # V(n+1) - V(n), non-increasing in n
+    extra = budget - low * n
+    order = np.argsort(-gain.ravel(), kind="stable")[:extra]
+    out: NDArray[np.int64] = low + np.bincount(order // (high - low), minlength=n).astype(np.int64)
+    return out
+
+
+class KnapsackAllocation:
+    """Uniform prompts; rollouts by a value-per-cost knapsack on the estimated pass rate.
+
+    Args:
+        num_prompts: population size N.
+        batch_size: prompts per step.
+        mean_rollouts: mean rollouts per prompt (the budget).
+        num_bins: bins of the reporting classifier.
+        seed: seed of the sampler.
+        min_rollouts: fewest rollouts per prompt (>= 2).
+        max_rollouts: most rollouts per prompt.
+    """
+
+    name = "knapsack"
+
+    def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
+                 seed: int, min_rollouts: int = 2, max_rollouts: int = 12) -> None:
+        check_int("min_rollouts", min_rollouts, low=2, high=mean_rollouts)
+        check_int("max_rollouts", max_rollouts, low=mean_rollouts)
+        self.num_bins = num_bins
+        self.min_rollouts = min_rollouts
+        self.max_rollouts = max_rollouts
+        self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
+
+    def propose(self) -> Proposal:
+        """A uniform batch; rollouts from :func:`knapsack_rollouts`."""
+        h = self._h
+        ids = h.sampler.draw(h.batch_size)
+        p = last_rate(h.last_correct, h.last_total, ids, prior=0.5, smoothing=0.5)
+        n = knapsack_rollouts(p, h.mean_rollouts * ids.size, self.min_rollouts,
+                              self.max_rollouts)
+        return h.proposal(ids, n)
+
+    def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:
+        """Record the groups; train on all of them."""
+        self._h.record(proposal, generation.reward)
+        return _full_batch(proposal, generation)
+
+    def metrics(self) -> dict[str, float]:
+        """Bin metrics."""
+        return dict(self._h._metrics)

@@ -1,0 +1,316 @@
+"""Aggregate runs into outcome and theory tables (``results.json`` and ``results.md``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gdro_lab import theory
+from gdro_lab.controllers import GDRO_MODES
+from gdro_lab.run import RunResult, SimConfig
+
+
+def series(rows: Sequence[dict[str, float]], key: str) -> NDArray[np.float64]:
+    """One metric over steps (NaN where a row lacks it)."""
+    return np.array([r.get(key, math.nan) for r in rows], dtype=np.float64)
+
+
+def matrix(rows: Sequence[dict[str, float]], prefix: str, num_bins: int,
+           fill: float = math.nan) -> NDArray[np.float64]:
+    """Per-bin metric ``{prefix}{b}`` as a (T, B) array (``fill`` where absent)."""
+    return np.array([[r.get(f"{prefix}{b}", fill) for b in range(num_bins)] for r in rows],
+                    dtype=np.float64)
+
+
+def outcome(result: RunResult) -> dict[str, float]:
+    """Final mean and worst-bin success, area under the curve and steps to target of a run."""
+    worst = np.nanmin(result.eval_strata, axis=1)
+    return {
+        "final_mean": float(result.eval_mean[-1]),
+        "final_worst_bin": float(worst[-1]),
+        "auc": theory.area_under_curve(result.eval_mean),
+        "auc_worst_bin": theory.area_under_curve(worst),
+        "steps_to_target": theory.steps_to_target(result.eval_steps, result.eval_mean,
+                                                  result.target),
+    }
+
+
+def regret(result: RunResult, num_bins: int, eta: float, gamma: float,
+           rule: str = "cumulative") -> dict[str, Any] | None:
+    """Prompt-GDRO regret against the best fixed bin in hindsight, from the logs.
+
+    The weights are ``prompt/q/{b}``, the distribution each step's plan used. The gains depend
+    on the rule:
+
+    * ``"cumulative"``: the increments of ``prompt/score/{b}`` (the rule sums its gains), so the
+      Hedge bound applies and ``max_abs_q_vs_hedge`` checks the weights are Hedge's on them.
+    * ``"ema"``: each bin's failure rate in the batch (``1 - train/reward/{b}``, 0 for an absent
+      bin), the signal the rule smooths. The Hedge bound for the rule's eta is only a reference
+      (the EMA rule has no regret guarantee) and ``max_abs_q_vs_hedge`` is NaN.
+
+    Returns None when the run has no adversary weights (the lab's alternatives) or, for the
+    cumulative rule, no scores.
+    """
+    q = matrix(result.rows, "prompt/q/", num_bins)
+    if np.isnan(q).all():
+        return None
+    if rule == "cumulative":
+        score = matrix(result.rows, "prompt/score/", num_bins)
+        if np.isnan(score).all():
+            return None
+        gains = np.diff(np.vstack([np.zeros((1, num_bins)), np.nan_to_num(score)]), axis=0)
+        check = float(np.abs(theory.hedge_probs(gains, eta, gamma) - q).max())
+    else:
+        reward = matrix(result.rows, "train/reward/", num_bins)
+        gains = np.where(np.isnan(reward), 0.0, 1.0 - reward)
+        check = math.nan
+    curve = theory.regret_curve(q, gains)
+    t = len(result.rows)
+    return {"regret": float(curve[-1]), "bound": theory.hedge_bound(num_bins, t, eta, gamma),
+            "bound_applies": rule == "cumulative", "max_abs_q_vs_hedge": check,
+            "gain_range": [float(gains.min()), float(gains.max())], "curve": curve}
+
+
+def summarise(cfg: SimConfig, results: Sequence[RunResult], *, eta: float, gamma: float,
+              dual_step: float, mu_max: float) -> dict[str, Any]:
+    """Everything ``results.json`` holds: per-strategy outcomes with 95% CIs and theory checks.
+
+    Args:
+        cfg: the simulation configuration.
+        results: every run.
+        eta: the Prompt-GDRO rate the controllers used (for the Hedge bound).
+        gamma: their mixing weight.
+        dual_step: the dual step alpha.
+        mu_max: the price cap.
+    """
+    b = cfg.knobs.num_bins
+    out: dict[str, Any] = {"config": _config_dict(cfg), "outcomes": {}, "budget": {}, "wse": {},
+                           "regret": {}, "curriculum": {}}
+    for name in cfg.strategies:
+        runs = [r for r in results if r.strategy == name]
+        if not runs:
+            continue
+        outs = [outcome(r) for r in runs]
+        row: dict[str, Any] = {k: theory.mean_ci(np.array([o[k] for o in outs]))
+                               for k in outs[0]}
+        row["reached_target"] = int(sum(math.isfinite(o["steps_to_target"]) for o in outs))
+        row["seeds"] = len(runs)
+        out["outcomes"][name] = row
+        out["wse"][name] = _wse(runs, b, cfg.batch_size, cfg.mean_rollouts)
+        out["budget"][name] = _budget(runs, cfg.mean_rollouts, dual_step, mu_max, cfg.batch_size)
+        out["budget"][name]["dual"] = GDRO_MODES.get(name, ("", ""))[1] == "bandit"
+        reg = [regret(r, b, eta, gamma, cfg.knobs.score_rule) for r in runs]
+        found = [x for x in reg if x is not None]
+        if found and len(found) == len(reg):
+            out["regret"][name] = {
+                "regret": theory.mean_ci(np.array([x["regret"] for x in found])),
+                "bound": found[0]["bound"], "bound_applies": found[0]["bound_applies"],
+                "max_abs_q_vs_hedge": max(x["max_abs_q_vs_hedge"] for x in found),
+                "gain_max": max(x["gain_range"][1] for x in found),
+            }
+        out["curriculum"][name] = _curriculum(runs, b)
+    return out
+
+
+def _config_dict(cfg: SimConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["strategies"] = list(cfg.strategies)
+    d["seeds"] = list(cfg.seeds)
+    return d
+
+
+def _wse(runs: Sequence[RunResult], num_bins: int, batch_size: int,
+         mean_rollouts: int) -> dict[str, Any]:
+    """WSE reductions against every prompt at the mean budget, on the same batches.
+
+    ``reduction``: with the true per-rollout reward std of each bin at each step (what the
+    square-root law targets). ``reduction_loss``: the paper's diagnostic, with sigma_b the std of
+    the per-prompt signal (the lab's per-prompt loss, up to sign) in bin b, estimated once from
+    the run's own logs (pooled over steps).
+    """
+    red, red_loss, red_ney, red_opt = [], [], [], []
+    for r in runs:
+        w, u = series(r.rows, "sim/wse"), series(r.rows, "sim/wse_uniform")
+        red.append(1.0 - float(np.nanmean(w)) / float(np.nanmean(u)))
+        red_ney.append(1.0 - float(np.nanmean(series(r.rows, "sim/wse_neyman_oracle")))
+                       / float(np.nanmean(u)))
+        red_opt.append(1.0 - float(np.nanmean(series(r.rows, "sim/wse_optimal")))
+                       / float(np.nanmean(u)))
+        share = np.nan_to_num(matrix(r.rows, "classifier/share/", num_bins))
+        count = share * batch_size
+        g1 = np.nan_to_num(matrix(r.rows, "sim/signal_mean/", num_bins)) * count
+        g2 = np.nan_to_num(matrix(r.rows, "sim/signal_sq/", num_bins)) * count
+        tot = np.maximum(count.sum(axis=0), 1.0)
+        sigma = np.sqrt(np.maximum(g2.sum(axis=0) / tot - (g1.sum(axis=0) / tot) ** 2, 0.0))
+        n = matrix(r.rows, "rollout/n_mean/", num_bins)
+        alloc = theory.wse(share, sigma[None, :], n)
+        flat = theory.wse(share, sigma[None, :], np.full_like(share, float(mean_rollouts)))
+        red_loss.append(1.0 - float(alloc.mean()) / float(flat.mean()))
+    return {"reduction": theory.mean_ci(np.array(red)),
+            "reduction_loss": theory.mean_ci(np.array(red_loss)),
+            "reduction_neyman_oracle": theory.mean_ci(np.array(red_ney)),
+            "reduction_optimal": theory.mean_ci(np.array(red_opt))}
+
+
+def _budget(runs: Sequence[RunResult], target: int, alpha: float, mu_max: float,
+            batch_size: int) -> dict[str, Any]:
+    """Realised budget, average violation and the dual recursion, checked from the logs.
+
+    ``dual_recursion_error``: max over steps of
+    ``|mu_{t+1} - clip(mu_t + alpha (m_t - target), 0, mu_max)|`` (0 when the logged price
+    follows the documented update). ``cumulative_slack``: max over t of
+    ``sum_{s<=t} (m_s - target) - mu_{t+1} / alpha``, which is <= 0 when the price never hits
+    its cap (the exact form of the O(1/sqrt T) bound).
+    """
+    gaps, avg, hit, rec_err, slack = [], [], False, 0.0, -math.inf
+    for r in runs:
+        realised = series(r.rows, "train/rollouts") / batch_size
+        proposal = series(r.rows, "rollout/budget_unconstrained")
+        price = series(r.rows, "rollout/shadow_price")
+        if np.isnan(proposal).all():
+            proposal = realised
+            price = np.zeros_like(realised)
+        st = theory.budget_stats(realised, proposal, price, float(target), alpha, mu_max)
+        gaps.append(float(np.abs(st.realised_gap).max()))
+        avg.append(st.average_violation)
+        hit |= st.price_hit_cap
+        if price.size > 1:
+            pred = np.clip(price[:-1] + alpha * st.proposal_gap[:-1], 0.0, mu_max)
+            rec_err = max(rec_err, float(np.abs(pred - price[1:]).max()))
+            if alpha > 0:
+                slack = max(slack, float(np.max(np.cumsum(st.proposal_gap)[:-1]
+                                                - price[1:] / alpha)))
+    t = len(runs[0].rows)
+    return {"max_abs_realised_gap": max(gaps), "average_violation": theory.mean_ci(np.array(avg)),
+            "dual_bound": mu_max / (alpha * t) if alpha > 0 else math.inf, "price_hit_cap": hit,
+            "dual_recursion_error": rec_err, "cumulative_slack": slack}
+
+
+def _curriculum(runs: Sequence[RunResult], num_bins: int) -> dict[str, Any]:
+    """Mean bin at the start and end; lead and lead-lag after a burn-in of the first fifth.
+
+    The first epoch sends every unseen prompt to bin 0 and then jumps, a step that would dominate
+    any correlation, so lead and lag use the last four fifths of the steps. A lag is reported
+    only when its correlation is positive.
+    """
+    r = runs[0]
+    share = np.nan_to_num(matrix(r.rows, "classifier/share/", num_bins))
+    bins = np.arange(num_bins)
+    out: dict[str, Any] = {"mean_bin_start": float(share[0] @ bins),
+                           "mean_bin_end": float(share[-1] @ bins)}
+    q = matrix(r.rows, "prompt/q/", num_bins)
+    if np.isnan(q).all():
+        return out
+    burn = len(r.rows) // 5
+    delta, lag, corr = theory.lead_lag(q[burn:], share[burn:],
+                                       max_lag=max(1, (len(r.rows) - burn) // 5))
+    out["mean_lead"] = float(delta.mean())
+    if math.isfinite(corr) and corr > 0:
+        out["lag"], out["lag_corr"] = lag, corr
+    return out
+
+def _fmt(ci: Any, digits: int = 3) -> str:
+    m, h = ci
+    if m is None or not math.isfinite(m):
+        return "n/a"
+    if h is None or not math.isfinite(h):
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {h:.{digits}f}"
+
+
+def _pct(ci: Any) -> str:
+    m, h = ci
+    return _fmt((None if m is None else 100 * m, None if h is None else 100 * h), 1) + "%"
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """The tables of ``results.md`` (means over seeds ± 95% t-interval half-widths)."""
+    c = results["config"]
+    lines = [
+        f"# Simulation: scenario `{c['scenario']}`", "",
+        f"{len(c['seeds'])} seeds, {c['steps']} steps, batch {c['batch_size']} prompts x "
+        f"{c['mean_rollouts']} rollouts on average (equal compute for every strategy), "
+        f"{c['num_prompts']:,} prompts, {c['knobs']['num_bins']} bins. "
+        "Values are means over seeds ± the half-width of a 95% t-interval.", "",
+        "## Outcomes", "",
+        "Success is the true per-rollout success probability on a fixed evaluation subsample; "
+        "worst bin = the lowest mean success over strata of initial pass rate (0.1 wide); "
+        "AUC = mean of the learning curve; steps to target = first evaluation at which mean "
+        "success reaches the target (runs that reach it / seeds).", "",
+        "| strategy | final mean | final worst bin | AUC | AUC worst bin | steps to target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, o in results["outcomes"].items():
+        steps = _fmt(o["steps_to_target"], 0)
+        lines.append(f"| {name} | {_fmt(o['final_mean'])} | {_fmt(o['final_worst_bin'])} | "
+                     f"{_fmt(o['auc'])} | {_fmt(o['auc_worst_bin'])} | {steps} "
+                     f"({o['reached_target']}/{o['seeds']}) |")
+    lines += ["", "## Rollout budget", "",
+              "Realised mean rollouts per prompt against the target each step, and the average "
+              "violation (1/T) sum_t (m_t - target) of the unconstrained proposal m_t that drives "
+              "the shadow price, beside the bound mu_max / (alpha T) that holds while the price "
+              "stays below its cap. The dual columns (bandit mode, whose price follows the dual "
+              "update) check the logged price against mu_{t+1} = clip(mu_t + alpha (m_t - target), "
+              "0, mu_max) and the exact bound sum_{s<=t} (m_s - target) <= mu_{t+1} / alpha "
+              "(slack <= 0).", "",
+              "| strategy | max abs realised gap | average violation | bound | price hit cap | "
+              "dual recursion error | max cumulative slack |",
+              "|---|---|---|---|---|---|---|"]
+    for name, o in results["budget"].items():
+        lines.append(f"| {name} | {o['max_abs_realised_gap']:.3g} | "
+                     f"{_fmt(o['average_violation'], 4)} | {o['dual_bound']:.4f} | "
+                     f"{'yes' if o['price_hit_cap'] else 'no'} | "
+                     + (f"{o['dual_recursion_error']:.1e} | {o['cumulative_slack']:.3g} |"
+                        if o["dual"] else "n/a | n/a |"))
+    lines += ["", "## Weighted standard error", "",
+              "WSE = sum_b share_b sigma_b / sqrt(n_b) per step; reduction = 1 - mean WSE / "
+              "mean WSE with every prompt at the mean budget, on the same batches. Reward std: "
+              "sigma_b is the true per-rollout reward std of the bin's prompts that step (what "
+              "the square-root law targets). Loss std (the paper's diagnostic): sigma_b is the "
+              "std of the per-prompt GRPO signal in the bin, estimated once per run.", "",
+              "The last two columns are continuous benchmarks on the same batches, without the "
+              "[min, max] bounds: the square-root law with the true variances, and the WSE "
+              "minimiser (n_b proportional to sigma_b^(2/3)), an upper bound on any allocator's "
+              "reward-std reduction.", "",
+              "| strategy | reduction (reward std) | reduction (loss std, paper) | "
+              "oracle square-root law | WSE-optimal bound |", "|---|---|---|---|---|"]
+    for name, o in results["wse"].items():
+        lines.append(f"| {name} | {_pct(o['reduction'])} | {_pct(o['reduction_loss'])} | "
+                     f"{_pct(o['reduction_neyman_oracle'])} | {_pct(o['reduction_optimal'])} |")
+    if results["regret"]:
+        lines += ["", "## Prompt-GDRO regret", "",
+                  "Regret of the adversary's weights against the best fixed bin in hindsight, "
+                  "beside the Hedge bound ln B/eta + eta T/8 + gamma T for its eta and gamma. "
+                  "With `score_rule=\"cumulative\"` the gains are the increments of its "
+                  "cumulative scores, the bound applies (for gains in [0, 1]) and "
+                  "max abs(q - Hedge) checks the weights are Hedge's on them. With the EMA rule "
+                  "the gains are the bins' failure rates and the bound is only a reference.", "",
+                  "| strategy | regret | bound | bound applies | max abs(q - Hedge) | "
+                  "largest gain |", "|---|---|---|---|---|---|"]
+        for name, o in results["regret"].items():
+            check = o["max_abs_q_vs_hedge"]
+            lines.append(f"| {name} | {_fmt(o['regret'], 2)} | {o['bound']:.2f} | "
+                         f"{'yes' if o['bound_applies'] else 'no (reference)'} | "
+                         f"{'n/a' if not math.isfinite(check) else f'{check:.2e}'} | "
+                         f"{o['gain_max']:.3g} |")
+    lines += ["", "## Curriculum", "",
+              "Mean classifier bin of the batch at the first and last step; mean lead "
+              "Delta = sum_b b q_b - sum_b b share_b of the adversary over the data (negative: the "
+              "adversary favours harder bins than the data holds), the lag (steps) at which the "
+              "adversary's mean bin best correlates with the data's later mean bin, and that "
+              "correlation (n/a when no lag correlates positively); first seed, after a burn-in "
+              "of the first fifth of the steps.", "",
+              "| strategy | mean bin start | mean bin end | mean lead | lag | corr |",
+              "|---|---|---|---|---|---|"]
+    for name, o in results["curriculum"].items():
+        lead = f"{o['mean_lead']:.2f}" if "mean_lead" in o else "n/a"
+        lag = str(o["lag"]) if "lag" in o else "n/a"
+        corr = f"{o['lag_corr']:.2f}" if "lag_corr" in o and math.isfinite(o["lag_corr"]) else "n/a"
+        lines.append(f"| {name} | {o['mean_bin_start']:.2f} | {o['mean_bin_end']:.2f} | {lead} | "
+                     f"{lag} | {corr} |")
+    return "\n".join(lines) + "\n"
