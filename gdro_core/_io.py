@@ -6,13 +6,12 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gdro_core._validation import fail, type_fail
+from gdro_core.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 _SEP = "/"
@@ -107,26 +106,6 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = arr.item() if arr.ndim == 0 else arr
     return out
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    A crash leaves either the old file or the new one, never a truncated file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_npz(path: str | os.PathLike[str], d: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """The registry of rollout allocators: ``ALLOCATORS[mode]`` plans a step's rollout counts.
 
-An allocator is a function ``plan(config, state, bins, rng, backend, prompt_ids) -> Allocation``;
-the state update is shared (``gdro_core.rollout.update``). Built-ins: ``fixed``, ``bandit``,
-``neyman``. Tests swap entries with ``monkeypatch.setitem``.
+An allocator is ``plan(config, state, bins, rng, backend, prompt_ids) -> Allocation``; the state
+update is shared (``gdro_core.rollout.update``). Built-ins: ``fixed``, ``bandit``, ``neyman``.
+Tests swap entries with ``monkeypatch.setitem``.
 """
 
 from __future__ import annotations
@@ -20,38 +20,8 @@ Allocator = Callable[
     Allocation,
 ]
 
-
-def _fixed(
-    c: RolloutConfig,
-    s: RolloutState,
-    b: NDArray[np.int64],
-    r: np.random.Generator,
-    k: str,
-    ids: NDArray[np.int64],
-) -> Allocation:
-    return rollout.plan_fixed(c, s, b, r, k)
-
-
-def _bandit(
-    c: RolloutConfig,
-    s: RolloutState,
-    b: NDArray[np.int64],
-    r: np.random.Generator,
-    k: str,
-    ids: NDArray[np.int64],
-) -> Allocation:
-    return rollout.plan_bandit(c, s, b, r, k)
-
-
-def _neyman(
-    c: RolloutConfig,
-    s: RolloutState,
-    b: NDArray[np.int64],
-    r: np.random.Generator,
-    k: str,
-    ids: NDArray[np.int64],
-) -> Allocation:
-    return rollout.plan_neyman(c, s, b, r, k, ids)
-
-
-ALLOCATORS: dict[str, Allocator] = {"fixed": _fixed, "bandit": _bandit, "neyman": _neyman}
+ALLOCATORS: dict[str, Allocator] = {
+    "fixed": rollout.plan_fixed,
+    "bandit": rollout.plan_bandit,
+    "neyman": rollout.plan_neyman,
+}

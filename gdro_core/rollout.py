@@ -206,6 +206,7 @@ def plan_fixed(
     bins: NDArray[np.int64],
     rng: np.random.Generator,
     backend: str,
+    prompt_ids: NDArray[np.int64] | None = None,
 ) -> Allocation:
     """Every prompt gets ``mean``."""
     active, _ = batch_counts(bins, state.variance.shape[0])
@@ -226,6 +227,7 @@ def plan_bandit(
     bins: NDArray[np.int64],
     rng: np.random.Generator,
     backend: str,
+    prompt_ids: NDArray[np.int64] | None = None,
 ) -> Allocation:
     """Bandit proposals, repaired to the exact budget by the DP (argmax or conditioned draw)."""
     active, counts = batch_counts(bins, state.variance.shape[0])

@@ -8,33 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from gdro_core.files import atomic_write, atomic_write_text
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file atomically.
-
-    Args:
-        path: destination; its parent folders are created.
-        write: called with a binary file object open on a temporary file in the same folder.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["atomic_write", "write_json", "write_jsonl", "write_text"]
 
 
 def _clean(value: Any) -> Any:
@@ -52,12 +32,7 @@ def _clean(value: Any) -> Any:
 
 def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically."""
-    data = text.encode("utf-8")
-
-    def write(fh: IO[bytes]) -> None:
-        fh.write(data)
-
-    atomic_write(path, write)
+    atomic_write_text(path, text)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gdro_core import ClassifierConfig, GDROController, PromptConfig, RolloutConfig
-from gdro_lab._validation import check_choice, check_int, check_real
+from gdro_core._validation import check_choice, check_float, check_int
 from gdro_lab.base import Proposal, TrainBatch
 from gdro_lab.learner import Generation
 
@@ -58,17 +58,17 @@ class ControllerKnobs:
     arm_signal: str = "variance"
 
     def __post_init__(self) -> None:
-        check_int("ControllerKnobs.num_bins", self.num_bins, low=1)
+        check_int("ControllerKnobs.num_bins", self.num_bins, lo=1)
         check_choice("ControllerKnobs.signal", self.signal, ("failure", "variance"))
         check_choice("ControllerKnobs.score_rule", self.score_rule, ("ema", "cumulative"))
         check_choice("ControllerKnobs.selection", self.selection, ("mode", "sample"))
         check_choice("ControllerKnobs.arm_signal", self.arm_signal, ("variance",))
-        check_int("ControllerKnobs.min_rollouts", self.min_rollouts, low=2)
-        check_int("ControllerKnobs.max_rollouts", self.max_rollouts, low=self.min_rollouts)
+        check_int("ControllerKnobs.min_rollouts", self.min_rollouts, lo=2)
+        check_int("ControllerKnobs.max_rollouts", self.max_rollouts, lo=self.min_rollouts)
         if self.eta is not None:
-            check_real("ControllerKnobs.eta", self.eta, low=0.0)
+            check_float("ControllerKnobs.eta", self.eta, lo=0.0)
         if self.dual_step is not None:
-            check_real("ControllerKnobs.dual_step", self.dual_step, low=0.0)
+            check_float("ControllerKnobs.dual_step", self.dual_step, lo=0.0)
 
 
 def make_controller(name: str, *, num_prompts: int, mean_rollouts: int, seed: int,

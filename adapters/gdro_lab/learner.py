@@ -54,7 +54,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_lab._validation import check_choice, check_int, check_real
+from gdro_core._validation import check_choice, check_float, check_int
 
 Aggregation = Literal["token", "prompt"]
 
@@ -80,11 +80,11 @@ class LearnerConfig:
     aggregation: Aggregation = "token"
 
     def __post_init__(self) -> None:
-        check_int("LearnerConfig.num_levels", self.num_levels, low=2)
-        check_real("LearnerConfig.lr_shared", self.lr_shared, low=0.0)
-        check_real("LearnerConfig.lr_own", self.lr_own, low=0.0)
-        check_real("LearnerConfig.transfer_down", self.transfer_down, low=0.0, low_open=True)
-        check_real("LearnerConfig.transfer_up", self.transfer_up, low=0.0, low_open=True)
+        check_int("LearnerConfig.num_levels", self.num_levels, lo=2)
+        check_float("LearnerConfig.lr_shared", self.lr_shared, lo=0.0)
+        check_float("LearnerConfig.lr_own", self.lr_own, lo=0.0)
+        check_float("LearnerConfig.transfer_down", self.transfer_down, lo=0.0, lo_open=True)
+        check_float("LearnerConfig.transfer_up", self.transfer_up, lo=0.0, lo_open=True)
         check_choice("LearnerConfig.aggregation", self.aggregation, ("token", "prompt"))
 
 

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from gdro_core._validation import check_float, check_int
 from gdro_lab._io import write_json, write_jsonl
-from gdro_lab._validation import check_int, check_real
 from gdro_lab.base import Strategy
 from gdro_lab.controllers import GDRO_MODES, ControllerKnobs, ControllerStrategy
 from gdro_lab.learner import Learner, LearnerConfig, Population
@@ -78,16 +78,16 @@ class SimConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one; got {list(self.seeds)}")
         for seed in self.seeds:
-            check_int("seed", seed, low=0)
-        check_int("num_prompts", self.num_prompts, low=2)
-        check_int("batch_size", self.batch_size, low=1, high=self.num_prompts)
-        check_int("mean_rollouts", self.mean_rollouts, low=self.knobs.min_rollouts,
-                  high=self.knobs.max_rollouts)
-        check_int("steps", self.steps, low=1)
-        check_int("eval_every", self.eval_every, low=1)
-        check_int("eval_size", self.eval_size, low=1)
+            check_int("seed", seed, lo=0)
+        check_int("num_prompts", self.num_prompts, lo=2)
+        check_int("batch_size", self.batch_size, lo=1, hi=self.num_prompts)
+        check_int("mean_rollouts", self.mean_rollouts, lo=self.knobs.min_rollouts,
+                  hi=self.knobs.max_rollouts)
+        check_int("steps", self.steps, lo=1)
+        check_int("eval_every", self.eval_every, lo=1)
+        check_int("eval_size", self.eval_size, lo=1)
         if self.target is not None:
-            check_real("target", self.target, low=0.0, high=1.0, low_open=True, high_open=True)
+            check_float("target", self.target, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
 
 class RunResult(NamedTuple):

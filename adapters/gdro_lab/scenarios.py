@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_lab._validation import check_int, check_real
+from gdro_core._validation import check_float, check_int
 from gdro_lab.learner import Population
 
 
@@ -69,10 +69,10 @@ class Scenario:
     num_topics: int = 4
 
     def __post_init__(self) -> None:
-        check_real("Scenario.flip_rate", self.flip_rate, low=0.0, high=0.5, high_open=True)
-        check_real("Scenario.drift_amplitude", self.drift_amplitude, low=0.0)
-        check_real("Scenario.drift_period", self.drift_period, low=0.0, low_open=True)
-        check_int("Scenario.num_topics", self.num_topics, low=1, high=127)
+        check_float("Scenario.flip_rate", self.flip_rate, lo=0.0, hi=0.5, hi_open=True)
+        check_float("Scenario.drift_amplitude", self.drift_amplitude, lo=0.0)
+        check_float("Scenario.drift_period", self.drift_period, lo=0.0, lo_open=True)
+        check_int("Scenario.num_topics", self.num_topics, lo=1, hi=127)
 
     def offsets(self, step: int) -> NDArray[np.float64] | None:
         """Difficulty offset of each topic at ``step`` (float64 (num_topics,)), or None."""

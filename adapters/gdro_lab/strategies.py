@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import ClassifierConfig, DifficultyClassifier
-from gdro_lab._validation import check_int, check_real
+from gdro_core._validation import check_float, check_int
 from gdro_lab.base import EpochSampler, Proposal, TrainBatch, bin_metrics, last_rate
 from gdro_lab.learner import Generation
 
@@ -38,8 +38,8 @@ class _History:
 
     def __init__(self, num_prompts: int, num_bins: int, batch_size: int, mean_rollouts: int,
                  seed: int) -> None:
-        check_int("batch_size", batch_size, low=1, high=num_prompts)
-        check_int("mean_rollouts", mean_rollouts, low=2, high=10_000)
+        check_int("batch_size", batch_size, lo=1, hi=num_prompts)
+        check_int("mean_rollouts", mean_rollouts, lo=2, hi=10_000)
         self.num_prompts = num_prompts
         self.num_bins = num_bins
         self.batch_size = batch_size
@@ -159,8 +159,8 @@ class VarianceSampling:
 
     def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
                  seed: int, pool_factor: int = 4, floor: float = 0.01) -> None:
-        check_int("pool_factor", pool_factor, low=1)
-        check_real("floor", floor, low=0.0, high=0.25, low_open=True)
+        check_int("pool_factor", pool_factor, lo=1)
+        check_float("floor", floor, lo=0.0, hi=0.25, lo_open=True)
         self.num_bins = num_bins
         self.pool_factor = pool_factor
         self.floor = floor
@@ -232,8 +232,8 @@ class KnapsackAllocation:
 
     def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
                  seed: int, min_rollouts: int = 2, max_rollouts: int = 12) -> None:
-        check_int("min_rollouts", min_rollouts, low=2, high=mean_rollouts)
-        check_int("max_rollouts", max_rollouts, low=mean_rollouts)
+        check_int("min_rollouts", min_rollouts, lo=2, hi=mean_rollouts)
+        check_int("max_rollouts", max_rollouts, lo=mean_rollouts)
         self.num_bins = num_bins
         self.min_rollouts = min_rollouts
         self.max_rollouts = max_rollouts

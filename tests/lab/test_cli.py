@@ -89,7 +89,7 @@ def test_curriculum_table_is_printed(tmp_path: Path, capsys: pytest.CaptureFixtu
     (["--steps", "0"], "steps must be an integer >= 1; got 0"),
     (["--seeds", "0"], "--seeds must be an integer >= 1; got 0"),
     (["--batch-size", "5000"], r"batch_size must be an integer in [1, 3000]; got 5000"),
-    (["--target", "1.5"], "target must be a finite number in (0.0, 1.0); got 1.5"),
+    (["--target", "1.5"], "target must be a finite number in (0, 1); got 1.5"),
     (["--print-every", "-1"], "--print-every must be an integer >= 0; got -1"),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -80,6 +80,6 @@ def test_config_errors_name_the_field() -> None:
         SimConfig(strategies=("uniform", "uniform"))
     with pytest.raises(ValueError, match=r"mean_rollouts must be an integer in \[2, 12\]; got 13"):
         SimConfig(mean_rollouts=13)
-    with pytest.raises(ValueError, match="ControllerKnobs.signal must be one of 'failure', "
-                       "'variance'; got 'loss'"):
+    with pytest.raises(ValueError, match=r"ControllerKnobs.signal must be one of \['failure', "
+                       r"'variance'\]; got 'loss'"):
         ControllerKnobs(signal="loss")

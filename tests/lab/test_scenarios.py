@@ -72,7 +72,7 @@ def test_unknown_scenario_lists_the_valid_ones() -> None:
 def test_scenario_fields_are_validated() -> None:
     build = get_scenario("stationary").build
     with pytest.raises(ValueError, match=r"Scenario.flip_rate must be a finite number in "
-                       r"\[0.0, 0.5\); got 0.5"):
+                       r"\[0, 0.5\); got 0.5"):
         Scenario(name="x", description="", build=build, flip_rate=0.5)
     with pytest.raises(ValueError, match=r"Scenario.drift_period must be a finite number > 0"):
         Scenario(name="x", description="", build=build, drift_period=0.0)

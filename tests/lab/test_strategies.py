@@ -129,6 +129,6 @@ def test_bin_metrics_shape() -> None:
 def test_bad_arguments_name_the_parameter() -> None:
     with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 10\]; got 11"):
         DynamicSampling(num_prompts=10, batch_size=11, mean_rollouts=4, num_bins=10, seed=0)
-    with pytest.raises(ValueError, match=r"floor must be a finite number in \(0.0, 0.25\]"):
+    with pytest.raises(ValueError, match=r"floor must be a finite number in \(0, 0.25\]"):
         VarianceSampling(num_prompts=10, batch_size=5, mean_rollouts=4, num_bins=10, seed=0,
                          floor=0.0)
