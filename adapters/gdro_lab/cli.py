@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--signal", choices=("failure", "variance"), help="Prompt-GDRO signal (default failure)")
     a("--score-rule", choices=("ema", "cumulative"), help="Prompt-GDRO rule (default ema)")
     a("--eta", type=float, help="Prompt-GDRO rate (default: the core's 0.65)")
-    a("--dual-step", type=float, help="shadow-price step alpha (default: the core's 0.05)")
+    a("--dual-step", type=float, help="shadow-price step alpha (default: 2e-4 for "
+      "rollout-bandit, RolloutConfig.variance_bandit; 0.05 for rollout-bandit-paper)")
     a("--selection", choices=("mode", "sample"), help="Rollout-GDRO bandit selection")
     a("--lr-shared", type=float, help="learner: shared-ability step size (default 0.05)")
     a("--lr-own", type=float, help="learner: per-prompt step size (default 0.05)")

@@ -2,7 +2,10 @@
 
 Uniform GRPO is the controller with the prompt adversary ``"off"`` (it still scores bins, so its
 metrics show what the adversary would do) and ``"fixed"`` rollouts; the other names switch on
-Prompt-GDRO, Rollout-GDRO or both. The controller samples the prompts (reshuffled epochs, or bins
+Prompt-GDRO, Rollout-GDRO or both. Rollout-GDRO's bandit runs on the variance arm loss (the
+simulator has no token-level loss) with ``RolloutConfig.variance_bandit``'s knobs, sized to that
+loss (``rollout-bandit``); ``rollout-bandit-paper`` keeps the paper's knobs (arm eta 0.65, dual
+step 0.05, price cap 1), which leave the bandits flat on this loss, for comparison. The controller samples the prompts (reshuffled epochs, or bins
 drawn from the adversary in ``"resample"`` mode), plans rollouts and weights before generation,
 and is updated with the step's verdicts; the lab only generates and trains.
 """
@@ -25,9 +28,12 @@ GDRO_MODES: dict[str, tuple[str, str]] = {
     "prompt-reweight": ("reweight", "fixed"),
     "prompt-resample": ("resample", "fixed"),
     "rollout-bandit": ("off", "bandit"),
+    "rollout-bandit-paper": ("off", "bandit"),
     "rollout-neyman": ("off", "neyman"),
     "gdro-both": ("reweight", "neyman"),
 }
+# bandit strategies that keep RolloutConfig's paper defaults instead of variance_bandit's knobs
+PAPER_KNOBS = frozenset({"rollout-bandit-paper"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +47,9 @@ class ControllerKnobs:
         eta: Prompt-GDRO temperature (None = the core's default).
         min_rollouts: fewest rollouts per prompt.
         max_rollouts: most rollouts per prompt.
-        dual_step: step size of the shadow price (None = the core's default).
+        dual_step: step size of the shadow price (None = the default of the strategy's rollout
+            config: 2e-4 for ``rollout-bandit``, ``RolloutConfig.variance_bandit``'s; 0.05, the
+            paper's, for ``rollout-bandit-paper``).
         selection: Rollout-GDRO bandit selection, ``"mode"`` or ``"sample"``.
         arm_signal: Rollout-GDRO bandit arm loss; ``"variance"`` (reward-derived, the bin's
             unbiased p(1-p) over n) since the simulator has no token-level loss.
@@ -71,26 +79,48 @@ class ControllerKnobs:
             check_float("ControllerKnobs.dual_step", self.dual_step, lo=0.0)
 
 
+def rollout_config(name: str, *, mean_rollouts: int, knobs: ControllerKnobs) -> RolloutConfig:
+    """The Rollout-GDRO settings behind a GDRO strategy name (a key of :data:`GDRO_MODES`).
+
+    Bandit mode uses the variance arm loss: ``RolloutConfig.variance_bandit`` (arm eta 1000, dual
+    step 2e-4, price cap 0.1) except for the names in :data:`PAPER_KNOBS`, which keep the core's
+    paper defaults (0.65, 0.05, 1.0). An explicit ``knobs.dual_step`` overrides either.
+
+    Examples:
+        >>> cfg = rollout_config("rollout-bandit", mean_rollouts=4, knobs=ControllerKnobs())
+        >>> cfg.arm_signal, cfg.arm_eta, cfg.dual_step, cfg.mu_max
+        ('variance', 1000.0, 0.0002, 0.1)
+        >>> cfg = rollout_config("rollout-bandit-paper", mean_rollouts=4,
+        ...                      knobs=ControllerKnobs(dual_step=0.1))
+        >>> cfg.arm_signal, cfg.arm_eta, cfg.dual_step, cfg.mu_max
+        ('variance', 0.65, 0.1, 1.0)
+    """
+    rollout_mode = GDRO_MODES[name][1]
+    kw: dict[str, Any] = {"mean": mean_rollouts, "min": knobs.min_rollouts,
+                          "max": knobs.max_rollouts, "selection": knobs.selection}
+    if knobs.dual_step is not None:
+        kw["dual_step"] = knobs.dual_step
+    if rollout_mode == "bandit" and name not in PAPER_KNOBS:
+        return RolloutConfig.variance_bandit(arm_signal=knobs.arm_signal, **kw)
+    kw["mode"] = rollout_mode
+    if rollout_mode == "bandit":
+        kw["arm_signal"] = knobs.arm_signal
+    return RolloutConfig(**kw)
+
+
 def make_controller(name: str, *, num_prompts: int, mean_rollouts: int, seed: int,
                     knobs: ControllerKnobs) -> GDROController:
     """Build the controller behind a GDRO strategy name (a key of :data:`GDRO_MODES`)."""
-    prompt_mode, rollout_mode = GDRO_MODES[name]
+    prompt_mode = GDRO_MODES[name][0]
     prompt_kw: dict[str, Any] = {"mode": prompt_mode, "signal": knobs.signal,
                                  "score_rule": knobs.score_rule}
     if knobs.eta is not None:
         prompt_kw["eta"] = knobs.eta
-    rollout_kw: dict[str, Any] = {"mode": rollout_mode, "mean": mean_rollouts,
-                                  "min": knobs.min_rollouts, "max": knobs.max_rollouts,
-                                  "selection": knobs.selection}
-    if rollout_mode == "bandit":
-        rollout_kw["arm_signal"] = knobs.arm_signal
-    if knobs.dual_step is not None:
-        rollout_kw["dual_step"] = knobs.dual_step
     return GDROController(
         num_prompts=num_prompts,
         classifier=ClassifierConfig(num_bins=knobs.num_bins),
         prompt=PromptConfig(**prompt_kw),
-        rollout=RolloutConfig(**rollout_kw),
+        rollout=rollout_config(name, mean_rollouts=mean_rollouts, knobs=knobs),
         seed=seed,
     )
 

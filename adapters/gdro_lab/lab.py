@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gdro_core import PromptConfig, RolloutConfig
+from gdro_core import PromptConfig
 from gdro_lab import plots
 from gdro_lab._io import write_json, write_text
 from gdro_lab.controllers import GDRO_MODES
@@ -21,13 +21,11 @@ from gdro_lab.summary import regret, summarise, to_markdown
 
 
 def controller_constants(cfg: SimConfig) -> dict[str, float]:
-    """The Prompt-GDRO rate and mixing, dual step and price cap the controllers use."""
-    p, r = PromptConfig(), RolloutConfig()
+    """The Prompt-GDRO rate and mixing the controllers use (each strategy's dual step and price
+    cap are in ``results.json``'s budget section, see :func:`gdro_lab.summary.rollout_constants`)."""
+    p = PromptConfig()
     return {"eta": float(cfg.knobs.eta if cfg.knobs.eta is not None else p.eta),
-            "gamma": float(p.gamma),
-            "dual_step": float(cfg.knobs.dual_step if cfg.knobs.dual_step is not None
-                               else r.dual_step),
-            "mu_max": float(r.mu_max)}
+            "gamma": float(p.gamma)}
 
 
 def watched_strategy(cfg: SimConfig) -> str | None:

@@ -69,7 +69,9 @@ def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
 
 def budget(results: Sequence[RunResult], strategies: Sequence[str], target: float,
            path: Path) -> Path:
-    """Shadow price and unconstrained proposal m_t against the target over steps (first seed)."""
+    """Shadow price (log scale) beside the square-root law's KKT price mu* on the first strategy's
+    batches (dotted), and the unconstrained proposal m_t against the target, over steps (first
+    seed)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in strategies:
         run = next((r for r in results if r.strategy == name), None)
@@ -77,12 +79,17 @@ def budget(results: Sequence[RunResult], strategies: Sequence[str], target: floa
             continue
         price = series(run.rows, "rollout/shadow_price")
         prop = series(run.rows, "rollout/budget_unconstrained")
-        axes[0].plot(price, label=name)
+        axes[0].plot(np.where(price > 0, price, np.nan), label=name)
+        if name == strategies[0]:
+            axes[0].plot(_smooth(series(run.rows, "sim/mu_star"), 10), ls=":", color="k",
+                         lw=1.8, zorder=5,
+                         label=f"mu* (square-root law, true variances, {name}'s batches)")
         axes[1].plot(_smooth(prop, 10), label=name)
     axes[1].axhline(target, color="k", lw=1, ls="--", label="target")
-    axes[0].set(title="shadow price mu_t", xlabel="step")
+    axes[0].set_yscale("log")
+    axes[0].set(title="shadow price mu_t (log scale)", xlabel="step")
     axes[1].set(title="unconstrained mean rollouts m_t (10-step mean)", xlabel="step")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=8)
     return _save(fig, path)
 

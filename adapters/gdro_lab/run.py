@@ -21,9 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core._validation import check_float, check_int
+from gdro_core.rollout import neyman_continuous
 from gdro_lab._io import write_json, write_jsonl
 from gdro_lab.base import Strategy
-from gdro_lab.controllers import GDRO_MODES, ControllerKnobs, ControllerStrategy
+from gdro_lab.controllers import GDRO_MODES, ControllerKnobs, ControllerStrategy, rollout_config
 from gdro_lab.learner import Learner, LearnerConfig, Population
 from gdro_lab.scenarios import get_scenario
 from gdro_lab.strategies import DynamicSampling, KnapsackAllocation, VarianceSampling
@@ -133,10 +134,14 @@ def build_population(cfg: SimConfig, seed: int) -> Population:
 
 def _step_stats(num_bins: int, mean_rollouts: int, bins: NDArray[np.int64],
                 rollouts: NDArray[np.int64], reward: NDArray[np.float64],
-                prob: NDArray[np.float64], signal: NDArray[np.float64]) -> dict[str, float]:
+                prob: NDArray[np.float64], signal: NDArray[np.float64],
+                bounds: tuple[int, int] = (2, 12)) -> dict[str, float]:
     """Per-step training and WSE metrics from the batch (bins as planned, true probabilities).
 
-    ``sim/wse`` uses each bin's true per-rollout reward std this step; ``sim/signal_mean/{b}``
+    ``sim/wse`` uses each bin's true per-rollout reward std this step. ``sim/mu_star`` and
+    ``sim/neyman_n/{b}`` are the square-root law on this batch with the bins' true mean p(1-p)
+    within ``bounds`` (continuous, no variance floor): its KKT price and per-bin rollouts, the
+    reference for Rollout-GDRO's price and allocation. ``sim/signal_mean/{b}``
     and ``sim/signal_sq/{b}`` (mean and mean square of the per-prompt GRPO signal, the lab's
     per-prompt loss up to sign) let the summary estimate the paper's per-bin loss std once per run.
     """
@@ -159,6 +164,12 @@ def _step_stats(num_bins: int, mean_rollouts: int, bins: NDArray[np.int64],
                                          * np.sum(share * np.sqrt(sigma)))
     out["sim/wse_optimal"] = float(np.sum(share * sigma ** (2.0 / 3.0)) ** 1.5
                                    / math.sqrt(mean_rollouts))
+    present = np.flatnonzero(counts)
+    n_star, mu_star = neyman_continuous(np.maximum(sigma[present] ** 2, 1e-12), share[present],
+                                        float(mean_rollouts), float(bounds[0]), float(bounds[1]))
+    out["sim/mu_star"] = float(mu_star)
+    for b, n in zip(present, n_star, strict=True):
+        out[f"sim/neyman_n/{b}"] = float(n)
     g1 = np.bincount(bins, weights=signal, minlength=num_bins)
     g2 = np.bincount(bins, weights=signal * signal, minlength=num_bins)
     for b in np.flatnonzero(counts):
@@ -220,7 +231,8 @@ def run_one(cfg: SimConfig, strategy_name: str, seed: int, *,
         row.pop("step", None)  # the controller's own counter; the row's step is the 0-based index
         row = {"step": t, **row}
         row.update(_step_stats(strategy.num_bins, cfg.mean_rollouts, prop.bins, prop.rollouts,
-                               gen.reward, gen.prob, gen.signal))
+                               gen.reward, gen.prob, gen.signal,
+                               (cfg.knobs.min_rollouts, cfg.knobs.max_rollouts)))
         row["train/groups_trained"] = float(batch.ids.size)
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
             row.update(evaluate(t + 1))
@@ -256,6 +268,10 @@ def write_run(out: Path, cfg: SimConfig, result: RunResult) -> Path:
               "mean_rollouts": cfg.mean_rollouts, "steps": cfg.steps,
               "learner": asdict(cfg.learner), "knobs": asdict(cfg.knobs),
               "target": result.target}
+    if result.strategy in GDRO_MODES:  # the Rollout-GDRO settings actually used
+        config["rollout_config"] = asdict(rollout_config(result.strategy,
+                                                         mean_rollouts=cfg.mean_rollouts,
+                                                         knobs=cfg.knobs))
     write_jsonl(path / "metrics.jsonl", result.rows)
     write_json(path / "config.json", config)
     return path

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_lab import theory
-from gdro_lab.controllers import GDRO_MODES
+from gdro_lab.controllers import GDRO_MODES, rollout_config
 from gdro_lab.run import RunResult, SimConfig
 
 
@@ -76,8 +76,19 @@ def regret(result: RunResult, num_bins: int, eta: float, gamma: float,
             "gain_range": [float(gains.min()), float(gains.max())], "curve": curve}
 
 
-def summarise(cfg: SimConfig, results: Sequence[RunResult], *, eta: float, gamma: float,
-              dual_step: float, mu_max: float) -> dict[str, Any]:
+def rollout_constants(cfg: SimConfig, name: str) -> dict[str, float]:
+    """The dual step, price cap and arm rate a strategy's controller uses (core defaults for the
+    lab's alternatives, which have no price)."""
+    if name in GDRO_MODES:
+        r = rollout_config(name, mean_rollouts=cfg.mean_rollouts, knobs=cfg.knobs)
+    else:
+        r = rollout_config("uniform", mean_rollouts=cfg.mean_rollouts, knobs=cfg.knobs)
+    return {"dual_step": float(r.dual_step), "mu_max": float(r.mu_max),
+            "arm_eta": float(r.arm_eta)}
+
+
+def summarise(cfg: SimConfig, results: Sequence[RunResult], *, eta: float,
+              gamma: float) -> dict[str, Any]:
     """Everything ``results.json`` holds: per-strategy outcomes with 95% CIs and theory checks.
 
     Args:
@@ -85,12 +96,13 @@ def summarise(cfg: SimConfig, results: Sequence[RunResult], *, eta: float, gamma
         results: every run.
         eta: the Prompt-GDRO rate the controllers used (for the Hedge bound).
         gamma: their mixing weight.
-        dual_step: the dual step alpha.
-        mu_max: the price cap.
+
+    The budget checks use each strategy's own dual step and price cap
+    (:func:`rollout_constants`).
     """
     b = cfg.knobs.num_bins
     out: dict[str, Any] = {"config": _config_dict(cfg), "outcomes": {}, "budget": {}, "wse": {},
-                           "regret": {}, "curriculum": {}}
+                           "price": {}, "regret": {}, "curriculum": {}}
     for name in cfg.strategies:
         runs = [r for r in results if r.strategy == name]
         if not runs:
@@ -102,8 +114,13 @@ def summarise(cfg: SimConfig, results: Sequence[RunResult], *, eta: float, gamma
         row["seeds"] = len(runs)
         out["outcomes"][name] = row
         out["wse"][name] = _wse(runs, b, cfg.batch_size, cfg.mean_rollouts)
-        out["budget"][name] = _budget(runs, cfg.mean_rollouts, dual_step, mu_max, cfg.batch_size)
+        rc = rollout_constants(cfg, name)
+        out["budget"][name] = _budget(runs, cfg.mean_rollouts, rc["dual_step"], rc["mu_max"],
+                                      cfg.batch_size)
         out["budget"][name]["dual"] = GDRO_MODES.get(name, ("", ""))[1] == "bandit"
+        out["budget"][name].update(rc)
+        if GDRO_MODES.get(name, ("", "fixed"))[1] != "fixed":
+            out["price"][name] = _price(runs, b, cfg.mean_rollouts)
         reg = [regret(r, b, eta, gamma, cfg.knobs.score_rule) for r in runs]
         found = [x for x in reg if x is not None]
         if found and len(found) == len(reg):
@@ -189,6 +206,55 @@ def _budget(runs: Sequence[RunResult], target: int, alpha: float, mu_max: float,
     return {"max_abs_realised_gap": max(gaps), "average_violation": theory.mean_ci(np.array(avg)),
             "dual_bound": mu_max / (alpha * t) if alpha > 0 else math.inf, "price_hit_cap": hit,
             "dual_recursion_error": rec_err, "cumulative_slack": slack}
+
+
+def _column_means(m: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Mean of each column over its finite entries (NaN for a column without any)."""
+    ok = np.isfinite(m)
+    out: NDArray[np.float64] = np.where(ok.any(axis=0), np.where(ok, m, 0.0).sum(axis=0)
+                                        / np.maximum(ok.sum(axis=0), 1), math.nan)
+    return out
+
+
+def _price(runs: Sequence[RunResult], num_bins: int, mean_rollouts: int) -> dict[str, Any]:
+    """Rollout-GDRO's price and allocation against the square-root law on the same batches.
+
+    After a burn-in of the first fifth of the steps: the mean logged price and the mean KKT price
+    ``sim/mu_star`` of the bounded square-root law with the bins' true variances; the
+    allocation's share-weighted mean absolute deviation from that law's rollouts
+    ``sim/neyman_n/{b}``, beside the same deviation for every prompt at the mean budget; and
+    (first seed) the per-bin mean rollouts of both and their correlation across bins.
+    """
+    price, mu_star, ratio, dev, dev_flat = [], [], [], [], []
+    for r in runs:
+        burn = len(r.rows) // 5
+        mu = series(r.rows, "rollout/shadow_price")[burn:]
+        ms = series(r.rows, "sim/mu_star")[burn:]
+        price.append(float(np.nanmean(mu)))
+        mu_star.append(float(np.nanmean(ms)))
+        ratio.append(price[-1] / mu_star[-1])
+        share = np.nan_to_num(matrix(r.rows, "classifier/share/", num_bins))[burn:]
+        n = matrix(r.rows, "rollout/n_mean/", num_bins)[burn:]
+        ney = matrix(r.rows, "sim/neyman_n/", num_bins)[burn:]
+        w = np.where(np.isfinite(n) & np.isfinite(ney), share, 0.0)
+        dev.append(float(np.sum(w * np.abs(np.nan_to_num(n - ney))) / w.sum()))
+        dev_flat.append(float(np.sum(w * np.abs(np.nan_to_num(mean_rollouts - ney))) / w.sum()))
+    r = runs[0]
+    burn = len(r.rows) // 5
+    share = np.nan_to_num(matrix(r.rows, "classifier/share/", num_bins))[burn:]
+    n = _column_means(matrix(r.rows, "rollout/n_mean/", num_bins)[burn:])
+    ney = _column_means(matrix(r.rows, "sim/neyman_n/", num_bins)[burn:])
+    ok = np.isfinite(n) & np.isfinite(ney)
+    corr = (float(np.corrcoef(n[ok], ney[ok])[0, 1])
+            if ok.sum() > 2 and n[ok].std() > 0 and ney[ok].std() > 0 else math.nan)
+    return {"price": theory.mean_ci(np.array(price)), "mu_star": theory.mean_ci(np.array(mu_star)),
+            "price_over_mu_star": theory.mean_ci(np.array(ratio)),
+            "deviation": theory.mean_ci(np.array(dev)),
+            "deviation_flat": theory.mean_ci(np.array(dev_flat)),
+            "bin_share": share.mean(axis=0).tolist(),
+            "bin_rollouts": [None if not math.isfinite(x) else float(x) for x in n],
+            "bin_neyman": [None if not math.isfinite(x) else float(x) for x in ney],
+            "bin_corr": corr}
 
 
 def _curriculum(runs: Sequence[RunResult], num_bins: int) -> dict[str, Any]:
@@ -282,6 +348,26 @@ def to_markdown(results: dict[str, Any]) -> str:
     for name, o in results["wse"].items():
         lines.append(f"| {name} | {_pct(o['reduction'])} | {_pct(o['reduction_loss'])} | "
                      f"{_pct(o['reduction_neyman_oracle'])} | {_pct(o['reduction_optimal'])} |")
+    if results.get("price"):
+        lines += ["", "## Rollout-GDRO price and allocation", "",
+                  "Against the square-root law on the same batches with the bins' true variances "
+                  "(within [min, max]), after a burn-in of the first fifth of the steps: mean "
+                  "logged price and mean KKT price mu*, their ratio, and the share-weighted mean "
+                  "absolute deviation of rollouts per prompt from the law's, beside that of "
+                  "every prompt at the mean budget. Corr: across bins, of the first seed's mean "
+                  "rollouts per bin and the law's.", "",
+                  "| strategy | arm eta | dual step | price | mu* | price / mu* | "
+                  "deviation from law | uniform's deviation | corr |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, o in results["price"].items():
+            rc = results["budget"][name]
+            corr = o["bin_corr"]
+            knobs = (f"{rc['arm_eta']:g} | {rc['dual_step']:g}" if rc["dual"] else "n/a | n/a")
+            lines.append(f"| {name} | {knobs} | "
+                         f"{_fmt(o['price'], 4)} | {_fmt(o['mu_star'], 4)} | "
+                         f"{_fmt(o['price_over_mu_star'], 2)} | {_fmt(o['deviation'], 2)} | "
+                         f"{_fmt(o['deviation_flat'], 2)} | "
+                         f"{'n/a' if not math.isfinite(corr) else f'{corr:.2f}'} |")
     if results["regret"]:
         lines += ["", "## Prompt-GDRO regret", "",
                   "Regret of the adversary's weights against the best fixed bin in hindsight, "

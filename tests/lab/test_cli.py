@@ -28,8 +28,16 @@ def test_smoke_writes_results_plots_and_run_dirs(smoke: Path) -> None:
     assert len(results["runs"]) == 2 * len(STRATEGIES)
     md = (smoke / "results.md").read_text()
     for heading in ("## Outcomes", "## Rollout budget", "## Weighted standard error",
-                    "## Prompt-GDRO regret", "## Curriculum", "## Plots"):
+                    "## Rollout-GDRO price and allocation", "## Prompt-GDRO regret",
+                    "## Curriculum", "## Plots"):
         assert heading in md
+    # the bandit variants are checked against their own dual step and price cap
+    assert set(results["price"]) == {"rollout-bandit", "rollout-bandit-paper", "rollout-neyman",
+                                     "gdro-both"}
+    assert results["budget"]["rollout-bandit"]["dual_step"] == 2e-4
+    assert results["budget"]["rollout-bandit-paper"]["dual_step"] == 0.05
+    config = json.loads((smoke / "runs" / "rollout-bandit-s0" / "config.json").read_text())
+    assert config["rollout_config"]["arm_eta"] == 1000.0
     for name in results["plots"]:
         assert (smoke / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(smoke.rglob("*.tmp"))  # atomic writes leave no temporary files

@@ -1,7 +1,9 @@
 """Small-scale versions of the theory checks, on the real controller and the simulated learner.
 
 Each tolerance comes from the bound being checked, not from the runs: the Hedge regret bound,
-the exact dual-update bound, the WSE minimum under the exact budget, and the realised budget.
+the exact dual-update bound (with each bandit's own dual step and price cap: the sized
+``RolloutConfig.variance_bandit`` knobs of ``rollout-bandit`` and the paper's of
+``rollout-bandit-paper``), the WSE minimum under the exact budget, and the realised budget.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import pytest
 
 from gdro_core import PromptConfig, RolloutConfig
 from gdro_lab import theory
-from gdro_lab.controllers import ControllerKnobs
+from gdro_lab.controllers import ControllerKnobs, rollout_config
 from gdro_lab.run import SimConfig, run_one
-from gdro_lab.summary import matrix, regret, series
+from gdro_lab.summary import matrix, regret, series, summarise
 
 SMALL = {"num_prompts": 3000, "batch_size": 64, "eval_every": 50, "eval_size": 1000}
 
@@ -40,14 +42,18 @@ def test_prompt_gdro_regret_within_hedge_bound() -> None:
                                    for t in range(steps)])
 
 
+# alpha = c / sqrt(T): the sized bandit's dual step 2e-4 at T = 1000, and the paper's 0.05 there
+@pytest.mark.parametrize(("name", "c"), [("rollout-bandit", 2e-4 * math.sqrt(1000)),
+                                         ("rollout-bandit-paper", 0.05 * math.sqrt(1000))])
 @pytest.mark.parametrize("steps", [100, 400])
-def test_budget_violation_shrinks_like_one_over_sqrt_t(steps: int) -> None:
-    c = 0.5
+def test_budget_violation_shrinks_like_one_over_sqrt_t(name: str, c: float, steps: int) -> None:
     alpha = c / math.sqrt(steps)
-    mu_max = RolloutConfig().mu_max
-    cfg = SimConfig(strategies=("rollout-bandit",), steps=steps, **SMALL,
-                    knobs=ControllerKnobs(dual_step=alpha))
-    res = run_one(cfg, "rollout-bandit", 0)
+    knobs = ControllerKnobs(dual_step=alpha)
+    rc = rollout_config(name, mean_rollouts=4, knobs=knobs)
+    assert rc.dual_step == alpha and rc.arm_signal == "variance"
+    mu_max = rc.mu_max
+    cfg = SimConfig(strategies=(name,), steps=steps, **SMALL, knobs=knobs)
+    res = run_one(cfg, name, 0)
     realised = series(res.rows, "train/rollouts") / cfg.batch_size
     m = series(res.rows, "rollout/budget_unconstrained")
     mu = series(res.rows, "rollout/shadow_price")
@@ -62,8 +68,8 @@ def test_budget_violation_shrinks_like_one_over_sqrt_t(steps: int) -> None:
     assert st.average_violation <= mu_max / (c * math.sqrt(steps))
 
 
-@pytest.mark.parametrize("name", ["uniform", "rollout-neyman", "rollout-bandit", "knapsack",
-                                  "gdro-both"])
+@pytest.mark.parametrize("name", ["uniform", "rollout-neyman", "rollout-bandit",
+                                  "rollout-bandit-paper", "knapsack", "gdro-both"])
 def test_wse_never_beats_its_minimum_under_the_budget(name: str) -> None:
     cfg = SimConfig(strategies=(name,), steps=150, **SMALL)
     res = run_one(cfg, name, 1)
@@ -108,3 +114,43 @@ def test_ema_regret_is_measured_on_failure_rates_without_a_bound() -> None:
     # regret against the best fixed bin is at least -T*max gain and at most T*max gain
     assert abs(out["regret"]) <= 60.0
     assert regret(run_one(cfg, "knapsack", 0), 10, 0.65, 0.01, rule="ema") is None
+
+
+def test_bandit_strategies_use_their_own_knobs() -> None:
+    knobs = ControllerKnobs()
+    sized = rollout_config("rollout-bandit", mean_rollouts=4, knobs=knobs)
+    assert sized == RolloutConfig.variance_bandit(mean=4, min=2, max=12, selection="mode")
+    paper = rollout_config("rollout-bandit-paper", mean_rollouts=4, knobs=knobs)
+    assert paper == RolloutConfig(mode="bandit", arm_signal="variance", mean=4)
+    assert rollout_config("rollout-neyman", mean_rollouts=4, knobs=knobs).mode == "neyman"
+    # an explicit dual step overrides either variant and leaves the rest alone
+    over = rollout_config("rollout-bandit", mean_rollouts=4, knobs=ControllerKnobs(dual_step=1e-3))
+    assert over.dual_step == 1e-3 and over.arm_eta == sized.arm_eta and over.mu_max == sized.mu_max
+
+
+def test_summary_checks_each_bandit_against_its_own_dual_step() -> None:
+    names = ("rollout-bandit", "rollout-bandit-paper")
+    cfg = SimConfig(strategies=names, steps=200, **SMALL)
+    res = [run_one(cfg, n, s) for n in names for s in (0, 1)]
+    out = summarise(cfg, res, eta=0.65, gamma=0.01)
+    for name in names:
+        rc = rollout_config(name, mean_rollouts=4, knobs=cfg.knobs)
+        b = out["budget"][name]
+        assert b["dual"] and b["dual_step"] == rc.dual_step and b["mu_max"] == rc.mu_max
+        assert b["dual_bound"] == pytest.approx(rc.mu_max / (rc.dual_step * cfg.steps))
+        assert not b["price_hit_cap"]
+        # the recursion is exact (float64 rounding) and the cumulative bound holds
+        assert b["dual_recursion_error"] <= 1e-12 and b["cumulative_slack"] <= 1e-9
+        assert b["average_violation"][0] <= b["dual_bound"]
+
+
+def test_sized_bandit_moves_toward_the_square_root_law_and_paper_knobs_do_not() -> None:
+    # deviation of rollouts per prompt from the square-root law on the same batches (true
+    # variances), against every prompt at the mean budget: sized knobs beat it, the paper's
+    # knobs (bandit flat, allocation driven by the price alone) do not
+    names = ("rollout-bandit", "rollout-bandit-paper")
+    cfg = SimConfig(strategies=names, steps=300, **SMALL)
+    out = summarise(cfg, [run_one(cfg, n, 0) for n in names], eta=0.65, gamma=0.01)["price"]
+    sized, paper = out["rollout-bandit"], out["rollout-bandit-paper"]
+    assert sized["deviation"][0] < sized["deviation_flat"][0] and sized["bin_corr"] > 0
+    assert paper["deviation"][0] > paper["deviation_flat"][0]
