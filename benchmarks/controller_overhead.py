@@ -84,6 +84,21 @@ def run_cell(mode: str, backend: str, n: int, batch: int, warmup: int, steps: in
                state_bytes(ctl.state_dict()) / n)
 
 
+def to_markdown(rows: list[Row]) -> str:
+    """One table: a row per (mode, dataset size, batch), numba and numpy side by side."""
+    out = ["| mode | prompts | batch | numba ms | numpy ms | sample ms | bytes/prompt |",
+           "|---|---|---|---|---|---|---|"]
+    keyed = {(r.mode, r.num_prompts, r.batch, r.backend): r for r in rows}
+    for (mode, n, batch, backend), r in keyed.items():
+        if backend != "numba":
+            continue
+        twin = keyed.get((mode, n, batch, "numpy"))
+        other = f"{twin.plan_update_ms:.3f}" if twin else "-"
+        out.append(f"| {mode} | {n:,} | {batch} | {r.plan_update_ms:.3f} | {other} | {r.sample_ms:.3f} |"
+                   f" {r.bytes_per_prompt:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="14.1k and 1M prompts, batches 256 and 1024")
@@ -94,6 +109,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    ap.add_argument("--markdown", default=None, help="write the table to this Markdown file")
     args = ap.parse_args()
     sizes = args.sizes or ([14_100, 1_000_000] if args.quick else [14_100, 1_000_000, 10_000_000])
     batches = args.batches or ([256, 1024] if args.quick else [256, 1024, 4096])
@@ -118,6 +134,9 @@ def main() -> None:
             r = max(cand, key=lambda x: x.num_prompts)
             print(f"  {mode:<18} {r.plan_update_ms:8.3f} ms vs {paper * 1e3:.0f} ms: {paper * 1e3 / r.plan_update_ms:,.0f}x faster"
                   f" ({r.num_prompts:,} prompts)")
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(to_markdown(rows))
     if args.json:
         payload = {"machine": platform.platform(), "python": platform.python_version(),
                    "rows": [r.__dict__ for r in rows]}
