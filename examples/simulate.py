@@ -3,10 +3,13 @@
 ``gdro simulate`` runs many strategies and seeds and writes tables and plots; this script shows
 the loop it runs for one of them, so you can see where each piece sits::
 
-    python examples/simulate.py            # Prompt-GDRO reweighting + Neyman rollouts
+    python examples/simulate.py              # Prompt-GDRO reweighting + Neyman rollouts
+    python examples/simulate.py --steps 20   # smoke mode (the test suite runs this)
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -14,7 +17,8 @@ from gdro_core import ClassifierConfig, GDROController, PromptConfig, RolloutCon
 from gdro_lab.learner import Learner, LearnerConfig
 from gdro_lab.scenarios import get_scenario
 
-SEED, NUM_PROMPTS, BATCH, MEAN_ROLLOUTS, STEPS = 0, 14_100, 256, 4, 600
+SEED, NUM_PROMPTS, BATCH, MEAN_ROLLOUTS = 0, 14_100, 256, 4
+STEPS = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 600
 
 # --- the world: a heavy-tailed population of prompts and a learner with a shared ability -----
 scenario = get_scenario("stationary")
