@@ -1,0 +1,397 @@
+"""``gdro report``: plots and a Markdown summary of run directories (``gdro train`` or ``simulate``).
+
+For each run: step-by-bin heatmaps of the batch share, the adversary's weights q, the mean
+reward and the rollouts per prompt; the mean bin of the data against the adversary's, their
+lead-lag gap and the entropy of q (with the shadow price when the run has one), and the
+share of the rollout budget per bin when the run logs it. Across runs:
+learning curves overlaid (training reward, solved rate, held-out pass@8 and mean@8). Missing keys
+are fine: a panel without data is left out.
+
+Usage::
+
+    gdro report runs/a runs/b --out runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Run", "add_arguments", "load_run", "run", "write_report"]
+
+
+@dataclass
+class Run:
+    """A run directory's contents.
+
+    Attributes:
+        path: The directory.
+        name: A short label (the directory name, made unique).
+        config: ``config.json``.
+        rows: ``metrics.jsonl``, one dict per line, in file order.
+    """
+
+    path: Path
+    name: str
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def num_bins(self) -> int:
+        """B from the config, else inferred from the ``.../{b}`` keys."""
+        if isinstance(self.config.get("num_bins"), int):
+            return int(self.config["num_bins"])
+        found = [
+            int(m.group(1))
+            for r in self.rows
+            for k in r
+            if (m := re.match(r"(?:classifier/share|prompt/q|rollout/n_mean)/(\d+)$", k))
+        ]
+        return max(found) + 1 if found else 0
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of the rows that have a finite ``key``."""
+        pts = [
+            (r["step"], r[key])
+            for r in self.rows
+            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r
+        ]
+        if not pts:
+            return np.zeros(0), np.zeros(0)
+        steps, values = zip(*pts, strict=True)
+        return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+
+    def matrix(self, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(steps, float (T, B)) of ``prefix{b}``, NaN where a bin is absent; None if no data."""
+        rows = [r for r in self.rows if any(k.startswith(prefix) for k in r)]
+        if not rows or self.num_bins == 0:
+            return None
+        mat = np.full((len(rows), self.num_bins), np.nan)
+        for t, r in enumerate(rows):
+            for b in range(self.num_bins):
+                v = r.get(f"{prefix}{b}")
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    mat[t, b] = v
+        return np.asarray([r.get("step", t) for t, r in enumerate(rows)], dtype=float), mat
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if isinstance(obj, dict):
+                rows.append(obj)
+    return rows
+
+
+def load_run(path: str | os.PathLike[str], name: str | None = None) -> Run:
+    """Read a run directory.
+
+    Raises:
+        ValueError: If it has no ``config.json`` or ``metrics.jsonl``.
+    """
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise ValueError(f"{p} is not a run directory: no config.json")
+    if not (p / "metrics.jsonl").is_file():
+        raise ValueError(f"{p} is not a run directory: no metrics.jsonl")
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p / 'config.json'}: not valid JSON ({exc.msg})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{p / 'config.json'}: expected a JSON object")
+    return Run(p, name or p.name, config, _read_jsonl(p / "metrics.jsonl"))
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Run directories, looking one and two levels down for folders of runs (``DIR/runs/*``)."""
+    out: list[Path] = []
+    for p in paths:
+        if (p / "config.json").is_file() or not p.is_dir():
+            out.append(p)
+            continue
+        found = sorted({c.parent for c in [*p.glob("*/config.json"), *p.glob("*/*/config.json")]})
+        out.extend(found or [p])
+    return out
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _heatmaps(run: Run, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (title, m)
+        for title, prefix in [
+            ("batch share per bin", "classifier/share/"),
+            ("adversary weight q per bin", "prompt/q/"),
+            ("mean reward per bin", "train/reward/"),
+            ("rollouts per prompt per bin", "rollout/n_mean/"),
+            ("share of the rollout budget per bin", "rollout/budget_share/"),
+        ]
+        if (m := run.matrix(prefix)) is not None and np.isfinite(m[1]).any()
+    ]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(9, 2.4 * len(panels)), squeeze=False, layout="constrained"
+    )
+    for ax, (title, (steps, mat)) in zip(axes[:, 0], panels, strict=True):
+        masked = np.ma.masked_invalid(mat.T)
+        extent = (steps[0] - 0.5, steps[-1] + 0.5, -0.5, mat.shape[1] - 0.5)
+        im = ax.imshow(
+            masked,
+            aspect="auto",
+            origin="lower",
+            extent=extent,
+            cmap="viridis",
+            interpolation="nearest",
+        )
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("bin (0 = hardest)")
+        fig.colorbar(im, ax=ax, pad=0.01)
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle(run.name)
+    _savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _dynamics(run: Run, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    B = run.num_bins
+    data_bin = run.series("classifier/mean_bin")
+    q = run.matrix("prompt/q/")
+    adv_bin = (q[0], np.nansum(q[1] * np.arange(B), axis=1)) if q is not None else None
+    lead = run.series("prompt/lead_lag")
+    if not lead[0].size and adv_bin is not None and data_bin[0].size:
+        common = dict(zip(*data_bin, strict=True))
+        pts = [(s, a - common[s]) for s, a in zip(*adv_bin, strict=True) if s in common]
+        lead = (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else lead
+    panels = []
+    if data_bin[0].size or adv_bin is not None:
+        panels.append(
+            (
+                "mean bin",
+                [("data  sum_b b q-hat(b)", data_bin), ("adversary  sum_b b q(b)", adv_bin)],
+            )
+        )
+    if lead[0].size:
+        panels.append(("lead-lag gap (adversary - data)", [("gap", lead)]))
+    if run.series("prompt/entropy")[0].size:
+        panels.append(("entropy of q (nats)", [("H(q)", run.series("prompt/entropy"))]))
+    price = run.series("rollout/shadow_price")
+    if price[0].size and np.any(price[1] != 0):
+        panels.append(("shadow price mu", [("mu", price)]))
+    unc = run.series("rollout/budget_unconstrained")
+    if unc[0].size:
+        panels.append(
+            (
+                "mean rollouts proposed before the budget repair",
+                [("unconstrained", unc), ("target", run.series("rollout/budget_target"))],
+            )
+        )
+    if not panels:
+        return False
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(9, 2.2 * len(panels)), squeeze=False, layout="constrained"
+    )
+    for ax, (title, lines) in zip(axes[:, 0], panels, strict=True):
+        for label, s in lines:
+            if s is not None and s[0].size:
+                ax.plot(s[0], s[1], label=label, lw=1.2)
+        if title.startswith("lead"):
+            ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(title, fontsize=10)
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle(run.name)
+    _savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or values.size < window:
+        return values
+    kernel = np.ones(window) / window
+    head = np.cumsum(values[: window - 1]) / np.arange(1, window)
+    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+
+
+def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
+    import matplotlib.pyplot as plt
+
+    keys = [
+        ("train/reward_mean", "training reward (smoothed)", True),
+        ("train/solved", "prompts with a correct rollout (smoothed)", True),
+        ("eval/pass@8", "held-out pass@8", False),
+        ("eval/mean@8", "held-out mean@8", False),
+    ]
+    keys = [k for k in keys if any(r.series(k[0])[0].size for r in runs)]
+    if not keys:
+        return False
+    fig, axes = plt.subplots(
+        len(keys), 1, figsize=(9, 2.4 * len(keys)), squeeze=False, layout="constrained"
+    )
+    for ax, (key, title, smoothed) in zip(axes[:, 0], keys, strict=True):
+        for r in runs:
+            steps, values = r.series(key)
+            if steps.size:
+                ax.plot(
+                    steps,
+                    _smooth(values, smooth) if smoothed else values,
+                    marker=None if smoothed else "o",
+                    ms=3,
+                    lw=1.2,
+                    label=r.name,
+                )
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    _savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _summary_rows(run: Run) -> list[str]:
+    train_rows = [r for r in run.rows if "train/reward_mean" in r]
+    tail = train_rows[-max(1, len(train_rows) // 10) :] if train_rows else []
+    reward = float(np.mean([r["train/reward_mean"] for r in tail])) if tail else None
+    p8 = run.series("eval/pass@8")[1]
+    m8 = run.series("eval/mean@8")[1]
+    mode = f"{run.config.get('prompt', run.config.get('strategy', '-'))}/{run.config.get('rollout', '-')}"
+    last = run.rows[-1] if run.rows else {}
+    return [
+        run.name,
+        str(run.config.get("kind", "-")),
+        mode,
+        str(max((int(r.get("step", 0)) for r in run.rows), default=0)),
+        _fmt(reward),
+        f"{_fmt(p8[0] if p8.size else None)} → {_fmt(p8[-1] if p8.size else None)}",
+        f"{_fmt(m8[0] if m8.size else None)} → {_fmt(m8[-1] if m8.size else None)}",
+        _fmt(last.get("classifier/mean_bin")),
+        _fmt(last.get("prompt/entropy")),
+    ]
+
+
+def write_report(
+    run_dirs: list[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    smooth: int = 0,
+) -> Path:
+    """Write the PNGs and ``report.md`` for ``run_dirs`` into ``out``.
+
+    Args:
+        run_dirs: Run directories (a folder holding runs, such as a simulation's, is expanded).
+        out: Output directory (default: the first run's ``report/``).
+        smooth: Moving-average window of the training curves (0 = about 1/20 of the steps).
+
+    Returns:
+        The output directory.
+
+    Raises:
+        ValueError: If a path is not a run directory.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = _expand([Path(p) for p in run_dirs])
+    if not paths:
+        raise ValueError("gdro report needs at least one run directory")
+    runs = [load_run(p) for p in paths]
+    seen: dict[str, int] = {}
+    for r in runs:  # unique labels
+        seen[r.name] = seen.get(r.name, 0) + 1
+        if seen[r.name] > 1:
+            r.name = f"{r.name}-{seen[r.name]}"
+    out_dir = Path(out) if out is not None else runs[0].path / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    longest = max((len(r.rows) for r in runs), default=0)
+    window = smooth or max(1, longest // 20)
+
+    images: list[tuple[str, str]] = []
+    if _curves(runs, out_dir / "learning_curves.png", window):
+        images.append(("Learning curves", "learning_curves.png"))
+    for r in runs:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.name)
+        if _heatmaps(r, out_dir / f"{stem}-bins.png"):
+            images.append((f"{r.name}: per-bin heatmaps", f"{stem}-bins.png"))
+        if _dynamics(r, out_dir / f"{stem}-dynamics.png"):
+            images.append((f"{r.name}: mean bin, lead-lag, entropy", f"{stem}-dynamics.png"))
+
+    header = [
+        "run",
+        "kind",
+        "prompt/rollout",
+        "steps",
+        "reward (last 10%)",
+        "pass@8 first → last",
+        "mean@8 first → last",
+        "mean bin",
+        "entropy",
+    ]
+    lines = ["# gdro report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_summary_rows(r)) + " |" for r in runs]
+    lines += ["", "Runs: " + ", ".join(f"`{r.path}`" for r in runs), ""]
+    for title, file in images:
+        lines += [f"## {title}", "", f"![{title}]({file})", ""]
+    text = "\n".join(lines)
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".md", dir=out_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, out_dir / "report.md")
+    return out_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the flags of ``gdro report``."""
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run directories (gdro train or gdro simulate)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: the first run's report/)"
+    )
+    parser.add_argument(
+        "--smooth", type=int, default=0, help="moving-average window of training curves (0 = auto)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``gdro report``."""
+    out = write_report(args.run_dirs, args.out, smooth=args.smooth)
+    print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.png')))} PNGs")
+    return 0

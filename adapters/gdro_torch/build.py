@@ -1,0 +1,134 @@
+"""Build what a run needs: the task, the controller and the starting policy (with cached SFT)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gdro_torch.config import TrainConfig, controller_configs
+from gdro_torch.model import (
+    EMBEDDED_MODELS,
+    build_embedded,
+    check_model_dir,
+    default_cache_dir,
+    load_local,
+    save_model_dir,
+    sft_key,
+    sft_warmup,
+)
+from gdro_torch.tasks import Task, load_task, parse_task_spec
+
+__all__ = ["build_controller", "check_inputs", "load_policy", "sft_steps_for"]
+
+SFT_FORMAT = 3  # bump when the SFT recipe changes: old cache entries are not reused
+
+
+def check_inputs(cfg: TrainConfig) -> Task:
+    """Check everything that can be checked before compute; return the task.
+
+    Raises:
+        ValueError: An unknown or malformed task, a model that is not a causal LM, a batch
+            larger than the training split.
+    """
+    task = load_task(cfg.task)
+    if cfg.model not in EMBEDDED_MODELS:
+        check_model_dir(cfg.model)
+    if cfg.batch_size > len(task.train):
+        raise ValueError(
+            f"--batch-size must be <= the training split's size {len(task.train)} "
+            f"(task {task.spec!r}); got {cfg.batch_size}"
+        )
+    if cfg.max_new_tokens is None and task.max_answer_chars == 0:
+        raise ValueError(
+            f"task {task.spec!r}: cannot infer the answer length; pass --max-new-tokens"
+        )
+    return task
+
+
+def build_controller(cfg: TrainConfig, num_prompts: int) -> Any:
+    """The ``GDROController`` for the run's settings over ``num_prompts`` training prompts."""
+    from gdro_core import GDROController
+
+    return GDROController(num_prompts=num_prompts, **controller_configs(cfg))
+
+
+def sft_steps_for(cfg: TrainConfig) -> int:
+    """SFT steps: the configured number, else 2000 for an embedded model and 0 for a local one."""
+    if cfg.sft_steps is not None:
+        return cfg.sft_steps
+    return 2000 if cfg.model in EMBEDDED_MODELS else 0
+
+
+def load_policy(
+    cfg: TrainConfig,
+    task: Task,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[Any, Any, bool]:
+    """The starting policy: the model after its SFT warm-up, loaded from the cache when possible.
+
+    Args:
+        cfg: Run settings (model, task, seed and the SFT knobs).
+        task: The task (SFT trains on its ``sft`` stream).
+        cache_dir: SFT cache (default :func:`gdro_torch.model.default_cache_dir`).
+        progress: ``progress(step, total, loss)`` during SFT.
+
+    Returns:
+        ``(model, tokenizer, from_cache)``.
+    """
+    steps = sft_steps_for(cfg)
+    if cfg.model in EMBEDDED_MODELS:
+        model, tok = build_embedded(cfg.model, cfg.seed)
+        origin: dict[str, Any] = {
+            "embedded": cfg.model,
+            **dataclasses.asdict(EMBEDDED_MODELS[cfg.model]),
+        }
+    else:
+        model, tok = load_local(cfg.model)
+        cfg_file = Path(cfg.model, "config.json").resolve()
+        origin = {"path": str(cfg_file.parent), "mtime": cfg_file.stat().st_mtime_ns}
+    if steps == 0:
+        return model, tok, False
+    name, knobs = parse_task_spec(task.spec)  # the split sizes do not change the SFT stream
+    sft_task = {k: v for k, v in knobs.items() if k not in ("size", "eval_size")}
+    key = sft_key(
+        {
+            "format": SFT_FORMAT,
+            "origin": origin,
+            "task": [name, sft_task],
+            "seed": cfg.seed,
+            "steps": steps,
+            "batch": cfg.sft_batch,
+            "lr": cfg.sft_lr,
+        }
+    )
+    cached = Path(cache_dir or default_cache_dir()) / "sft" / key
+    if (cached / "config.json").is_file():
+        model, tok = load_local(cached)
+        return model, tok, True
+
+    stream = task.sft  # apart from the RL prompts and the held-out ones
+
+    def examples(gen: torch.Generator, n: int) -> list[tuple[str, str]]:
+        items = [stream.item(i) for i in torch.randint(len(stream), (n,), generator=gen).tolist()]
+        return [(it.prompt, it.answer) for it in items]
+
+    sft_warmup(
+        model,
+        tok,
+        examples,
+        steps=steps,
+        batch_size=cfg.sft_batch,
+        lr=cfg.sft_lr,
+        seed=cfg.seed,
+        progress=None if progress is None else (lambda s, loss: progress(s, steps, loss)),
+    )
+    save_model_dir(model, tok, cached)
+    model, tok = load_local(cached)  # identical weights; the same code path as a cache hit
+    return model, tok, False

@@ -1,0 +1,288 @@
+"""``gdro train``: the command line of the torch GRPO loop.
+
+Settings come from, in increasing priority: ``TrainConfig``'s defaults, the ``--preset``, the
+flags given. With ``--resume RUN_DIR`` they come from the run's ``config.json``; a flag that
+contradicts it is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from gdro_torch.config import PRESETS, TrainConfig
+
+__all__ = ["add_arguments", "config_from_args", "run"]
+
+# flag groups: (title, [(field, help)])
+_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "model and task",
+        [
+            (
+                "model",
+                "embedded model (tiny-llama-1m, tiny-llama-0.1m) or a local transformers "
+                "causal-LM directory",
+            ),
+            (
+                "task",
+                "task spec: addition:min_digits=1,max_digits=5 or a reasoning-gym dataset, "
+                "e.g. chain_sum:min_digits=1,max_digits=4",
+            ),
+            ("seed", "seed of weights, data order, sampling and controller"),
+            ("steps", "GRPO steps"),
+            ("batch_size", "prompts per step N"),
+        ],
+    ),
+    (
+        "Prompt-GDRO",
+        [
+            ("prompt", "off | reweight | resample (off + --rollout fixed = the GRPO baseline)"),
+            ("signal", "adversary signal: loss (paper) | failure | variance"),
+            ("eta", "exponential-weights step size"),
+            ("gamma", "uniform mixing"),
+            ("ema", "score smoothing rate"),
+            ("weight_cap", "largest advantage weight"),
+        ],
+    ),
+    (
+        "Rollout-GDRO",
+        [
+            ("rollout", "fixed | bandit | neyman"),
+            ("rollout_mean", "mean rollouts per prompt (the budget is mean x batch)"),
+            ("rollout_min", "fewest rollouts per prompt (>= 2)"),
+            ("rollout_max", "most rollouts per prompt"),
+            ("selection", "budget allocator: mode | sample"),
+        ],
+    ),
+    (
+        "difficulty classifier",
+        [
+            ("num_bins", "difficulty bins"),
+            ("window", "pass-rate window H (0 = cumulative)"),
+            ("hysteresis", "bin hysteresis (default 0.3 x narrowest bin)"),
+            ("pass_k", "fixed k of the pass-rate outcome (default: any-correct)"),
+        ],
+    ),
+    (
+        "optimisation",
+        [
+            ("lr", "learning rate"),
+            ("kl_coef", "KL coefficient to the starting policy (0 = off)"),
+            ("clip_low", "lower clip"),
+            ("clip_high", "upper clip"),
+            ("loss_agg", "token-mean | seq-mean-token-mean"),
+            ("ppo_epochs", "optimizer steps per batch"),
+            ("micro_batch", "rows per forward pass"),
+            ("max_grad_norm", "gradient clipping"),
+            ("max_new_tokens", "longest completion (default: from the task)"),
+            ("backend", "rollout engine: hf (CPU) | vllm (GPU, optional)"),
+        ],
+    ),
+    (
+        "SFT warm-up (cached)",
+        [
+            ("sft_steps", "SFT steps (default 2000 for embedded models, 0 for local ones)"),
+            ("sft_batch", "SFT batch"),
+            ("sft_lr", "SFT learning rate"),
+        ],
+    ),
+    (
+        "evaluation and checkpoints",
+        [
+            ("eval_every", "evaluate every N steps (0 = start and end only)"),
+            ("eval_prompts", "held-out prompts to evaluate (default: all)"),
+            ("eval_samples", "samples per held-out prompt (n of pass@k, >= 8)"),
+            ("checkpoint_every", "checkpoint every N steps (0 = end only)"),
+        ],
+    ),
+]
+
+
+def _flag_type(field: dataclasses.Field[Any]) -> tuple[Any, list[str] | None]:
+    hints = typing.get_type_hints(TrainConfig)
+    hint = hints[field.name]
+    base = hint
+    if typing.get_origin(hint) is not typing.Literal:  # Optional[X] -> X
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    if typing.get_origin(base) is typing.Literal:
+        return str, list(typing.get_args(base))
+    return base, None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the flags of ``gdro train``."""
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="smoke: under a minute; default: about 10 minutes, a pass@8 gain",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default runs/train-<preset>-<prompt>-<rollout>-s<seed>)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="SFT cache (default $GDRO_CACHE_DIR or ~/.cache/gdro)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 on a busy machine)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for title, entries in _GROUPS:
+        group = parser.add_argument_group(title)
+        for name, help_text in entries:
+            typ, choices = _flag_type(fields[name])
+            default = fields[name].default
+            group.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                type=typ,
+                choices=choices,
+                default=None,
+                help=f"{help_text} [{default}]",
+            )
+    covered = {n for _, entries in _GROUPS for n, _ in entries}
+    missing = set(fields) - covered
+    if missing:  # every setting has a flag
+        raise RuntimeError(f"TrainConfig fields without a flag: {sorted(missing)}")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge defaults, preset (or the resumed run's config) and explicit flags.
+
+    Raises:
+        ValueError: For an invalid value, or ``--preset`` together with ``--resume``.
+    """
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    explicit = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if args.resume is not None:
+        if args.preset is not None:
+            raise ValueError("--preset cannot be combined with --resume (the run's config is used)")
+        from gdro_torch.rundir import RunDir
+
+        saved = RunDir(args.resume).read_config()
+        base = {n: saved[n] for n in names if n in saved}
+        mismatch = [
+            f"--{n.replace('_', '-')} {v!r} (run has {base.get(n)!r})"
+            for n, v in explicit.items()
+            if base.get(n) != v
+        ]
+        if mismatch:
+            raise ValueError(
+                f"cannot resume {args.resume} with a different config: " + "; ".join(mismatch)
+            )
+        return TrainConfig(**base)
+    return TrainConfig(**{**PRESETS[args.preset or "default"], **explicit})
+
+
+class _StopFlag:
+    """SIGINT handler: the first Ctrl-C asks the loop to checkpoint and stop; the second aborts.
+
+    Until ``arm()`` (during the SFT warm-up, when there is no run state to save) Ctrl-C aborts
+    at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.armed = False
+        self._previous: Any = None
+
+    def arm(self, phase: str) -> None:
+        """Called at each phase start; from the first phase after SFT on, Ctrl-C checkpoints."""
+        self.armed = self.armed or phase != "sft"
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested or not self.armed:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\ngdro train: Ctrl-C, saving a checkpoint after this step (again to abort)",
+            file=sys.stderr,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``gdro train``; returns 0, or 130 when stopped by Ctrl-C (after a checkpoint)."""
+    from gdro_torch.build import check_inputs
+
+    cfg = config_from_args(args)
+    task = check_inputs(cfg)  # fail fast, before the heavy imports and any compute
+    if args.resume is not None:
+        out = args.resume
+    else:
+        out = (
+            args.out
+            or Path("runs")
+            / f"train-{args.preset or 'default'}-{cfg.prompt}-{cfg.rollout}-s{cfg.seed}"
+        )
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1; got {args.threads}")
+    import torch
+
+    from gdro_torch.loop import Hooks, train
+    from gdro_torch.progress import ProgressDisplay, print_summary
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    with _StopFlag() as stop, ProgressDisplay(enabled=not args.no_progress) as display:
+
+        def on_phase(name: str, detail: str) -> None:
+            stop.arm(name)
+            display.phase(name, detail)
+
+        hooks = Hooks(
+            on_phase=on_phase,
+            on_sft=display.sft,
+            on_step=display.step,
+            should_stop=lambda: stop.requested,
+        )
+        start = time.perf_counter()
+        result = train(
+            cfg, out, resume=args.resume is not None, cache_dir=args.cache_dir, hooks=hooks
+        )
+    print_summary(cfg, task, result, time.perf_counter() - start)
+    if result.interrupted:
+        print(
+            f"gdro train: stopped at step {result.steps_done}; continue with "
+            f"gdro train --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    if not args.no_report:
+        from gdro_cli.report import write_report
+
+        report_dir = write_report([out], out / "report")
+        print(f"report: {report_dir / 'report.md'}")
+    return 0

@@ -1,0 +1,244 @@
+"""``TrainConfig``: every setting of a ``gdro train`` run, and the presets.
+
+A frozen, validated dataclass (style.md): a bad value raises ``ValueError`` naming the field, the
+allowed range and the value received. Controller settings are checked by building the
+``gdro_core`` configs, so errors surface before any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["PRESETS", "TrainConfig", "controller_configs"]
+
+PromptMode = Literal["off", "reweight", "resample"]
+RolloutMode = Literal["fixed", "bandit", "neyman"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """Settings of one training run (the CLI flags map one to one onto these fields).
+
+    Attributes:
+        model: An embedded model (``tiny-llama-1m``, ``tiny-llama-0.1m``) or a local directory
+            holding a transformers causal LM.
+        task: Task spec: ``addition:min_digits=1,max_digits=5`` or a reasoning-gym dataset.
+        seed: Seeds the weights, the SFT data, sampling and the controller.
+        steps: GRPO steps.
+        batch_size: Prompts per step, N.
+        prompt: Prompt-GDRO mode: ``off`` (uniform; with ``rollout=fixed`` this is plain GRPO),
+            ``reweight`` (the paper's advantage weights) or ``resample``.
+        rollout: Rollout-GDRO mode: ``fixed`` (every prompt gets ``rollout_mean``), ``bandit``
+            (the paper's per-bin arms under an exact budget) or ``neyman`` (square-root law).
+        rollout_mean: Rollouts per prompt on average, n-bar; a step generates ``n-bar * N``.
+        rollout_min: Fewest rollouts a prompt gets (>= 2: a group of 1 has no baseline).
+        rollout_max: Most rollouts a prompt gets.
+        selection: Budget allocator pick: ``mode`` (argmax) or ``sample``.
+        num_bins: Difficulty bins B.
+        window: Classifier window H (0 = cumulative).
+        hysteresis: Classifier hysteresis (None = 0.3 x the narrowest bin).
+        pass_k: Classifier's k (None = any-correct over the step's rollouts).
+        signal: Prompt-GDRO signal: ``loss`` (the paper's), ``failure`` or ``variance``. With a
+            reward-derived signal, ``--rollout bandit`` runs on the variance arm loss with
+            ``RolloutConfig.variance_bandit`` knobs; with ``loss``, the paper's bandit.
+        eta: Prompt-GDRO step size (exponential-weights temperature).
+        gamma: Prompt-GDRO uniform mixing.
+        ema: Prompt-GDRO score smoothing rate beta.
+        weight_cap: Largest advantage weight.
+        lr: AdamW learning rate of the GRPO phase.
+        kl_coef: Coefficient of the KL penalty to the frozen starting policy (0 = no reference).
+        clip_low: Lower PPO clip range.
+        clip_high: Upper PPO clip range (asymmetric, "clip-higher").
+        loss_agg: ``token-mean`` (verl's default; weights a prompt by its response tokens) or
+            ``seq-mean-token-mean`` (every response counts once).
+        ppo_epochs: Optimizer steps per batch (>1 reuses the batch with clipped ratios).
+        micro_batch: Rows per forward/backward pass (gradient accumulation).
+        max_grad_norm: Gradient clipping norm.
+        max_new_tokens: Longest completion (None = the task's longest answer + 1).
+        sft_steps: SFT warm-up steps (None = 2000 for an embedded model, 0 for a local one).
+        sft_batch: SFT batch size.
+        sft_lr: SFT peak learning rate.
+        eval_every: Evaluate every this many steps (0 = only at the start and the end).
+        eval_prompts: Held-out prompts evaluated (None = the whole held-out split).
+        eval_samples: Completions per held-out prompt, n of pass@k (>= 8 for pass@8).
+        checkpoint_every: Checkpoint every this many steps (0 = only at the end).
+        backend: Rollout engine: ``hf`` (``generate``, CPU) or ``vllm`` (GPU, optional).
+    """
+
+    model: str = "tiny-llama-1m"
+    task: str = "addition:min_digits=1,max_digits=5"
+    seed: int = 0
+    steps: int = 200
+    batch_size: int = 64
+    prompt: PromptMode = "reweight"
+    rollout: RolloutMode = "fixed"
+    rollout_mean: int = 4
+    rollout_min: int = 2
+    rollout_max: int = 12
+    selection: Literal["mode", "sample"] = "mode"
+    num_bins: int = 10
+    window: int = 100
+    hysteresis: float | None = None
+    pass_k: int | None = None
+    signal: Literal["loss", "failure", "variance"] = "loss"
+    eta: float = 0.65
+    gamma: float = 0.01
+    ema: float = 0.12
+    weight_cap: float = 15.0
+    lr: float = 2e-4
+    kl_coef: float = 0.001
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    loss_agg: Literal["token-mean", "seq-mean-token-mean"] = "token-mean"
+    ppo_epochs: int = 1
+    micro_batch: int = 64
+    max_grad_norm: float = 1.0
+    max_new_tokens: int | None = None
+    sft_steps: int | None = None
+    sft_batch: int = 64
+    sft_lr: float = 2e-3
+    eval_every: int = 50
+    eval_prompts: int | None = None
+    eval_samples: int = 8
+    checkpoint_every: int = 50
+    backend: Literal["hf", "vllm"] = "hf"
+
+    def __post_init__(self) -> None:
+        def need(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{_flag(name)} must be {allowed}; got {getattr(self, name)!r}")
+
+        for name, lo in [
+            ("steps", 1),
+            ("batch_size", 1),
+            ("ppo_epochs", 1),
+            ("micro_batch", 1),
+            ("sft_batch", 1),
+            ("eval_samples", 1),
+        ]:
+            value = getattr(self, name)
+            need(name, isinstance(value, int) and value >= lo, f"an integer >= {lo}")
+        for name in ("seed", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            need(name, isinstance(value, int) and value >= 0, "an integer >= 0")
+        for name in ("sft_steps", "eval_prompts", "max_new_tokens"):
+            value = getattr(self, name)
+            need(
+                name,
+                value is None
+                or (isinstance(value, int) and value >= (0 if name == "sft_steps" else 1)),
+                "a positive integer" if name != "sft_steps" else "an integer >= 0",
+            )
+        for name in ("lr", "sft_lr", "max_grad_norm"):
+            need(name, float(getattr(self, name)) > 0, "> 0")
+        need("kl_coef", self.kl_coef >= 0, ">= 0")
+        need("clip_low", 0 < self.clip_low < 1, "in (0, 1)")
+        need("clip_high", self.clip_high > 0, "> 0")
+        need("prompt", self.prompt in ("off", "reweight", "resample"), "off, reweight or resample")
+        need("rollout", self.rollout in ("fixed", "bandit", "neyman"), "fixed, bandit or neyman")
+        need(
+            "loss_agg",
+            self.loss_agg in ("token-mean", "seq-mean-token-mean"),
+            "token-mean or seq-mean-token-mean",
+        )
+        need("backend", self.backend in ("hf", "vllm"), "hf or vllm")
+        need(
+            "rollout_min",
+            isinstance(self.rollout_min, int) and self.rollout_min >= 2,
+            "an integer >= 2 (a group of 1 has no baseline)",
+        )
+        if self.eval_samples < 8:
+            raise ValueError(
+                f"--eval-samples must be >= 8 (pass@8 needs 8 samples per prompt); "
+                f"got {self.eval_samples}"
+            )
+        if self.rollout != "fixed" and self.batch_size < 2:
+            raise ValueError(
+                f"--batch-size must be >= 2 with --rollout {self.rollout} (a budget "
+                f"of one prompt leaves nothing to move); got {self.batch_size}"
+            )
+        controller_configs(self)  # the gdro_core configs validate the controller settings
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def _flag(field: str) -> str:
+    return "--" + {"prompt": "prompt", "pass_k": "pass-k"}.get(field, field.replace("_", "-"))
+
+
+def controller_configs(cfg: TrainConfig) -> dict[str, Any]:
+    """Build the ``gdro_core`` configs for ``cfg`` (their constructors validate the values).
+
+    Returns:
+        Keyword arguments for ``GDROController`` (without ``num_prompts``).
+
+    Raises:
+        ValueError: Re-raised from the core with the offending flag named.
+    """
+    from gdro_core import ClassifierConfig, PromptConfig
+
+    try:
+        return {
+            "classifier": ClassifierConfig(
+                num_bins=cfg.num_bins, window=cfg.window, hysteresis=cfg.hysteresis, k=cfg.pass_k
+            ),
+            "prompt": PromptConfig(
+                mode=cfg.prompt,
+                eta=cfg.eta,
+                gamma=cfg.gamma,
+                ema=cfg.ema,
+                weight_cap=cfg.weight_cap,
+                signal=cfg.signal,
+            ),
+            "rollout": rollout_config(cfg),
+            "seed": cfg.seed,
+        }
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"controller settings: {exc}") from None
+
+
+def rollout_config(cfg: TrainConfig) -> Any:
+    """Rollout-GDRO settings: with ``signal="loss"`` the paper's bandit on the prompt loss; with a
+    reward-derived signal the bandit runs on the variance loss with knobs sized to it
+    (``RolloutConfig.variance_bandit``), since the loss is inert without KL (method.md 7.6)."""
+    from gdro_core import RolloutConfig
+
+    common: dict[str, Any] = dict(
+        mode=cfg.rollout,
+        mean=cfg.rollout_mean,
+        min=cfg.rollout_min,
+        max=cfg.rollout_max,
+        selection=cfg.selection,
+    )
+    if cfg.rollout == "bandit" and cfg.signal != "loss":
+        return RolloutConfig.variance_bandit(**common)
+    return RolloutConfig(**common)
+
+
+#: Presets: field overrides on top of the ``TrainConfig`` defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # under a minute on 2 CPU cores: the 0.1 M model, a short SFT, 3 steps
+    "smoke": dict(
+        model="tiny-llama-0.1m",
+        task="addition:min_digits=1,max_digits=3,size=500,eval_size=20",
+        steps=3,
+        batch_size=8,
+        sft_steps=30,
+        eval_every=0,
+        checkpoint_every=0,
+        kl_coef=0.001,
+    ),
+    # under 10 minutes on 2 CPU cores (SFT about 3 of them, cached afterwards): Prompt-GDRO
+    # with the variance signal (the paper's loss signal is inert with one on-policy update per
+    # batch and no KL, method.md section 7.6), 32 prompts x 8 rollouts as in testbed.md, and a
+    # small learning rate (5e-4 collapsed this 1 M model within 50 steps; 2e-4 drifted)
+    "default": dict(batch_size=32, rollout_mean=8, kl_coef=0.0, signal="variance", lr=5e-5),
+}

@@ -1,0 +1,411 @@
+"""The GRPO loop with GDRO controllers, in one readable file.
+
+One step (``grpo_step``), top to bottom:
+
+1. the controller samples prompt ids and plans them: each prompt's bin, rollout count n_i
+   and advantage weight w_i, decided before generation from the prompts' own history;
+2. generate n_i completions per prompt (groups of unequal size, one batched ``generate``);
+3. score them with the task's exact verifier (reward 1 or 0);
+4. group-normalised advantages per prompt group, multiplied by w_i;
+5. clipped policy-gradient loss (clip 0.2/0.28), optional KL to the frozen starting policy,
+   accumulated over micro-batches; one optimizer step per PPO epoch;
+6. ``ctl.update(plan, rewards, losses)`` with the paper's per-prompt loss
+   l(x_i) = mean over the prompt's responses of (-token-mean clipped surrogate + kl_coef * KL).
+
+``train`` wraps it: run directory, evaluation, checkpoints, resume. With ``prompt="off"`` and
+``rollout="fixed"`` the same loop is the GRPO baseline (uniform sampling, n-bar rollouts each).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gdro_torch.build import build_controller, check_inputs, load_policy
+from gdro_torch.config import TrainConfig
+from gdro_torch.evaluate import evaluate
+from gdro_torch.generation import VLLMBackend, generate
+from gdro_torch.grpo import group_advantages, policy_loss, sequence_logprobs
+from gdro_torch.model import load_local, save_model_dir
+from gdro_torch.rundir import RunDir, read_metrics
+from gdro_torch.tasks import Task
+
+__all__ = ["Hooks", "TrainResult", "grpo_step", "train"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class StepContext:
+    """What a GRPO step works with (built once by ``train``)."""
+
+    cfg: TrainConfig
+    task: Task
+    ctl: Any  # gdro_core.GDROController
+    policy: Any
+    ref: Any | None  # frozen starting policy, only when kl_coef > 0
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    max_new_tokens: int
+    backend: VLLMBackend | None = None
+
+
+def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
+    """Run one GRPO step (steps are 0-based) and return its metrics."""
+    cfg, task, ctl, policy = ctx.cfg, ctx.task, ctx.ctl, ctx.policy
+    t0 = time.perf_counter()
+
+    # 1. the controller picks the prompts and plans them (bins, rollouts n_i, weights w_i)
+    plan = ctl.plan(ctl.sample(cfg.batch_size))
+    sizes = torch.tensor(np.array(plan.rollouts), dtype=torch.long)  # (n,)
+    group = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (R,) row -> prompt
+    row_ids = [int(plan.prompt_ids[g]) for g in group.tolist()]  # (R,) prompt id per row
+    t1 = time.perf_counter()
+
+    # 2. generate n_i completions for prompt i: rows are grouped, in plan order
+    prompts = [task.train.item(i).prompt for i in row_ids]
+    ro = generate(
+        policy,
+        ctx.tokenizer,
+        prompts,
+        max_new_tokens=ctx.max_new_tokens,
+        seed=cfg.seed * 1_000_003 + step + 1,
+        chunk_size=max(512, len(prompts)),
+        backend=ctx.backend,
+    )
+    t2 = time.perf_counter()
+
+    # 3. score every completion with the exact verifier
+    rewards = torch.tensor(
+        [task.train.reward(i, text) for i, text in zip(row_ids, ro.texts, strict=True)],
+        dtype=torch.float32,
+    )  # (R,)
+
+    # 4. group-normalised advantages (groups of unequal size), times the prompt weights
+    advantages = group_advantages(rewards, sizes)  # (R,)
+    weights = torch.tensor(np.array(plan.weights), dtype=torch.float32)[group]  # (R,)
+    t3 = time.perf_counter()
+
+    # 5. clipped policy-gradient loss over micro-batches, one optimizer step per epoch
+    num_rows = len(row_ids)
+    chunks = [
+        slice(s, min(s + cfg.micro_batch, num_rows)) for s in range(0, num_rows, cfg.micro_batch)
+    ]
+    total_tokens = ro.response_mask.sum().clamp(min=1)
+    old_logp: list[torch.Tensor | None] = [None] * len(chunks)
+    ref_logp: list[torch.Tensor | None] = [None] * len(chunks)
+    with torch.no_grad():
+        for c, rows in enumerate(chunks):
+            args = (ro.input_ids[rows], ro.attention_mask[rows], ro.num_prompt_tokens)
+            if ctx.ref is not None:
+                ref_logp[c] = sequence_logprobs(ctx.ref, *args)
+            if cfg.ppo_epochs > 1:  # the sampling policy's log-probs, reused by later epochs
+                old_logp[c] = sequence_logprobs(policy, *args)
+    response_loss = torch.zeros(num_rows)
+    loss_sum = kl_sum = clip_sum = grad_norm = 0.0
+    policy.train()
+    for _epoch in range(cfg.ppo_epochs):
+        ctx.optimizer.zero_grad(set_to_none=True)
+        for c, rows in enumerate(chunks):
+            mask = ro.response_mask[rows]
+            logp = sequence_logprobs(
+                policy, ro.input_ids[rows], ro.attention_mask[rows], ro.num_prompt_tokens
+            )
+            old = old_logp[c]
+            if old is None:  # one epoch: on-policy, the sampling policy is the current one
+                old = logp.detach()
+            parts = policy_loss(
+                logp,
+                old,
+                advantages[rows],
+                weights[rows],
+                mask,
+                clip_low=cfg.clip_low,
+                clip_high=cfg.clip_high,
+                ref_logp=ref_logp[c],
+                kl_coef=cfg.kl_coef,
+            )
+            if cfg.loss_agg == "token-mean":  # every response token of the batch counts once
+                loss = parts.train.sum() / total_tokens
+            else:  # every response counts once
+                loss = (parts.train.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / num_rows
+            loss.backward()  # type: ignore[no-untyped-call]
+            response_loss[rows] += parts.response_loss / cfg.ppo_epochs
+            loss_sum += loss.item() / cfg.ppo_epochs
+            kl_sum += float(parts.kl.sum()) / cfg.ppo_epochs
+            clip_sum += float(parts.clipped.sum()) / cfg.ppo_epochs
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm))
+        ctx.optimizer.step()
+    if ctx.backend is not None:
+        ctx.backend.load_weights(policy)
+    t4 = time.perf_counter()
+
+    # 6. the controller learns from this step: rewards (flat, plan order) and per-prompt losses
+    prompt_loss = (
+        torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, group, response_loss.double())
+        / sizes.double()
+    )  # (n,) l(x_i)
+    ctl.update(plan, rewards.double().numpy(), losses=prompt_loss.numpy())
+    t5 = time.perf_counter()
+
+    # metrics: the controller's verbatim, then the step's own
+    row_bins = np.asarray(plan.bins)[group.numpy()]  # (R,)
+    metrics = {k: float(v) for k, v in ctl.metrics().items()}
+    for b in np.unique(row_bins):  # mean reward over the rollouts of bin b's prompts
+        metrics[f"train/reward/{int(b)}"] = float(rewards.numpy()[row_bins == b].mean())
+    correct = (rewards > 0.5).double()
+    solved = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, group, correct) > 0
+    metrics.update(
+        {
+            "train/reward_mean": float(rewards.mean()),
+            "train/pass_rate": float(correct.mean()),
+            "train/solved": float(solved.double().mean()),
+            "train/rollouts": float(num_rows),
+            "train/loss": loss_sum,
+            "train/prompt_loss_mean": float(prompt_loss.mean()),
+            "train/kl": kl_sum / num_rows,
+            "train/clip_frac": clip_sum / num_rows,
+            "train/grad_norm": grad_norm,
+            "train/zero_adv_groups": float(
+                np.mean(
+                    [
+                        (rewards[group == g] == rewards[group == g][0]).all()
+                        for g in range(len(sizes))
+                    ]
+                )
+            ),
+            "train/weight_max": float(np.max(plan.weights)),
+            "train/response_len": float(ro.response_mask.sum(-1).mean()),
+            "timing/controller_s": (t1 - t0) + (t5 - t4),
+            "timing/generate_s": t2 - t1,
+            "timing/score_s": t3 - t2,
+            "timing/update_s": t4 - t3,
+            "timing/step_s": t5 - t0,
+        }
+    )
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The run around the step: run directory, evaluation, checkpoints, resume
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hooks:
+    """Optional callbacks for a front end (progress bars, logs).
+
+    Attributes:
+        on_phase: ``on_phase(name, detail)`` when a phase starts ("sft", "eval", "train", ...).
+        on_sft: ``on_sft(step, total, loss)`` during the SFT warm-up.
+        on_step: ``on_step(step, total, metrics)`` after every GRPO step (1-based step).
+        should_stop: Polled between steps; True stops the run after a checkpoint (Ctrl-C).
+    """
+
+    on_phase: Callable[[str, str], None] = lambda name, detail: None
+    on_sft: Callable[[int, int, float], None] | None = None
+    on_step: Callable[[int, int, dict[str, float]], None] = lambda step, total, m: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        run_dir: The run directory.
+        steps_done: Completed GRPO steps.
+        interrupted: True if stopped early (a checkpoint was saved).
+        eval_start: Evaluation before the first step.
+        eval_end: Evaluation after the last completed step (empty if interrupted before it).
+        wall_s: Wall-clock seconds of this call.
+    """
+
+    run_dir: Path
+    steps_done: int
+    interrupted: bool
+    eval_start: dict[str, float] = field(default_factory=dict)
+    eval_end: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def run_config(cfg: TrainConfig, task: Task) -> dict[str, Any]:
+    """The ``config.json`` of a run: the settings plus what a reader of the run needs."""
+    import transformers
+
+    return {
+        "kind": "train",
+        "num_bins": cfg.num_bins,
+        **cfg.to_dict(),
+        "task_spec": task.spec,
+        "num_prompts": len(task.train),
+        "eval_size": len(task.eval),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
+def config_diff(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """Fields of ``cfg`` whose value differs from a saved ``config.json`` (as ``name: a -> b``)."""
+    return [
+        f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items() if saved.get(k) != v
+    ]
+
+
+def _trainer_state(ctx: StepContext, step: int) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "model": ctx.policy.state_dict(),
+        "optimizer": ctx.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def _restore(ctx: StepContext, rd: RunDir) -> int:
+    """Load the latest checkpoint into ``ctx``, drop later metrics; return the completed steps."""
+    ckpt = rd.checkpoint_root / (rd.checkpoint_root / "latest").read_text().strip()
+    state = torch.load(ckpt / "trainer.pt", weights_only=True)
+    ctx.policy.load_state_dict(state["model"])
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    ctx.ctl = type(ctx.ctl).load(ckpt / "controller.npz")
+    if ctx.backend is not None:
+        ctx.backend.load_weights(ctx.policy)
+    start = int(state["step"])
+    rd.truncate_metrics(start)
+    rd.open_tensorboard(purge_step=start + 1)
+    return start
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    cache_dir: str | Path | None = None,
+    hooks: Hooks | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` with GRPO and the configured GDRO controllers.
+
+    Args:
+        cfg: The settings.
+        run_dir: The run directory; it must not hold a run unless ``resume`` is True.
+        resume: Continue the run in ``run_dir`` from its latest checkpoint. ``cfg`` must equal
+            the saved config; the continuation reproduces an uninterrupted run on CPU.
+        cache_dir: SFT cache directory (default ``~/.cache/gdro``).
+        hooks: Callbacks for progress display and stopping.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: Bad input (task, model, sizes), a ``run_dir`` that already holds a run, or a
+            resume whose config differs; all raised before any compute.
+    """
+    wall = time.perf_counter()
+    hooks = hooks or Hooks()
+    rd = RunDir(run_dir)
+
+    # -- everything that can fail on user input fails here, before any compute --------------
+    task = check_inputs(cfg)
+    if resume:
+        diff = config_diff(rd.read_config(), cfg)
+        if diff:
+            raise ValueError(f"cannot resume {rd.path}: config differs ({'; '.join(diff)})")
+        if rd.latest_checkpoint() is None or not (rd.path / "init_model").is_dir():
+            raise ValueError(f"cannot resume {rd.path}: it holds no checkpoint")
+    elif rd.config_path.exists():
+        raise ValueError(
+            f"run directory {rd.path} already holds a run; use --resume {rd.path} or another --out"
+        )
+    ctl = build_controller(cfg, len(task.train))
+    backend = None
+    if cfg.backend == "vllm":
+        from gdro_torch.generation import vllm_available
+
+        if not vllm_available():
+            raise ValueError(
+                "--backend vllm needs the vllm package and a CUDA GPU; use --backend hf"
+            )
+    max_new_tokens = cfg.max_new_tokens or task.max_answer_chars + 1
+
+    # -- the starting policy (SFT warm-up, cached) and the frozen reference -------------------
+    if resume:
+        policy, tokenizer = load_local(rd.path / "init_model")
+    else:
+        hooks.on_phase("sft", cfg.model)
+        policy, tokenizer, _ = load_policy(cfg, task, cache_dir=cache_dir, progress=hooks.on_sft)
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_config(run_config(cfg, task))
+        save_model_dir(policy, tokenizer, rd.path / "init_model")
+    ref = None
+    if cfg.kl_coef > 0:
+        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    if cfg.backend == "vllm":
+        backend = VLLMBackend(rd.path / "init_model")
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ctx = StepContext(cfg, task, ctl, policy, ref, tokenizer, optimizer, max_new_tokens, backend)
+
+    def run_eval(step: int) -> dict[str, float]:
+        hooks.on_phase("eval", f"step {step}")
+        t = time.perf_counter()
+        out = evaluate(
+            policy,
+            tokenizer,
+            task.eval,
+            samples=cfg.eval_samples,
+            ks=(1, 8),
+            max_new_tokens=max_new_tokens,
+            seed=cfg.seed * 1_000_003 + 999_999_937,
+            num_prompts=cfg.eval_prompts,
+        )
+        return {**out, "timing/eval_s": time.perf_counter() - t}
+
+    # -- start, or restore the latest checkpoint -----------------------------------------------
+    result = TrainResult(run_dir=rd.path, steps_done=0, interrupted=False)
+    if resume:
+        start = _restore(ctx, rd)
+        row0 = next((r for r in read_metrics(rd.metrics_path) if r["step"] == 0), {})
+        result.eval_start = {k: v for k, v in row0.items() if k.startswith("eval/")}
+    else:
+        start = 0
+        rd.open_tensorboard()
+        rd.save_checkpoint(0, _trainer_state(ctx, 0), ctx.ctl)
+    if start == 0 and not result.eval_start:  # a fresh run, or one stopped during this eval
+        result.eval_start = run_eval(0)
+        rd.append_metrics({"step": 0, **result.eval_start})
+
+    # -- the loop ------------------------------------------------------------------------------
+    hooks.on_phase("train", f"{cfg.steps - start} steps")
+    step = start
+    try:
+        while step < cfg.steps:
+            if hooks.should_stop():
+                result.interrupted = True
+                break
+            row: dict[str, float] = grpo_step(ctx, step)
+            step += 1
+            if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
+                row.update(run_eval(step))
+            rd.append_metrics({"step": step, **row})
+            if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                rd.save_checkpoint(step, _trainer_state(ctx, step), ctx.ctl)
+            hooks.on_step(step, cfg.steps, row)
+        if result.interrupted and rd.latest_checkpoint() != rd.checkpoint_root / f"step-{step:06d}":
+            rd.save_checkpoint(step, _trainer_state(ctx, step), ctx.ctl)
+        if step == cfg.steps:
+            save_model_dir(policy, tokenizer, rd.path / "model")
+            last = read_metrics(rd.metrics_path)[-1]
+            result.eval_end = {k: v for k, v in last.items() if k.startswith("eval/")}
+    finally:
+        rd.close()
+    result.steps_done = step
+    result.wall_s = time.perf_counter() - wall
+    return result

@@ -1,0 +1,122 @@
+"""Live progress (rich) and the end-of-run summary table of ``gdro train``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+__all__ = ["ProgressDisplay", "print_summary"]
+
+_console = Console(stderr=True)
+
+
+class ProgressDisplay:
+    """A progress bar for the SFT warm-up and the GRPO steps: step, reward, pass rate, ETA.
+
+    Args:
+        enabled: False prints nothing (``--no-progress``).
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=_console,
+            disable=not enabled,
+        )
+        self._tasks: dict[str, Any] = {}
+        # without a terminal the bar is not drawn live: log a line every 10% instead
+        self._log_lines = enabled and not _console.is_terminal
+        self._logged: dict[str, int] = {}
+
+    def _log_every_tenth(self, name: str, step: int, total: int, info: str) -> None:
+        tenth = step * 10 // max(total, 1)
+        if self._log_lines and tenth > self._logged.get(name, 0):
+            self._logged[name] = tenth
+            _console.log(f"{name} {step}/{total}  {info}")
+
+    def __enter__(self) -> ProgressDisplay:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.__exit__(*exc)
+
+    def phase(self, name: str, detail: str) -> None:
+        """A phase starts: log it above the bars."""
+        if self.enabled:
+            self._progress.console.log(f"{name}: {detail}")
+
+    def sft(self, step: int, total: int, loss: float) -> None:
+        """SFT progress."""
+        if "sft" not in self._tasks:
+            self._tasks["sft"] = self._progress.add_task("sft", total=total, info="")
+        self._progress.update(self._tasks["sft"], completed=step, info=f"loss {loss:.3f}")
+        self._log_every_tenth("sft", step, total, f"loss {loss:.3f}")
+
+    def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
+        """GRPO progress: reward and pass rate of the step, pass@8 when evaluated."""
+        if "train" not in self._tasks:
+            self._tasks["train"] = self._progress.add_task(
+                "grpo", total=total, completed=step - 1, info=""
+            )
+            self._pass8 = float("nan")
+        if "eval/pass@8" in metrics:
+            self._pass8 = metrics["eval/pass@8"]
+        info = (
+            f"reward {metrics.get('train/reward_mean', float('nan')):.3f}  "
+            f"solved {metrics.get('train/solved', float('nan')):.2f}  "
+            + (f"pass@8 {self._pass8:.3f}" if self._pass8 == self._pass8 else "pass@8 -")
+        )
+        self._progress.update(self._tasks["train"], completed=step, info=info)
+        self._log_every_tenth("grpo", step, total, info)
+
+
+def _level_key(key: str) -> tuple[int, str]:
+    match = re.search(r"level(-?\d+)$", key)
+    return (int(match.group(1)) if match else -1, key)
+
+
+def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
+    """Print the held-out metrics at the start and the end, and where the run lives."""
+    table = Table(title=f"prompt={cfg.prompt} rollout={cfg.rollout}", caption=task.spec)
+    table.add_column("held-out metric")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column("change", justify="right")
+    keys = [
+        k
+        for k in result.eval_start
+        if not k.startswith("eval/timing") and not k.startswith("timing")
+    ]
+    for key in sorted(keys, key=lambda k: ("level" in k, _level_key(k))):
+        a = result.eval_start.get(key)
+        b = result.eval_end.get(key)
+        table.add_row(
+            key.removeprefix("eval/"),
+            f"{a:.3f}" if a is not None else "-",
+            f"{b:.3f}" if b is not None else "-",
+            f"{b - a:+.3f}" if a is not None and b is not None else "-",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"steps {result.steps_done}/{cfg.steps}  wall {wall_s:.0f} s  run {result.run_dir}"
+    )

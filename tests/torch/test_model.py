@@ -1,0 +1,106 @@
+"""Embedded model, tokenizer, local directories, the SFT cache and generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdro_torch.build import load_policy
+from gdro_torch.config import TrainConfig
+from gdro_torch.generation import generate
+from gdro_torch.grpo import sequence_logprobs
+from gdro_torch.model import build_char_tokenizer, build_embedded, check_model_dir, load_local
+from gdro_torch.tasks import load_task
+
+
+def test_char_tokenizer_is_one_token_per_character() -> None:
+    tok = build_char_tokenizer()
+    assert len(tok) == 80
+    ids = tok("12+34=", add_special_tokens=True)["input_ids"]
+    assert ids[0] == tok.bos_token_id and len(ids) == 7
+    assert tok.decode(ids, skip_special_tokens=True) == "12+34="
+
+
+def test_local_directory_round_trip(tiny_model_dir: Path) -> None:
+    model, tok = load_local(tiny_model_dir)
+    ref, _ = build_embedded("tiny-llama-0.1m", seed=0)
+    assert 0.05e6 < sum(p.numel() for p in model.parameters()) < 0.2e6
+    for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert tok.padding_side == "left" and tok.decode(tok("7+8=")["input_ids"][1:]) == "7+8="
+
+
+def test_check_model_dir_rejects_what_is_not_a_causal_lm(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nor a local directory"):
+        check_model_dir(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no config.json"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(ValueError, match="'vit' model, not a causal LM"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]})
+    )
+    with pytest.raises(ValueError, match="BertForMaskedLM, not a causal LM"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="holds no weights"):
+        check_model_dir(tmp_path)
+
+
+def test_sft_is_cached_and_reused(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model="tiny-llama-0.1m", task="addition:max_digits=2,size=50", sft_steps=5, sft_batch=8
+    )
+    task = load_task(cfg.task)
+    m1, _, hit1 = load_policy(cfg, task, cache_dir=tmp_path)
+    m2, _, hit2 = load_policy(cfg, task, cache_dir=tmp_path)
+    assert (hit1, hit2) == (False, True)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    fresh, _ = build_embedded("tiny-llama-0.1m", seed=0)
+    assert not torch.equal(
+        next(iter(fresh.state_dict().values())), next(iter(m1.state_dict().values()))
+    )
+    assert len(list((tmp_path / "sft").iterdir())) == 1  # no temp directories left behind
+    _, _, hit3 = load_policy(cfg.replace(sft_steps=6), task, cache_dir=tmp_path)
+    assert hit3 is False  # the key covers the SFT settings
+
+
+def test_generation_matches_the_training_forward_pass() -> None:
+    """Sampled tokens and their log-probs agree with the (left-padded) training forward pass."""
+    model, tok = build_embedded("tiny-llama-0.1m", seed=1)
+    prompts = ["1+2=", "123+45=", "9="] * 2
+    ro = generate(model, tok, prompts, max_new_tokens=6, seed=3)
+    again = generate(model, tok, prompts, max_new_tokens=6, seed=3)
+    assert torch.equal(ro.input_ids, again.input_ids)  # seeded
+    torch.manual_seed(3)
+    enc = tok(prompts, padding=True, return_tensors="pt")
+    out = model.generate(
+        **enc,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=6,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    width = ro.response_mask.shape[1]
+    gen_logp = torch.stack(out.logits, 1).log_softmax(-1)[:, :width]
+    tokens = ro.input_ids[:, ro.num_prompt_tokens :]
+    expected = gen_logp.gather(-1, tokens[..., None]).squeeze(-1)
+    with torch.no_grad():
+        got = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.num_prompt_tokens)
+    mask = ro.response_mask.bool()
+    assert torch.allclose(got[mask], expected[mask], atol=1e-5)
+    # the mask covers the completion up to and including <eos>, nothing after it
+    for row, text in zip(range(len(prompts)), ro.texts):
+        toks = tokens[row][mask[row]].tolist()
+        assert tok.decode(toks, skip_special_tokens=True) == text
+        assert tok.eos_token_id not in toks[:-1]

@@ -1,0 +1,72 @@
+"""``gdro report`` on synthetic run directories of both kinds, with missing keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gdro_cli.report import load_run, write_report
+
+
+def _write_run(path: Path, kind: str, steps: int, with_eval: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"kind": kind, "num_bins": 4}))
+    rows = []
+    if with_eval:
+        rows.append({"step": 0, "eval/pass@8": 0.3, "eval/mean@8": 0.1})
+    for s in range(1, steps + 1):
+        present = [b for b in range(4) if rng.random() < 0.7] or [0]  # bins absent in some steps
+        share = rng.dirichlet(np.ones(len(present)))
+        q = rng.dirichlet(np.ones(4))
+        row = {
+            "step": s,
+            "classifier/mean_bin": float(share @ np.array(present)),
+            "prompt/entropy": float(-(q * np.log(q)).sum()),
+            "train/reward_mean": rng.random(),
+            "rollout/shadow_price": 0.01 * s,
+            "rollout/budget_unconstrained": 4 + rng.random(),
+        }
+        row.update({f"classifier/share/{b}": float(v) for b, v in zip(present, share)})
+        row.update({f"prompt/q/{b}": float(v) for b, v in enumerate(q)})
+        row.update({f"rollout/n_mean/{b}": float(rng.integers(2, 12)) for b in present})
+        row.update({f"train/reward/{b}": rng.random() for b in present})
+        if with_eval and s % 5 == 0:
+            row["eval/pass@8"] = 0.3 + 0.01 * s
+        rows.append(row)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9')
+
+
+def test_report_plots_train_and_simulation_runs(tmp_path: Path) -> None:
+    _write_run(tmp_path / "train-a", "train", 20, with_eval=True, seed=0)
+    _write_run(tmp_path / "sim" / "runs" / "gdro-s0", "simulation", 30, with_eval=False, seed=1)
+    _write_run(tmp_path / "sim" / "runs" / "grpo-s0", "simulation", 30, with_eval=False, seed=2)
+    out = write_report([tmp_path / "train-a", tmp_path / "sim"])
+    assert out == tmp_path / "train-a" / "report"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(
+        ["learning_curves.png"]
+        + [f"{n}-{k}.png" for n in ("train-a", "gdro-s0", "grpo-s0") for k in ("bins", "dynamics")]
+    )
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    md = (out / "report.md").read_text()
+    assert (
+        "| train-a | train |" in md and "0.300 → 0.500" in md and "| gdro-s0 | simulation |" in md
+    )
+    assert "![Learning curves](learning_curves.png)" in md
+
+
+def test_report_tolerates_sparse_runs_and_rejects_non_runs(tmp_path: Path) -> None:
+    run = tmp_path / "bare"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text('{"step": 1, "train/reward_mean": 0.5}\n')
+    assert load_run(run).num_bins == 0
+    out = write_report([run], tmp_path / "out")
+    assert [p.name for p in out.glob("*.png")] == ["learning_curves.png"]
+    with pytest.raises(ValueError, match="no config.json"):
+        write_report([tmp_path / "missing"])
