@@ -19,12 +19,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gdro_core.files import atomic_write, atomic_write_text
 
 __all__ = ["Run", "add_arguments", "load_run", "run", "write_report"]
 
@@ -130,13 +131,7 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def _savefig(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _heatmaps(run: Run, path: Path) -> bool:
@@ -366,10 +361,7 @@ def write_report(
     for title, file in images:
         lines += [f"## {title}", "", f"![{title}]({file})", ""]
     text = "\n".join(lines)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".md", dir=out_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out_dir / "report.md")
+    atomic_write_text(out_dir / "report.md", text)
     return out_dir
 
 

@@ -26,23 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gdro_core.files import atomic_write_text
+
 __all__ = ["RunDir", "atomic_write_text", "read_metrics"]
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
