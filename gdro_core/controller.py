@@ -60,6 +60,7 @@ class Plan:
         sample_probs: float64 (n,), each prompt's probability under one draw of the sampler.
         rollout_probs: float64 (n,), probability of the prompt's rollout count given the budget
             (1 for deterministic allocations).
+        serial: the controller's plan counter; ``update`` accepts only the latest plan.
 
     Examples:
         >>> ctl = GDROController(10, prompt=PromptConfig(signal="failure"),

@@ -24,9 +24,16 @@ Array = NDArray[np.float64]
 class Signal(NamedTuple):
     """A registered signal.
 
-    ``compute(n_correct, n_total, losses)`` returns float64 (m,), or ``None`` when the signal needs
-    ``losses`` and none were given. ``to_unit(bin_means, clip)`` maps bin means onto [0, 1].
-    ``needs_losses`` says whether ``compute`` reads ``losses``.
+    Attributes:
+        compute: ``compute(n_correct, n_total, losses)`` returns float64 (m,), or ``None`` when
+            the signal needs ``losses`` and none were given.
+        to_unit: ``to_unit(bin_means, clip)`` maps bin means onto [0, 1] (the Hedge rule).
+        needs_losses: whether ``compute`` reads ``losses``.
+
+    Examples:
+        >>> import numpy as np
+        >>> SIGNALS["variance"].compute(np.array([1, 2]), np.array([2, 4]), None).tolist()
+        [0.5, 0.3333333333333333]
     """
 
     compute: Callable[[NDArray[np.int64], NDArray[np.int64], Array | None], Array | None]
