@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, timeout: int = 300) -> str:
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout, env=None if env is None else {**os.environ, **env})
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -34,3 +36,10 @@ def test_read_run_on_a_simulated_run(tmp_path: Path) -> None:
     out = run("examples/read_run.py", str(run_dir), "--out", str(tmp_path / "c.png"))
     assert "steps; last mean bin" in out
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_torch_loop(tmp_path: Path) -> None:
+    out = run("examples/torch_loop.py", "--steps", "1", "--sft-steps", "5",
+              env={"GDRO_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    assert "starting policy ready" in out

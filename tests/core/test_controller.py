@@ -327,3 +327,10 @@ def test_neyman_gives_more_rollouts_to_high_variance_bins() -> None:
     plan = ctl.plan([0, 1, 2, 3])
     assert plan.rollouts.sum() == 16
     assert plan.rollouts[:2].min() > plan.rollouts[2:].max()
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    ctl = GDROController(10, prompt=FAIL, seed=0)
+    ctl.save(tmp_path / "a.npz")
+    (tmp_path / "b.txt").write_text("x")  # what a plain open() gives under this umask
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777
