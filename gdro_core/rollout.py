@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from gdro_core import _backend
 from gdro_core._validation import check_choice, check_float, check_int, fail
+from gdro_core.signals import unbiased_variance
 
 RolloutMode = Literal["fixed", "bandit", "neyman"]
 Selection = Literal["mode", "sample"]
@@ -374,9 +375,7 @@ def arm_signal(
     """Per-prompt primal arm loss, or ``None`` when it needs losses that were not given."""
     if config.arm_signal == "loss":
         return losses
-    denom = total * (total - 1)
-    var = np.where(denom > 0, correct * (total - correct) / np.maximum(denom, 1), 0.0)
-    out: NDArray[np.float64] = var / total
+    out: NDArray[np.float64] = unbiased_variance(correct, total) / total
     return out
 
 
@@ -454,8 +453,7 @@ def update(
     num_bins = state.variance.shape[0]
     cnt = np.bincount(bins, minlength=num_bins)
     present = cnt > 0
-    denom = total * (total - 1)
-    pv = np.where(denom > 0, correct * (total - correct) / np.maximum(denom, 1), 0.0)
+    pv = unbiased_variance(correct, total)
     v_mean = np.bincount(bins, weights=pv, minlength=num_bins) / np.maximum(cnt, 1)
     variance = state.variance.copy()
     fresh, old = present & ~state.var_seen, present & state.var_seen

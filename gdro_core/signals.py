@@ -53,9 +53,15 @@ def _failure(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -
     return 1.0 - c / n
 
 
-def _variance(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -> Array:
+def unbiased_variance(c: NDArray[np.int64], n: NDArray[np.int64]) -> Array:
+    """float64: ``c(n-c) / (n(n-1))``, unbiased for p(1-p) from c successes in n draws (0 if n < 2)."""
     denom = n * (n - 1)
-    return np.where(denom > 0, c * (n - c) / np.maximum(denom, 1), 0.0)
+    out: Array = np.where(denom > 0, c * (n - c) / np.maximum(denom, 1), 0.0)
+    return out
+
+
+def _variance(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -> Array:
+    return unbiased_variance(c, n)
 
 
 def _unit(x: Array, clip: float) -> Array:
