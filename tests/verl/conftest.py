@@ -129,6 +129,16 @@ def with_uids(batch_dict: dict[str, Any]) -> DataProto:
     return batch
 
 
+def reference_controller(runtime: Any) -> Any:
+    """A controller with the adapter's settings and seed 0, fed by hand as the test's oracle."""
+    from gdro_core import GDROController
+
+    st = runtime.settings
+    return GDROController(
+        num_prompts=NUM_PROMPTS, classifier=st.classifier, prompt=st.prompt, rollout=st.rollout, seed=0
+    )
+
+
 def success_prob(prompt_id: int) -> float:
     """A fixed per-prompt success probability, so difficulty differs between prompts."""
     return (prompt_id % 6) / 5.0
@@ -144,6 +154,7 @@ class Helpers:
     build_loader = staticmethod(build_loader)
     with_uids = staticmethod(with_uids)
     success_prob = staticmethod(success_prob)
+    reference_controller = staticmethod(reference_controller)
     write_parquet = staticmethod(write_parquet)
 
 

@@ -96,7 +96,6 @@ def _agent_loop_put(tq: Any, rows: list[dict[str, Any]], rng: np.random.Generato
 def test_feedback_reaches_the_controller_by_prompt_id(
     h: Any, make_config: Any, transfer_queue: Any
 ) -> None:
-    from gdro_core import GDROController
 
     tq = transfer_queue
     cfg = make_config(
@@ -111,13 +110,7 @@ def test_feedback_reaches_the_controller_by_prompt_id(
     rt = train.runtime
     buffer = _trainer_buffer(cfg)
     assert type(buffer).__name__ == "GDROReplayBuffer"
-    reference = GDROController(
-        num_prompts=h.NUM_PROMPTS,
-        classifier=rt.settings.classifier,
-        prompt=rt.settings.prompt,
-        rollout=rt.settings.rollout,
-        seed=0,
-    )
+    reference = h.reference_controller(rt)
     loader = iter(h.build_loader(cfg, train))
     rng = np.random.default_rng(0)
     for step in range(1, 4):

@@ -98,18 +98,11 @@ def _v0_step(cfg: Any, loader_iter: Any, rng: np.random.Generator, h: Any) -> tu
 def test_v0_step_counts_advantages_feedback_and_metrics(h: Any, make_config: Any) -> None:
     from verl.trainer.ppo import ray_trainer
 
-    from gdro_core import GDROController
 
     cfg = make_config(**REWEIGHT_BANDIT, **{"trainer.use_v1": False})
     train, _ = h.build_datasets(cfg)
     rt = train.runtime
-    reference = GDROController(
-        num_prompts=h.NUM_PROMPTS,
-        classifier=rt.settings.classifier,
-        prompt=rt.settings.prompt,
-        rollout=rt.settings.rollout,
-        seed=0,
-    )
+    reference = h.reference_controller(rt)
     it = _forever(h.build_loader(cfg, train))
     rng = np.random.default_rng(0)
     saw_unequal = saw_weights = False
