@@ -131,7 +131,21 @@ class ClassifierConfig:
 
 
 class ClassifierState(NamedTuple):
-    """Per-prompt history. Exactly one of ``bits``, ``vals`` and ``sums`` is in use."""
+    """Per-prompt history. Exactly one of ``bits``, ``vals`` and ``sums`` is in use.
+
+    ``bits`` holds 0/1 outcomes one bit per step (``k=None`` with a window), ``vals`` holds
+    pass@k outcomes (``k`` set with a window), ``sums`` holds cumulative sums (``window=0``);
+    the unused ones have a zero-length axis.
+
+    Examples:
+        >>> st = init_state(ClassifierConfig(num_bins=4, window=100), num_prompts=3)
+        >>> st.bits.shape, st.vals.shape, st.sums.shape  # 100 steps fit in 2 words
+        ((3, 2), (3, 0), (0,))
+        >>> st.filled.tolist(), st.bins.tolist(), st.bin_counts.tolist()
+        ([0, 0, 0], [0, 0, 0], [3, 0, 0, 0])
+        >>> init_state(ClassifierConfig(window=0), num_prompts=3).sums.tolist()
+        [0.0, 0.0, 0.0]
+    """
 
     bits: NDArray[np.uint64]  # (num_prompts, ceil(window/64)) 0/1 outcomes, bit 0 newest; or (P, 0)
     vals: NDArray[np.float64]  # (num_prompts, window) pass@k outcomes, column 0 newest; or (P, 0)
@@ -144,7 +158,16 @@ class ClassifierState(NamedTuple):
 
 
 class ClassifierDelta(NamedTuple):
-    """The rows one ``step`` changes; ``apply`` writes them into the state in place."""
+    """The rows one ``step`` changes; ``apply`` writes them into the state in place.
+
+    Examples:
+        >>> cfg = ClassifierConfig(num_bins=4, window=3)
+        >>> delta = step(cfg, init_state(cfg, 3), np.array([0, 2]), np.array([1.0, 0.0]))
+        >>> delta.ids.tolist(), delta.rate.tolist(), delta.filled.tolist()
+        ([0, 2], [1.0, 0.0], [1, 1])
+        >>> delta.old_bins.tolist(), delta.new_bins.tolist(), delta.bits.tolist()
+        ([0, 0], [3, 0], [[1], [0]])
+    """
 
     ids: NDArray[np.int64]  # (m,) prompt ids
     bits: NDArray[np.uint64]  # (m, W) new bit rows
@@ -157,7 +180,21 @@ class ClassifierDelta(NamedTuple):
 
 
 def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
-    """Every prompt unseen: no history, rate 0, bin 0."""
+    """Every prompt unseen: no history, rate 0, bin 0.
+
+    Args:
+        config: the classifier settings; they fix which history arrays are used and their width.
+        num_prompts: dataset size, ``>= 1``.
+
+    Examples:
+        >>> st = init_state(ClassifierConfig(num_bins=3), num_prompts=4)
+        >>> st.bins.tolist(), st.bin_counts.tolist()
+        ([0, 0, 0, 0], [4, 0, 0])
+        >>> init_state(ClassifierConfig(), num_prompts=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_prompts must be an integer in [1, 2147483646]; got 0
+    """
     p = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
     words = -(-config.window // 64) if config.bit_packed else 0
     width = config.window if (config.k is not None and config.window > 0) else 0
@@ -179,7 +216,15 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
 def outcomes(
     config: ClassifierConfig, n_correct: NDArray[np.int64], n_total: NDArray[np.int64]
 ) -> NDArray[np.float64]:
-    """A step's outcome per prompt: ``n_correct > 0``, or the unbiased pass@k when ``k`` is set."""
+    """A step's outcome per prompt: ``n_correct > 0``, or the unbiased pass@k when ``k`` is set.
+
+    Examples:
+        >>> correct, total = np.array([0, 1, 3]), np.array([4, 4, 4])
+        >>> outcomes(ClassifierConfig(), correct, total).tolist()
+        [0.0, 1.0, 1.0]
+        >>> outcomes(ClassifierConfig(k=2), correct, total).tolist()
+        [0.0, 0.5, 1.0]
+    """
     if config.k is None:
         return (n_correct > 0).astype(np.float64)
     short = n_total < config.k
@@ -206,6 +251,21 @@ def step(
     if ``bin(rate) > b`` move to ``bin(rate - h)`` when that is above ``b``; if ``bin(rate) < b``
     move to ``bin(rate + h)`` when that is below ``b``; otherwise stay. A prompt's first
     classification uses no hysteresis.
+
+    Examples:
+        Two bins split at 0.5 with a 0.2 margin: a prompt solved once, then failed, drifts
+        down to a rate of 0.25 before it leaves the upper bin.
+
+        >>> cfg = ClassifierConfig(num_bins=2, window=0, hysteresis=0.2)
+        >>> st = init_state(cfg, num_prompts=1)
+        >>> for outcome in [1.0, 0.0, 0.0, 0.0]:
+        ...     delta = step(cfg, st, np.array([0]), np.array([outcome]))
+        ...     apply(st, delta)
+        ...     print(round(float(delta.rate[0]), 3), int(delta.new_bins[0]))
+        1.0 1
+        0.5 1
+        0.333 1
+        0.25 0
     """
     k = _backend.kernels(backend)
     edges, margin = _edges_margin(config)
@@ -246,6 +306,16 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
 
     Per-prompt arrays are updated in place rather than copied: a copy would make every step cost
     O(dataset size). Everything that can fail happens in ``step``, before this.
+
+    Examples:
+        >>> cfg = ClassifierConfig(num_bins=4, window=3)
+        >>> st = init_state(cfg, num_prompts=3)
+        >>> delta = step(cfg, st, np.array([0, 2]), np.array([1.0, 0.0]))
+        >>> st.bins.tolist()  # step left the state alone
+        [0, 0, 0]
+        >>> apply(st, delta)
+        >>> st.bins.tolist(), st.bin_counts.tolist(), st.filled.tolist()
+        ([3, 0, 0], [2, 0, 0, 1], [1, 0, 1])
     """
     ids = delta.ids
     if state.bits.shape[1]:
@@ -265,7 +335,18 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
 def pass_rate(
     state: ClassifierState, ids: NDArray[np.int64], backend: str = "numba"
 ) -> NDArray[np.float64]:
-    """float64 (m,): each prompt's current windowed pass rate (0 for an unseen prompt)."""
+    """float64 (m,): each prompt's current windowed pass rate (0 for an unseen prompt).
+
+    Examples:
+        >>> cfg = ClassifierConfig(window=2)
+        >>> st = init_state(cfg, num_prompts=2)
+        >>> for outcome in [1.0, 0.0, 0.0]:  # the window keeps the last two
+        ...     apply(st, step(cfg, st, np.array([0]), np.array([outcome])))
+        ...     print(pass_rate(st, np.array([0, 1])).tolist())
+        [1.0, 0.0]
+        [0.5, 0.0]
+        [0.0, 0.0]
+    """
     out: NDArray[np.float64] = _backend.kernels(backend).window_rate(
         state.bits, state.vals, state.sums, state.filled, ids
     )

@@ -40,6 +40,8 @@ from gdro_core.signals import SIGNALS
 
 Seed = int | np.random.SeedSequence | None
 
+__all__ = ["GDROController", "Plan", "Seed"]
+
 
 def _frozen(a: Any, dtype: Any) -> NDArray[Any]:
     out = np.array(a, dtype=dtype, copy=True)

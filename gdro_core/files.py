@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Write a file atomically.
@@ -23,10 +25,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
 
     Examples:
         >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> atomic_write(d / "a.bin", lambda fh: fh.write(b"xyz") and None)
-        >>> (d / "a.bin").read_bytes(), sorted(p.name for p in d.iterdir())
-        (b'xyz', ['a.bin'])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     d = pathlib.Path(tmp)
+        ...     atomic_write(d / "a.bin", lambda fh: fh.write(b"xyz") and None)
+        ...     print((d / "a.bin").read_bytes(), sorted(p.name for p in d.iterdir()))
+        b'xyz' ['a.bin']
+
+        A failing writer leaves the old file and no temporary file:
+
+        >>> def broken(fh):
+        ...     fh.write(b"partial")
+        ...     raise OSError("disk full")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     d = pathlib.Path(tmp)
+        ...     atomic_write(d / "a.bin", lambda fh: fh.write(b"old") and None)
+        ...     try:
+        ...         atomic_write(d / "a.bin", broken)
+        ...     except OSError as exc:
+        ...         print(exc)
+        ...     print((d / "a.bin").read_bytes(), sorted(p.name for p in d.iterdir()))
+        disk full
+        b'old' ['a.bin']
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +70,16 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "sub" / "x.bin"  # parent folders are created
+        ...     atomic_write_bytes(path, bytes([104, 105]))
+        ...     print(path.read_bytes())
+        b'hi'
+    """
 
     def write(fh: IO[bytes]) -> None:
         fh.write(data)
@@ -60,5 +88,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
+    """Write UTF-8 ``text`` to ``path`` atomically.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "note.txt"
+        ...     atomic_write_text(path, "first")
+        ...     atomic_write_text(path, "pass@k ≥ 0.5")  # replaces the file as a whole
+        ...     print(path.read_text(encoding="utf-8"), path.stat().st_size)
+        pass@k ≥ 0.5 14
+    """
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -17,6 +17,8 @@ from gdro_core.classifier import ClassifierDelta
 from gdro_core.prompt import PromptState, entropy
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
+__all__ = ["initial_metrics", "step_metrics"]
+
 
 def _bin_block(
     out: dict[str, float], shares: NDArray[np.float64], q: NDArray[np.float64], pstate: PromptState
@@ -52,7 +54,42 @@ def step_metrics(
     pstate: PromptState,
     delta: ClassifierDelta,
 ) -> dict[str, float]:
-    """Metrics of a completed step, from what its plan used and what came back."""
+    """Metrics of a completed step, from what its plan used and what came back.
+
+    Args:
+        num_bins: number of difficulty bins.
+        bins: int64 (m,), each prompt's bin at planning time.
+        rollouts: int64 (m,), rollouts per prompt.
+        weights: float64 (m,), the plan's per-prompt weights.
+        rewards: float64 (R,), the flat rewards in plan order.
+        offsets: int64 (m+1,), prompt i's rewards are ``rewards[offsets[i]:offsets[i+1]]``.
+        correct: int64 (m,), correct rollouts per prompt.
+        q: float64 (B,), the adversary's distribution the plan used.
+        alloc: the step's allocation (its price and unconstrained mean).
+        rcfg: the allocator settings.
+        pstate: the adversary's state after the step (its scores are reported).
+        delta: the classifier's step (moves and pass rates).
+
+    Examples:
+        Two prompts of bin 0, two rollouts each; one prompt solves one of its two:
+
+        >>> from gdro_core import classifier, prompt, rollout
+        >>> ccfg, rcfg = classifier.ClassifierConfig(num_bins=2), rollout.RolloutConfig(mean=2)
+        >>> pstate, rstate = prompt.init_state(2), rollout.init_state(rcfg, 2)
+        >>> bins, correct = np.array([0, 0]), np.array([1, 0])
+        >>> alloc = rollout.plan_fixed(rcfg, rstate, bins, np.random.default_rng(0), "numba")
+        >>> delta = classifier.step(ccfg, classifier.init_state(ccfg, 3), np.array([0, 2]),
+        ...                         classifier.outcomes(ccfg, correct, alloc.rollouts))
+        >>> out = step_metrics(
+        ...     num_bins=2, bins=bins, rollouts=alloc.rollouts, weights=np.ones(2),
+        ...     rewards=np.array([1.0, 0.0, 0.0, 0.0]), offsets=np.array([0, 2, 4]),
+        ...     correct=correct, q=np.array([0.5, 0.5]), alloc=alloc, rcfg=rcfg,
+        ...     pstate=pstate, delta=delta)
+        >>> out["classifier/share/0"], out["classifier/moved"], out["rollout/n_mean/0"]
+        (1.0, 0.5, 2.0)
+        >>> out["batch/success_rate"], out["batch/solved_any"], "rollout/n_mean/1" in out
+        (0.25, 0.5, False)
+    """
     m = bins.shape[0]
     cnt = np.bincount(bins, minlength=num_bins)
     shares = cnt / m
@@ -89,7 +126,29 @@ def initial_metrics(
     rcfg: RolloutConfig,
     rstate: RolloutState,
 ) -> dict[str, float]:
-    """What ``metrics()`` returns before the first update: the initial state's values."""
+    """What ``metrics()`` returns before the first update: the initial state's values.
+
+    Args:
+        num_bins: number of difficulty bins.
+        shares: float64 (B,), each bin's share of the dataset.
+        q: float64 (B,), the adversary's distribution.
+        pstate: the adversary's state.
+        rcfg: the allocator settings.
+        rstate: the allocator's state.
+
+    Examples:
+        Every prompt starts in bin 0; untrained bandits over arms 2..8 propose their mean, 5:
+
+        >>> from gdro_core import prompt, rollout
+        >>> rcfg = rollout.RolloutConfig(mode="bandit", mean=4, min=2, max=8)
+        >>> pstate = prompt.init_state(2)
+        >>> out = initial_metrics(2, np.array([1.0, 0.0]), np.array([0.5, 0.5]), pstate, rcfg,
+        ...                       rollout.init_state(rcfg, 2))
+        >>> out["classifier/mean_bin"], out["prompt/q/1"], round(out["prompt/entropy"], 4)
+        (0.0, 0.5, 0.6931)
+        >>> out["rollout/shadow_price"], round(out["rollout/budget_unconstrained"], 6)
+        (0.0, 5.0)
+    """
     out: dict[str, float] = {}
     _bin_block(out, shares, q, pstate)
     out["rollout/shadow_price"] = float(rstate.mu)

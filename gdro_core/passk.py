@@ -9,6 +9,8 @@ from numpy.typing import NDArray
 
 from gdro_core._validation import fail, type_fail
 
+__all__ = ["pass_at_k"]
+
 
 def _as_int(name: str, value: Any) -> NDArray[np.int64]:
     arr = np.asarray(value)

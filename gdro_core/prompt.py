@@ -22,8 +22,21 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_core._validation import check_bool, check_choice, check_float, fail
+from gdro_core._validation import check_bool, check_choice, check_float
 from gdro_core.signals import SIGNALS, get_signal
+
+__all__ = [
+    "PromptConfig",
+    "PromptMode",
+    "PromptState",
+    "ScoreRule",
+    "entropy",
+    "init_state",
+    "log_softmax",
+    "probs",
+    "update",
+    "weights",
+]
 
 PromptMode = Literal["off", "reweight", "resample"]
 ScoreRule = Literal["ema", "cumulative"]
@@ -87,7 +100,18 @@ class PromptConfig:
 
 
 class PromptState(NamedTuple):
-    """What the adversary carries between steps."""
+    """What the adversary carries between steps.
+
+    Examples:
+        >>> st = init_state(3)
+        >>> st._fields
+        ('score', 'seen', 'last_gain')
+        >>> st.score.tolist(), st.seen.tolist()
+        ([0.0, 0.0, 0.0], [False, False, False])
+        >>> update(PromptConfig(signal="failure"), st, np.array([1]), np.array([0.5]),
+        ...        np.array([0.0, 1.0, 0.0])).score.tolist()
+        [0.0, 0.5, 0.0]
+    """
 
     score: NDArray[np.float64]  # (B,) EMA score S(b) (ema) or cumulative gain (cumulative)
     seen: NDArray[np.bool_]  # (B,) bin observed at least once
@@ -95,14 +119,27 @@ class PromptState(NamedTuple):
 
 
 def init_state(num_bins: int) -> PromptState:
-    """All scores 0, no bin seen: q is uniform."""
+    """All scores 0, no bin seen: q is uniform.
+
+    Examples:
+        >>> st = init_state(4)
+        >>> st.score.tolist(), probs(PromptConfig(), st).tolist()
+        ([0.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25])
+    """
     return PromptState(
         score=np.zeros(num_bins), seen=np.zeros(num_bins, dtype=bool), last_gain=np.zeros(num_bins)
     )
 
 
 def log_softmax(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Stable log-softmax: finite for every finite input, however large."""
+    """Stable log-softmax: finite for every finite input, however large.
+
+    Examples:
+        >>> np.exp(log_softmax(np.array([0.0, np.log(3.0)]))).round(6).tolist()
+        [0.25, 0.75]
+        >>> log_softmax(np.array([1000.0, 0.0])).tolist()  # exp(1000) would overflow
+        [0.0, -1000.0]
+    """
     z = x - x.max()
     out: NDArray[np.float64] = z - np.log(np.exp(z).sum())
     return out
@@ -150,6 +187,23 @@ def update(
         signal: float64 (m,), the per-prompt signal (see ``gdro_core.signals``).
         shares: float64 (B,), each bin's share used for debiasing: the batch share, or in
             resample mode the bin's share of the whole dataset.
+
+    Returns:
+        A new ``PromptState``; ``state`` is not mutated.
+
+    Examples:
+        Bin 0 holds two of the three prompts (share 2/3) with mean failure 0.75, so its
+        debiased score is 0.75 / (2/3) = 1.125; bin 1 is absent and keeps its score.
+
+        >>> cfg = PromptConfig(signal="failure")
+        >>> bins = np.array([0, 0, 2])
+        >>> shares = np.bincount(bins, minlength=3) / 3
+        >>> st = update(cfg, init_state(3), bins, np.array([1.0, 0.5, 0.0]), shares)
+        >>> st.score.tolist(), st.seen.tolist()
+        ([1.125, 0.0, 0.0], [True, False, True])
+        >>> st = update(cfg, st, bins, np.array([0.0, 0.0, 1.0]), shares)  # EMA, rate 0.12
+        >>> st.score.round(4).tolist()
+        [0.99, 0.0, 0.36]
     """
     num_bins = state.score.shape[0]
     mean, present = bin_means(bins, signal, num_bins)
@@ -181,6 +235,16 @@ def weights(
 
     :math:`w_i = \min(\mathrm{cap},\ u_i \sum_k n_k / \sum_k n_k u_k)` with :math:`u_i = q(g(x_i))`
     (or :math:`q/\hat q` with ``exact_q``), so the rollout-weighted mean is 1 unless the cap binds.
+
+    Examples:
+        >>> q, bins, n = np.array([0.5, 0.3, 0.2]), np.array([0, 1, 2, 2]), np.array([4, 4, 4, 4])
+        >>> w = weights(PromptConfig(), q, bins, n)
+        >>> w.round(4).tolist(), round(float(np.average(w, weights=n)), 12)
+        ([1.6667, 1.0, 0.6667, 0.6667], 1.0)
+        >>> weights(PromptConfig(weight_cap=1.5), q, bins, n).round(4).tolist()
+        [1.5, 1.0, 0.6667, 0.6667]
+        >>> weights(PromptConfig(mode="off"), q, bins, n).tolist()
+        [1.0, 1.0, 1.0, 1.0]
     """
     m = bins.shape[0]
     if config.mode != "reweight":
@@ -195,17 +259,15 @@ def weights(
 
 
 def entropy(q: NDArray[np.float64]) -> float:
-    """Shannon entropy of q in nats; exp(entropy) is the effective number of bins."""
+    """Shannon entropy of q in nats; exp(entropy) is the effective number of bins.
+
+    Examples:
+        >>> import math
+        >>> round(entropy(np.full(4, 0.25)), 6), round(math.exp(entropy(np.full(4, 0.25))), 6)
+        (1.386294, 4.0)
+        >>> round(math.exp(entropy(np.array([0.5, 0.5, 0.0]))), 6)  # empty bins add nothing
+        2.0
+    """
     nz = q[q > 0]
     return float(-(nz * np.log(nz)).sum())
 
-
-def check_signal_available(config: PromptConfig, has_losses: bool) -> None:
-    """Raise when this config needs per-prompt losses and none were given."""
-    if config.mode != "off" and SIGNALS[config.signal].needs_losses and not has_losses:
-        raise fail(
-            "losses",
-            f"a float array of per-prompt losses (PromptConfig.signal={config.signal!r} needs them)",
-            None,
-            fix="pass losses=..., or use PromptConfig(signal='failure') or 'variance'",
-        )

@@ -28,6 +28,25 @@ RolloutMode = Literal["fixed", "bandit", "neyman"]
 Selection = Literal["mode", "sample"]
 ARM_SIGNALS = ("loss", "variance")
 
+__all__ = [
+    "Allocation",
+    "RolloutConfig",
+    "RolloutMode",
+    "RolloutState",
+    "Selection",
+    "arm_log_probs",
+    "dp_order",
+    "init_state",
+    "integerize",
+    "neyman_continuous",
+    "plan_bandit",
+    "plan_fixed",
+    "plan_neyman",
+    "update",
+    "update_arm_estimates",
+    "variance_proxy",
+]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutConfig:
@@ -136,7 +155,15 @@ class RolloutConfig:
 
 
 class RolloutState(NamedTuple):
-    """What the allocator carries between steps."""
+    """What the allocator carries between steps.
+
+    Examples:
+        >>> st = init_state(RolloutConfig(mode="bandit", min=2, max=6), num_bins=3)
+        >>> st.arm_loss.shape, st.arm_seen.any(), st.mu  # 3 bins x arms 2..6
+        ((3, 5), np.False_, 0.0)
+        >>> st.variance.tolist(), st.var_seen.tolist()
+        ([0.25, 0.25, 0.25], [False, False, False])
+    """
 
     arm_loss: NDArray[np.float64]  # (B, K) primal arm loss estimates L_b(n), price excluded
     arm_seen: NDArray[np.bool_]  # (B, K) arm played at least once in the bin
@@ -146,7 +173,17 @@ class RolloutState(NamedTuple):
 
 
 class Allocation(NamedTuple):
-    """One step's rollout decision."""
+    """One step's rollout decision.
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="fixed", mean=4)
+        >>> alloc = plan_fixed(cfg, init_state(cfg, 3), np.array([0, 0, 2]),
+        ...                    np.random.default_rng(0), "numba")
+        >>> alloc.rollouts.tolist(), alloc.propensity.tolist()
+        ([4, 4, 4], [1.0, 1.0, 1.0])
+        >>> alloc.active.tolist(), alloc.arm_index.tolist(), alloc.unconstrained, alloc.mu
+        ([0, 2], [2, 2], 4.0, 0.0)
+    """
 
     rollouts: NDArray[np.int64]  # (m,) rollouts per prompt, sum == mean * m
     propensity: NDArray[np.float64]  # (m,) P(prompt's arm | budget); 1 when deterministic
@@ -157,7 +194,17 @@ class Allocation(NamedTuple):
 
 
 def init_state(config: RolloutConfig, num_bins: int) -> RolloutState:
-    """No arm played, price 0, variance proxy 0.25 (the maximum) for unseen bins."""
+    """No arm played, price 0, variance proxy 0.25 (the maximum) for unseen bins.
+
+    Args:
+        config: the allocator settings; the arms ``min..max`` fix the width of ``arm_loss``.
+        num_bins: number of difficulty bins.
+
+    Examples:
+        >>> st = init_state(RolloutConfig(mode="neyman", mean=4, min=2, max=8), num_bins=2)
+        >>> st.arm_loss.shape, st.mu, st.variance.tolist()
+        ((2, 7), 0.0, [0.25, 0.25])
+    """
     k = config.max - config.min + 1
     return RolloutState(
         arm_loss=np.zeros((num_bins, k)),
@@ -171,7 +218,20 @@ def init_state(config: RolloutConfig, num_bins: int) -> RolloutState:
 def arm_log_probs(
     config: RolloutConfig, arm_loss: NDArray[np.float64], mu: float
 ) -> NDArray[np.float64]:
-    r"""float64 (..., K): :math:`\log p_b(n)`, :math:`p_b = (1-\gamma)\mathrm{softmax}(-\eta(\hat L_b + \mu n)) + \gamma/K`."""
+    r"""float64 (..., K): the log-probabilities :math:`\log p_b(n)` of the arms of each bin.
+
+    .. math:: p_b = (1-\gamma)\,\mathrm{softmax}(-\eta(\hat L_b + \mu n)) + \gamma/K
+
+    Examples:
+        With no loss estimates the arms are uniform; a positive price tilts them to fewer
+        rollouts.
+
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=6, arm_gamma=0.0)
+        >>> np.exp(arm_log_probs(cfg, np.zeros(5), mu=0.0)).round(3).tolist()
+        [0.2, 0.2, 0.2, 0.2, 0.2]
+        >>> np.exp(arm_log_probs(cfg, np.zeros(5), mu=1.0)).round(3).tolist()
+        [0.497, 0.26, 0.136, 0.071, 0.037]
+    """
     k = arm_loss.shape[-1]
     logits = -config.arm_eta * (arm_loss + mu * config.arms.astype(np.float64))
     z = logits - logits.max(axis=-1, keepdims=True)
@@ -187,7 +247,13 @@ def arm_log_probs(
 
 
 def dp_order(config: RolloutConfig) -> NDArray[np.int64]:
-    """Arm indices by distance to the mean, the lower arm first: the DP's tie-break order."""
+    """Arm indices by distance to the mean, the lower arm first: the DP's tie-break order.
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=6)
+        >>> dp_order(cfg).tolist(), cfg.arms[dp_order(cfg)].tolist()
+        ([2, 1, 3, 0, 4], [4, 3, 5, 2, 6])
+    """
     arms = config.arms
     return np.lexsort((arms, np.abs(arms - config.mean))).astype(np.int64)
 
@@ -209,7 +275,14 @@ def plan_fixed(
     backend: str,
     prompt_ids: NDArray[np.int64] | None = None,
 ) -> Allocation:
-    """Every prompt gets ``mean``."""
+    """Every prompt gets ``mean``.
+
+    Examples:
+        >>> cfg = RolloutConfig(mean=3, min=2, max=8)
+        >>> plan_fixed(cfg, init_state(cfg, 2), np.array([1, 0, 1]),
+        ...            np.random.default_rng(0), "numba").rollouts.tolist()
+        [3, 3, 3]
+    """
     active, _ = batch_counts(bins, state.variance.shape[0])
     m = bins.shape[0]
     return Allocation(
@@ -230,7 +303,18 @@ def plan_bandit(
     backend: str,
     prompt_ids: NDArray[np.int64] | None = None,
 ) -> Allocation:
-    """Bandit proposals, repaired to the exact budget by the DP (argmax or conditioned draw)."""
+    """Bandit proposals, repaired to the exact budget by the DP (argmax or conditioned draw).
+
+    Examples:
+        Both bins' estimates favour the largest arm (6): the bandits propose 5.1 rollouts per
+        prompt on average (``unconstrained``), and the DP still meets the budget of 4 exactly.
+
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=6)
+        >>> st = init_state(cfg, 2)._replace(arm_loss=np.tile(-np.arange(5.0), (2, 1)))
+        >>> alloc = plan_bandit(cfg, st, np.array([0, 0, 1]), np.random.default_rng(0), "numba")
+        >>> alloc.rollouts.tolist(), alloc.arm_index.tolist(), round(alloc.unconstrained, 4)
+        ([3, 3, 6], [1, 4], 5.0983)
+    """
     active, counts = batch_counts(bins, state.variance.shape[0])
     m = bins.shape[0]
     logp = arm_log_probs(config, state.arm_loss[active], state.mu)
@@ -314,6 +398,15 @@ def integerize(
     Each prompt gets ``floor(target)``; the remaining units go one each to the largest fractional
     parts (ties: lower bin, then lower prompt id), never above ``hi``; a surplus is taken back from
     the smallest fractional parts, never below ``lo``.
+
+    Examples:
+        >>> integerize(np.array([3.4, 3.6, 5.0]), 12, 2, 8, np.zeros(3, np.int64), np.arange(3))
+        array([3, 4, 5])
+
+        Two equal fractional parts and one unit to give: the lower bin wins the tie.
+
+        >>> integerize(np.array([2.5, 2.5, 7.0]), 12, 2, 8, np.array([1, 0, 2]), np.arange(3))
+        array([2, 3, 7])
     """
     t = np.clip(target, lo, hi)
     n = np.floor(t).astype(np.int64)
@@ -333,7 +426,15 @@ def integerize(
 
 
 def variance_proxy(config: RolloutConfig, state: RolloutState) -> NDArray[np.float64]:
-    """float64 (B,): the bins' variance proxy, floored (0.25 for a bin never observed)."""
+    """float64 (B,): the bins' variance proxy, floored (0.25 for a bin never observed).
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="neyman", variance_floor=0.05)
+        >>> st = init_state(cfg, 3)._replace(variance=np.array([0.0, 0.1, 0.2]),
+        ...                                  var_seen=np.array([True, True, False]))
+        >>> variance_proxy(cfg, st).tolist()
+        [0.05, 0.1, 0.25]
+    """
     v = np.where(state.var_seen, state.variance, 0.25)
     return np.maximum(v, config.variance_floor)
 
@@ -346,7 +447,19 @@ def plan_neyman(
     backend: str,
     prompt_ids: NDArray[np.int64] | None = None,
 ) -> Allocation:
-    """The square-root law over the bins present, integerised under the exact budget."""
+    """The square-root law over the bins present, integerised under the exact budget.
+
+    Examples:
+        Bins with more outcome variance get more rollouts; the mean stays 4 exactly.
+
+        >>> cfg = RolloutConfig(mode="neyman", mean=4, min=2, max=8)
+        >>> st = init_state(cfg, 3)._replace(variance=np.array([0.01, 0.1, 0.25]),
+        ...                                  var_seen=np.ones(3, dtype=bool))
+        >>> alloc = plan_neyman(cfg, st, np.array([0, 1, 2, 2]), np.random.default_rng(0),
+        ...                     "numba", prompt_ids=np.array([5, 6, 7, 8]))
+        >>> alloc.rollouts.tolist(), round(alloc.mu, 4)
+        ([2, 4, 5, 5], 0.0088)
+    """
     active, counts = batch_counts(bins, state.variance.shape[0])
     m = bins.shape[0]
     v = variance_proxy(config, state)[active]
@@ -400,6 +513,19 @@ def update_arm_estimates(
       observation sets it); unplayed arms keep their estimates.
 
     Inputs are not mutated. Returns ``(arm_loss, arm_seen)``.
+
+    Examples:
+        Bin 0 plays arm index 2 (4 rollouts) twice, with losses -0.8 then -0.3 (EMA rate 0.4):
+
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=6)
+        >>> st = init_state(cfg, 1)
+        >>> one = np.ones(1)
+        >>> loss, seen = update_arm_estimates(
+        ...     cfg, st.arm_loss, st.arm_seen, np.array([0]), np.array([2]), np.array([-0.8]), one)
+        >>> loss, seen = update_arm_estimates(
+        ...     cfg, loss, seen, np.array([0]), np.array([2]), np.array([-0.3]), one)
+        >>> loss[0].round(3).tolist(), seen[0].tolist()
+        ([0.0, 0.0, -0.6, 0.0, 0.0], [False, False, True, False, False])
     """
     arm_loss, arm_seen = arm_loss.copy(), arm_seen.copy()
     est = ell / propensity
@@ -449,7 +575,32 @@ def update(
     total: NDArray[np.int64],
     losses: NDArray[np.float64] | None,
 ) -> RolloutState:
-    """The new state after a step: variance proxy, arm estimates, and the dual ascent on the price."""
+    """The new state after a step: variance proxy, arm estimates, and the dual ascent on the price.
+
+    Args:
+        config: the allocator settings.
+        state: the state the step was planned with (not mutated).
+        alloc: the step's allocation.
+        bins: int64 (m,), each prompt's bin at planning time.
+        correct: int64 (m,), correct rollouts per prompt.
+        total: int64 (m,), rollouts per prompt.
+        losses: float64 (m,) per-prompt losses, or ``None``.
+
+    Examples:
+        The bandits proposed 5.1 rollouts per prompt against a budget of 4, so the price rises
+        by ``dual_step * (5.0983 - 4)``.
+
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=6)
+        >>> st = init_state(cfg, 2)._replace(arm_loss=np.tile(-np.arange(5.0), (2, 1)))
+        >>> bins = np.array([0, 0, 1])
+        >>> alloc = plan_bandit(cfg, st, bins, np.random.default_rng(0), "numba")
+        >>> new = update(cfg, st, alloc, bins, correct=np.array([1, 2, 0]),
+        ...              total=alloc.rollouts, losses=np.array([0.3, 0.1, 0.5]))
+        >>> round(new.mu, 4), new.variance.round(4).tolist(), new.var_seen.tolist()
+        (0.0549, [0.3333, 0.0], [True, True])
+        >>> new.arm_loss[:, [1, 4]].tolist()  # the played arms took the bins' mean loss
+        [[0.2, -4.0], [-1.0, 0.5]]
+    """
     num_bins = state.variance.shape[0]
     cnt = np.bincount(bins, minlength=num_bins)
     present = cnt > 0

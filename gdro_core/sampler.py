@@ -15,9 +15,27 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "SamplerState",
+    "init_state",
+    "sample_probs",
+    "sample_resample",
+    "sample_uniform",
+    "slot_counts",
+]
+
 
 class SamplerState(NamedTuple):
-    """Sampler bookkeeping. Unused arrays are empty."""
+    """Sampler bookkeeping. Unused arrays are empty.
+
+    Examples:
+        >>> st = init_state(5, num_bins=2, resample=True, rng=np.random.default_rng(0))
+        >>> st.perm.tolist(), st.members.tolist(), st.bin_start.tolist()  # all in bin 0
+        ([], [0, 1, 2, 3, 4], [0, 5, 5])
+        >>> st = init_state(5, num_bins=2, resample=False, rng=np.random.default_rng(0))
+        >>> st.perm.tolist(), st.pos, st.epoch, st.members.tolist()
+        ([2, 4, 3, 0, 1], 0, 1, [])
+    """
 
     perm: NDArray[np.int32]  # (P,) this epoch's order (uniform); or (0,)
     pos: int  # ids of ``perm`` already served
@@ -32,7 +50,21 @@ class SamplerState(NamedTuple):
 def init_state(
     num_prompts: int, num_bins: int, resample: bool, rng: np.random.Generator
 ) -> SamplerState:
-    """Uniform: the first epoch's permutation. Resample: every prompt in bin 0."""
+    """Uniform: the first epoch's permutation. Resample: every prompt in bin 0.
+
+    Args:
+        num_prompts: dataset size.
+        num_bins: number of difficulty bins.
+        resample: ``True`` for the resample sampler (prompts grouped by bin), ``False`` for
+            reshuffled epochs.
+        rng: draws the first epoch's permutation (unused when ``resample``).
+
+    Examples:
+        >>> init_state(4, 3, resample=True, rng=np.random.default_rng(0)).bin_start.tolist()
+        [0, 4, 4, 4]
+        >>> init_state(4, 3, resample=False, rng=np.random.default_rng(0)).perm.tolist()
+        [2, 0, 1, 3]
+    """
     start = np.full(num_bins + 1, num_prompts, dtype=np.int64)
     start[0] = 0
     if resample:
@@ -45,7 +77,23 @@ def init_state(
 def sample_uniform(
     state: SamplerState, batch_size: int, rng: np.random.Generator
 ) -> tuple[NDArray[np.int64], SamplerState]:
-    """The next ``batch_size`` ids of the epoch order, starting a new epoch when this one ends."""
+    """The next ``batch_size`` ids of the epoch order, starting a new epoch when this one ends.
+
+    Returns ``(ids, new_state)``; ``state`` is not mutated.
+
+    Examples:
+        Two batches of 3 from 5 prompts: the second takes the epoch's last two ids and one
+        from a new epoch, never repeating an id within the batch.
+
+        >>> rng = np.random.default_rng(0)
+        >>> st = init_state(5, 1, resample=False, rng=rng)
+        >>> ids, st = sample_uniform(st, 3, rng)
+        >>> ids.tolist(), st.pos, st.epoch
+        ([2, 4, 3], 3, 1)
+        >>> ids, st = sample_uniform(st, 3, rng)
+        >>> ids.tolist(), st.pos, st.epoch
+        ([0, 1, 4], 1, 2)
+    """
     n = state.perm.shape[0]
     take = min(batch_size, n - state.pos)
     head = state.perm[state.pos : state.pos + take].astype(np.int64)
@@ -65,7 +113,22 @@ def sample_uniform(
 def slot_counts(
     q: NDArray[np.float64], sizes: NDArray[np.int64], batch_size: int, rng: np.random.Generator
 ) -> NDArray[np.int64]:
-    """Prompts to draw per bin: multinomial from q, overflow sent to the nearest bins with room."""
+    """Prompts to draw per bin: multinomial from q, overflow sent to the nearest bins with room.
+
+    Args:
+        q: float64 (B,), the distribution over bins.
+        sizes: int64 (B,), prompts available per bin.
+        batch_size: slots to fill, at most ``sizes.sum()``.
+        rng: draws the multinomial.
+
+    Examples:
+        Bin 2 holds one prompt but gets all three slots: the two extra slots go to the nearest
+        bin with room (bin 1; on a tie between two bins at the same distance, the lower one).
+
+        >>> rng = np.random.default_rng(0)
+        >>> slot_counts(np.array([0.0, 0.0, 1.0]), np.array([2, 2, 1]), 3, rng).tolist()
+        [0, 2, 1]
+    """
     counts = rng.multinomial(batch_size, q).astype(np.int64)
     excess = np.maximum(counts - sizes, 0)
     counts -= excess
@@ -86,7 +149,19 @@ def slot_counts(
 def sample_resample(
     state: SamplerState, q: NDArray[np.float64], batch_size: int, rng: np.random.Generator
 ) -> NDArray[np.int64]:
-    """Draw ``batch_size`` distinct ids: bins from q, prompts uniformly within each bin."""
+    """Draw ``batch_size`` distinct ids: bins from q, prompts uniformly within each bin.
+
+    Examples:
+        Prompts 0-2 in bin 0 and 3-4 in bin 1 (``members`` is grouped by bin), all draws on bin 1:
+
+        >>> st = init_state(5, num_bins=2, resample=True, rng=np.random.default_rng(0))
+        >>> st = st._replace(bin_start=np.array([0, 3, 5]))
+        >>> q = np.array([0.0, 1.0])
+        >>> sorted(sample_resample(st, q, 2, np.random.default_rng(0)).tolist())
+        [3, 4]
+        >>> sorted(sample_resample(st, q, 4, np.random.default_rng(0)).tolist())  # bin 1 runs out
+        [1, 2, 3, 4]
+    """
     sizes = np.diff(state.bin_start)
     counts = slot_counts(q, sizes, batch_size, rng)
     parts = []
@@ -100,7 +175,20 @@ def sample_resample(
 def sample_probs(
     state: SamplerState, q: NDArray[np.float64] | None, bins: NDArray[np.int64], num_prompts: int
 ) -> NDArray[np.float64]:
-    """float64 (m,): each prompt's probability of being drawn by one draw of the sampler."""
+    """float64 (m,): each prompt's probability of being drawn by one draw of the sampler.
+
+    ``q=None`` is the uniform sampler (``1 / num_prompts``); otherwise ``q(b) / size(b)``.
+
+    Examples:
+        Four prompts in bin 0 and one in bin 1, with q = (0.5, 0.5):
+
+        >>> st = init_state(5, num_bins=2, resample=True, rng=np.random.default_rng(0))
+        >>> st = st._replace(bin_start=np.array([0, 4, 5]))
+        >>> sample_probs(st, np.array([0.5, 0.5]), np.array([0, 1]), num_prompts=5).tolist()
+        [0.125, 0.5]
+        >>> sample_probs(st, None, np.array([0, 1]), num_prompts=5).tolist()  # uniform sampler
+        [0.2, 0.2]
+    """
     if q is None:
         return np.full(bins.shape[0], 1.0 / num_prompts)
     sizes = np.diff(state.bin_start)

@@ -20,6 +20,8 @@ from gdro_core._validation import fail
 
 Array = NDArray[np.float64]
 
+__all__ = ["SIGNALS", "Signal", "register_signal", "unbiased_variance"]
+
 
 class Signal(NamedTuple):
     """A registered signal.
@@ -54,7 +56,12 @@ def _failure(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -
 
 
 def unbiased_variance(c: NDArray[np.int64], n: NDArray[np.int64]) -> Array:
-    """float64: ``c(n-c) / (n(n-1))``, unbiased for p(1-p) from c successes in n draws (0 if n < 2)."""
+    """float64: ``c(n-c) / (n(n-1))``, unbiased for p(1-p) from c successes in n draws (0 if n < 2).
+
+    Examples:
+        >>> unbiased_variance(np.array([0, 1, 2, 1]), np.array([4, 4, 4, 1])).round(4).tolist()
+        [0.0, 0.25, 0.3333, 0.0]
+    """
     denom = n * (n - 1)
     out: Array = np.where(denom > 0, c * (n - c) / np.maximum(denom, 1), 0.0)
     return out
