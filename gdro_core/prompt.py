@@ -270,4 +270,3 @@ def entropy(q: NDArray[np.float64]) -> float:
     """
     nz = q[q > 0]
     return float(-(nz * np.log(nz)).sum())
-
