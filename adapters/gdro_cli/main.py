@@ -5,9 +5,10 @@ A subcommand is a module with two functions::
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     def run(args: argparse.Namespace) -> int: ...   # the exit code
 
-registered below by its dotted path, and imported only when it is the one being run (or when
-``--help`` lists the subcommands). Errors a user can fix (``ValueError``, ``FileNotFoundError``)
-are printed as one line, without a traceback, and exit with code 2.
+registered below by its dotted path, and imported only when it is the one being run or asked
+for its help (``gdro report --help``); ``gdro --help`` lists them without importing any. Errors
+a user can fix (``ValueError``, ``TypeError``, ``FileNotFoundError``, ``FileExistsError``) are
+printed as one line, without a traceback, and exit with code 2.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+__all__ = ["SUBCOMMANDS", "main"]
 
 # name -> (module path, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -39,7 +42,27 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``gdro`` command line with ``argv`` (default: ``sys.argv[1:]``)."""
+    """Run the ``gdro`` command line with ``argv`` (default: ``sys.argv[1:]``).
+
+    Args:
+        argv: The arguments after the program name.
+
+    Returns:
+        The exit code: the subcommand's, 0 for the help shown without a subcommand, 2 for an
+        error a user can fix (printed as one line on stderr), 130 when interrupted.
+
+    Examples:
+        >>> import contextlib, sys
+        >>> main([])  # doctest: +ELLIPSIS
+        usage: gdro [-h] COMMAND ...
+        ...
+        0
+        >>> with contextlib.redirect_stderr(sys.stdout):  # show the error line
+        ...     code = main(["report", "no/such/run"])
+        gdro report: error: no/such/run is not a run directory: no config.json
+        >>> code
+        2
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
     if selected not in SUBCOMMANDS:

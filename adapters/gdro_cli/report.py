@@ -39,6 +39,25 @@ class Run:
         name: A short label (the directory name, made unique).
         config: ``config.json``.
         rows: ``metrics.jsonl``, one dict per line, in file order.
+
+    Examples:
+        Two bins; bin 1 is absent from the share at step 2:
+
+        >>> run = Run(Path("runs/demo"), "demo", {}, [
+        ...     {"step": 1, "classifier/share/0": 0.25, "classifier/share/1": 0.75, "loss": 0.9},
+        ...     {"step": 2, "classifier/share/0": 1.0, "loss": float("nan")},
+        ...     {"step": 3, "loss": 0.5},
+        ... ])
+        >>> run.num_bins  # no num_bins in the config: inferred from the keys
+        2
+        >>> run.series("loss")  # only the finite values
+        (array([1., 3.]), array([0.9, 0.5]))
+        >>> steps, share = run.matrix("classifier/share/")
+        >>> steps, share
+        (array([1., 2.]), array([[0.25, 0.75],
+               [1.  ,  nan]]))
+        >>> print(run.matrix("prompt/q/"))
+        None
     """
 
     path: Path
@@ -101,8 +120,35 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_run(path: str | os.PathLike[str], name: str | None = None) -> Run:
     """Read a run directory.
 
+    Args:
+        path: The directory holding ``config.json`` and ``metrics.jsonl``.
+        name: The run's label (default: the directory name).
+
+    Returns:
+        The run; lines of ``metrics.jsonl`` that are not JSON objects (a torn last line of a run
+        still writing) are skipped.
+
     Raises:
-        ValueError: If it has no ``config.json`` or ``metrics.jsonl``.
+        ValueError: If it has no ``config.json`` or ``metrics.jsonl``, or the config is not a JSON
+            object.
+
+    Examples:
+        >>> import json, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> run_dir = Path(tmp.name) / "grpo-s0"
+        >>> run_dir.mkdir()
+        >>> _ = (run_dir / "config.json").write_text('{"kind": "train", "num_bins": 4}')
+        >>> _ = (run_dir / "metrics.jsonl").write_text(
+        ...     '{"step": 1, "train/reward_mean": 0.25}\\n{"step": 2, "train/rew'
+        ... )
+        >>> run = load_run(run_dir)
+        >>> run.name, run.config["kind"], run.num_bins, run.rows
+        ('grpo-s0', 'train', 4, [{'step': 1, 'train/reward_mean': 0.25}])
+        >>> load_run(tmp.name)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is not a run directory: no config.json
+        >>> tmp.cleanup()
     """
     p = Path(path)
     if not (p / "config.json").is_file():
@@ -316,6 +362,25 @@ def write_report(
 
     Raises:
         ValueError: If a path is not a run directory.
+
+    Examples:
+        A run that logged only its training reward and held-out pass@8 gets the learning curves
+        (its per-bin panels have no data) and a row of the summary table:
+
+        >>> import json, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> run_dir = Path(tmp.name) / "grpo-s0"
+        >>> run_dir.mkdir()
+        >>> _ = (run_dir / "config.json").write_text('{"kind": "train", "prompt": "off"}')
+        >>> rows = [{"step": s, "train/reward_mean": 0.1 * s} for s in range(1, 11)]
+        >>> rows += [{"step": 0, "eval/pass@8": 0.25}, {"step": 10, "eval/pass@8": 0.5}]
+        >>> _ = (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in rows))
+        >>> out = write_report([run_dir])
+        >>> out == run_dir / "report", sorted(p.name for p in out.iterdir())
+        (True, ['learning_curves.png', 'report.md'])
+        >>> print((out / "report.md").read_text().splitlines()[4])
+        | grpo-s0 | train | off/- | 10 | 1.000 | 0.250 → 0.500 | - → - | - | - |
+        >>> tmp.cleanup()
     """
     import matplotlib
 
@@ -366,7 +431,14 @@ def write_report(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the flags of ``gdro report``."""
+    """Register the flags of ``gdro report``.
+
+    Examples:
+        >>> parser = argparse.ArgumentParser(prog="gdro report")
+        >>> add_arguments(parser)
+        >>> parser.parse_args(["runs/a", "runs/b", "--smooth", "5"])
+        Namespace(run_dirs=[PosixPath('runs/a'), PosixPath('runs/b')], out=None, smooth=5)
+    """
     parser.add_argument(
         "run_dirs",
         nargs="+",
@@ -383,7 +455,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``gdro report``."""
+    """Run ``gdro report``.
+
+    Args:
+        args: The flags registered by :func:`add_arguments`.
+
+    Returns:
+        0; the output directory and the number of PNGs in it are printed.
+
+    Examples:
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> run_dir = Path(tmp.name) / "run"
+        >>> run_dir.mkdir()
+        >>> _ = (run_dir / "config.json").write_text("{}")
+        >>> _ = (run_dir / "metrics.jsonl").write_text('{"step": 1, "train/reward_mean": 0.5}\\n')
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parser.parse_args([str(run_dir), "--out", f"{tmp.name}/out"]))  # doctest: +ELLIPSIS
+        wrote .../out/report.md and 1 PNGs
+        0
+        >>> tmp.cleanup()
+    """
     out = write_report(args.run_dirs, args.out, smooth=args.smooth)
     print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.png')))} PNGs")
     return 0

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from gdro_verl import _compat
 
+__all__ = ["SUPPORTED_ESTIMATORS", "GDROSettings", "check_trainer_config"]
+
 Correctness = Literal["auto", "acc", "score"]
 _CORRECTNESS = ("auto", "acc", "score")
 _TOP_KEYS = ("seed", "classifier", "prompt", "rollout", "correctness", "loss_key", "pass_at_k")
@@ -51,6 +53,23 @@ class GDROSettings:
         loss_key: Optional per-response reward-extra field holding a loss; averaged per prompt it is
             the controller's ``losses`` (needed for ``prompt.signal="loss"``).
         pass_at_k: The k of the logged unbiased ``gdro/pass@k`` metrics.
+
+    Examples:
+        Inside verl, ``data`` is attached to the full config, so the mean budget comes from
+        ``actor_rollout_ref.rollout.n``; the loss-driven signals default to reward-derived ones:
+
+        >>> from omegaconf import OmegaConf
+        >>> cfg = OmegaConf.create({
+        ...     "actor_rollout_ref": {"rollout": {"n": 8}},
+        ...     "data": {"gdro": {"rollout": {"mode": "bandit", "max": 16}, "pass_at_k": [2, 1]}},
+        ... })
+        >>> settings = GDROSettings.from_data_config(cfg.data)
+        >>> settings.mean, settings.rollout.mode, settings.rollout.min, settings.rollout.max
+        (8, 'bandit', 2, 16)
+        >>> settings.prompt.mode, settings.prompt.signal, settings.rollout.arm_signal
+        ('reweight', 'failure', 'variance')
+        >>> settings.seed, settings.correctness, settings.pass_at_k
+        (0, 'auto', (1, 2))
     """
 
     classifier: Any
@@ -80,6 +99,22 @@ class GDROSettings:
             ValueError: an unknown option, a bad value (the core config's message, prefixed with the
                 config key), or a missing mean budget.
             ImportError: gdro_core is not installed.
+
+        Examples:
+            A plain mapping works too (as in tests); detached from a verl config it must name the
+            mean budget itself:
+
+            >>> GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 6}}}).mean
+            6
+            >>> typo = {"gdro": {"rollout": {"mean": 4}, "promt": {}}}
+            >>> GDROSettings.from_data_config(typo)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: data.gdro has no option 'promt'; valid options: seed, classifier, ...
+            >>> GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4, "min": 0}}})
+            Traceback (most recent call last):
+            ...
+            ValueError: data.gdro.rollout: RolloutConfig.min must be an integer in [2, 4096]; got 0
         """
         from gdro_core import ClassifierConfig, PromptConfig, RolloutConfig
 
@@ -185,6 +220,30 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
 
     Raises:
         ValueError: naming the config key, the allowed value(s) and the value found.
+
+    Examples:
+        A V1 run must select gdro's replay buffer, which feeds the rewards back:
+
+        >>> from omegaconf import OmegaConf
+        >>> cfg = OmegaConf.create({
+        ...     "actor_rollout_ref": {"rollout": {"n": 4}},
+        ...     "algorithm": {"adv_estimator": "grpo"},
+        ...     "trainer": {"use_v1": True, "v1": {"trainer_mode": "sync"}},
+        ...     "data": {"dataloader_num_workers": 0, "gdro": {}},
+        ... })
+        >>> settings = GDROSettings.from_data_config(cfg.data)
+        >>> check_trainer_config(cfg.data, settings)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: trainer.v1.sampler.custom_sampler must select gdro's replay buffer, ...
+        >>> cfg.trainer.v1.sampler = {"custom_sampler": {
+        ...     "path": "pkg://gdro_verl.replay_buffer", "name": "GDROReplayBuffer"}}
+        >>> check_trainer_config(cfg.data, settings)  # passes: returns None
+        >>> cfg.algorithm.adv_estimator = "gae"
+        >>> check_trainer_config(cfg.data, settings)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: algorithm.adv_estimator must be one of ('grpo', 'grpo_vectorized') ...got 'gae'
     """
     workers = _compat.select(data_config, "dataloader_num_workers", 0)
     if workers != 0:

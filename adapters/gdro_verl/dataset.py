@@ -28,6 +28,8 @@ from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
 from gdro_verl import runtime as _runtime  # noqa: E402
 from gdro_verl.config import GDROSettings, check_trainer_config  # noqa: E402
 
+__all__ = ["GDRODataset"]
+
 Role = Literal["train", "val"]
 
 
@@ -76,6 +78,60 @@ class GDRODataset(RLHFDataset):
     Raises:
         ValueError: bad ``data.gdro`` options, ``data.dataloader_num_workers != 0``, or verl settings
             gdro cannot run with (see :func:`gdro_verl.config.check_trainer_config`).
+
+    Examples:
+        Four prompts in a parquet file per split, two prompts per step (verl's own
+        ``RLHFDataset`` reads them, and prints their number):
+
+        >>> import os, tempfile
+        >>> from pathlib import Path
+        >>> import datasets
+        >>> import pandas as pd
+        >>> from omegaconf import OmegaConf
+        >>> from gdro_verl.sampler import GDROSampler
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> hf_cache = datasets.config.HF_DATASETS_CACHE
+        >>> datasets.config.HF_DATASETS_CACHE = Path(tmp.name)  # datasets' cache in tmp too
+        >>> prompts = [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(4)]
+        >>> for split in ("train", "val"):
+        ...     pd.DataFrame({"prompt": prompts}).to_parquet(f"{tmp.name}/{split}.parquet")
+        >>> data = OmegaConf.create({
+        ...     "train_files": f"{tmp.name}/train.parquet",
+        ...     "val_files": f"{tmp.name}/val.parquet",
+        ...     "train_batch_size": 2,
+        ...     "dataloader_num_workers": 0,
+        ...     "filter_overlong_prompts": False,
+        ...     "gdro": {"rollout": {"mean": 4}},
+        ... })
+        >>> train = GDRODataset(data.train_files, tokenizer=None, config=data)
+        dataset len: 4
+        >>> train.role, len(train), train.runtime.block_size
+        ('train', 4, 2)
+
+        Train rows are read through gdro's sampler, which plans each step's prompts; a row
+        carries its prompt id and its planned rollout count:
+
+        >>> ids = iter(GDROSampler(train))
+        >>> row = train[next(ids)]
+        >>> row["gdro_prompt_id"], row["__rollout_n__"], row["raw_prompt"][0]["content"]
+        (2, 4, 'What is 2 + 2?')
+        >>> train[3]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        KeyError: "gdro: prompt id 3 is not in the planned batch; ..."
+
+        Validation rows are left as verl makes them:
+
+        >>> val = GDRODataset(data.val_files, tokenizer=None, config=data)
+        dataset len: 4
+        >>> val.is_train, val.runtime, "gdro_prompt_id" in val[0]
+        (False, None, False)
+        >>> from gdro_verl.runtime import active, deactivate
+        >>> active() is train.runtime  # the train dataset made its controller the process's
+        True
+        >>> deactivate(train.runtime)
+        >>> datasets.config.HF_DATASETS_CACHE = hf_cache
+        >>> tmp.cleanup()
     """
 
     def __init__(

@@ -18,6 +18,8 @@ from gdro_verl._compat import PROMPT_ID_FIELD
 if TYPE_CHECKING:
     from gdro_verl.runtime import Group
 
+__all__ = ["choose_rewards", "groups_from_batch", "groups_from_rows", "step_metrics"]
+
 
 def choose_rewards(
     *, acc: Sequence[Any] | None, scores: Sequence[float], correctness: str
@@ -34,6 +36,18 @@ def choose_rewards(
 
     Raises:
         ValueError: ``correctness="acc"`` but the scorer reports no ``acc``, or a value is not finite.
+
+    Examples:
+        >>> choose_rewards(acc=[True, False, True], scores=[0.9, 0.2, 0.6], correctness="auto")
+        array([1., 0., 1.])
+        >>> choose_rewards(acc=None, scores=[0.9, 0.2, 0.6], correctness="auto")
+        array([0.9, 0.2, 0.6])
+        >>> choose_rewards(acc=[True, False, True], scores=[0.9, 0.2, 0.6], correctness="score")
+        array([0.9, 0.2, 0.6])
+        >>> choose_rewards(acc=None, scores=[0.9], correctness="acc")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: data.gdro.correctness='acc' but the reward function reports no 'acc'; ...
     """
     if correctness == "acc" and acc is None:
         raise ValueError(
@@ -69,6 +83,22 @@ def groups_from_rows(
 
     Raises:
         ValueError: rows of one uid carry different prompt ids, or lengths differ.
+
+    Examples:
+        >>> groups = groups_from_rows(
+        ...     uids=["u1", "u2", "u1", "u2", "u1"],
+        ...     prompt_ids=[7, 3, 7, 3, 7],
+        ...     rewards=np.array([1.0, 0.0, 0.0, 0.0, 1.0]),
+        ...     losses=np.array([0.5, 0.9, 0.3, 0.7, 0.1]),
+        ... )
+        >>> for uid, group in groups.items():
+        ...     print(uid, group.prompt_id, group.rewards, round(group.loss, 3))
+        u1 7 [1. 0. 1.] 0.3
+        u2 3 [0. 0.] 0.8
+        >>> groups_from_rows(uids=["u1", "u1"], prompt_ids=[7, 8], rewards=np.zeros(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: gdro: uid 'u1' has rows of prompt ids 7 and 8
     """
     from gdro_verl.runtime import Group
 
@@ -107,6 +137,26 @@ def groups_from_batch(
 
     Raises:
         ValueError: a uid has no known prompt id, or a needed field is missing.
+
+    Examples:
+        Four responses of two prompts; the scorer reports no ``acc``, so the reward is the summed
+        token-level score. These rows carry no ``gdro_prompt_id``, so the uids' bindings are used:
+
+        >>> import torch
+        >>> from verl import DataProto
+        >>> data = DataProto.from_dict(
+        ...     tensors={"token_level_scores": torch.tensor([[0, 1.0], [0, 0], [0, 0.5], [0, 0]])},
+        ...     non_tensors={"uid": np.array(["a", "b", "a", "b"], dtype=object)},
+        ... )
+        >>> groups = groups_from_batch(
+        ...     data, uid_prompt={"a": 4, "b": 9}, correctness="auto", loss_key=None
+        ... )
+        >>> {uid: (g.prompt_id, g.rewards.tolist()) for uid, g in groups.items()}
+        {'a': (4, [1.0, 0.5]), 'b': (9, [0.0, 0.0])}
+        >>> groups_from_batch(data, uid_prompt={"a": 4}, correctness="auto", loss_key=None)
+        Traceback (most recent call last):
+        ...
+        ValueError: gdro: uid 'b' has no gdro_prompt_id stamp or binding
     """
     ntb = data.non_tensor_batch
     uids = [str(u) for u in ntb["uid"]]
@@ -151,6 +201,26 @@ def step_metrics(
         ``critic/score/mean``), ``gdro/solved_none`` and ``gdro/solved_all`` (fractions of prompts)
         and ``gdro/missing_rollouts``. No key contains the words verl's V1 metric aggregator
         reads as max/min/sum reducers.
+
+    Examples:
+        Three prompts: none, half and all of their rollouts correct; one rollout went missing:
+
+        >>> metrics = step_metrics(
+        ...     rollouts=np.array([4, 4, 2]),
+        ...     n_correct=np.array([0, 2, 2]),
+        ...     controller_metrics={"prompt/entropy": 1.5},
+        ...     ks=[1, 2],
+        ...     missing=1,
+        ... )
+        >>> for key, value in metrics.items():
+        ...     print(f"{key}: {value:.3f}")
+        gdro/prompt/entropy: 1.500
+        gdro/pass@1: 0.500
+        gdro/pass@2: 0.611
+        gdro/solve_rate: 0.500
+        gdro/solved_none: 0.333
+        gdro/solved_all: 0.333
+        gdro/missing_rollouts: 1.000
     """
     from gdro_core import pass_at_k
 

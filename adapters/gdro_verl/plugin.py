@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from gdro_verl import _compat
 
+# No functions or classes: importing the module is what it does. LOADED is read by users (docs).
+__all__ = ["LOADED"]
+
 LOADED = False
 
 _compat.install_sampler_factory()

@@ -29,6 +29,8 @@ from gdro_verl import feedback  # noqa: E402
 from gdro_verl import runtime as _runtime  # noqa: E402
 from gdro_verl.runtime import Group  # noqa: E402
 
+__all__ = ["GDROReplayBuffer"]
+
 _FIELDS = ("uid", _compat.PROMPT_ID_FIELD, "rm_scores", "extra_fields")
 
 
@@ -52,6 +54,12 @@ def final_output_keys(keys: Sequence[str]) -> list[str]:
 
     Returns:
         One key per ``(uid, session)``: the highest ``index``.
+
+    Examples:
+        Session 0 of ``u-1`` had two outputs (a multi-turn session); its last one carries the score:
+
+        >>> final_output_keys(["u-1_0_0", "u-1_0_1", "u-1_1_0", "u-2_0_0"])
+        ['u-1_0_1', 'u-1_1_0', 'u-2_0_0']
     """
     best: dict[str, tuple[int, str]] = {}
     for key in keys:
@@ -118,6 +126,24 @@ class GDROReplayBuffer(ReplayBuffer):
 
     Raises:
         ValueError: ``trainer_mode`` is not ``"sync"``.
+
+    Examples:
+        Building one needs no cluster (``sample`` reads TransferQueue and needs a running one):
+
+        >>> from omegaconf import OmegaConf
+        >>> kwargs = dict(
+        ...     trainer_config=OmegaConf.create({}),
+        ...     max_off_policy_threshold=1,
+        ...     max_off_policy_strategy="drop",
+        ...     sampler_kwargs=OmegaConf.create({}),
+        ... )
+        >>> buffer = GDROReplayBuffer(trainer_mode="sync", **kwargs)
+        >>> buffer.trainer_mode, isinstance(buffer, ReplayBuffer)
+        ('sync', True)
+        >>> GDROReplayBuffer(trainer_mode="separate_async", **kwargs)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: trainer.v1.trainer_mode must be 'sync' with gdro's replay buffer ...'separate_async'
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -22,6 +22,8 @@ from numpy.typing import NDArray
 from gdro_verl import _compat, feedback
 from gdro_verl.config import GDROSettings
 
+__all__ = ["GDRORuntime", "Group", "activate", "active", "deactivate", "require_active"]
+
 logger = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1
@@ -29,7 +31,17 @@ _ACTIVE: GDRORuntime | None = None
 
 
 def activate(runtime: GDRORuntime) -> None:
-    """Make ``runtime`` the process's controller (the last train dataset built wins)."""
+    """Make ``runtime`` the process's controller (the last train dataset built wins).
+
+    Examples:
+        >>> from gdro_verl.config import GDROSettings
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> rt = GDRORuntime(settings, num_prompts=8, block_size=4)
+        >>> activate(rt)
+        >>> active() is rt
+        True
+        >>> deactivate(rt)
+    """
     global _ACTIVE
     if _ACTIVE is not None and _ACTIVE is not runtime:
         logger.warning("gdro: a second gdro train dataset replaces the active controller")
@@ -37,19 +49,59 @@ def activate(runtime: GDRORuntime) -> None:
 
 
 def deactivate(runtime: GDRORuntime | None = None) -> None:
-    """Forget the active controller (only ``runtime``'s, when given)."""
+    """Forget the active controller (only ``runtime``'s, when given).
+
+    Examples:
+        >>> from gdro_verl.config import GDROSettings
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> rt = GDRORuntime(settings, num_prompts=8, block_size=4)
+        >>> other = GDRORuntime(settings, num_prompts=8, block_size=4)
+        >>> activate(rt)
+        >>> deactivate(other)  # not the active one: nothing changes
+        >>> active() is rt
+        True
+        >>> deactivate()
+        >>> print(active())
+        None
+    """
     global _ACTIVE
     if runtime is None or _ACTIVE is runtime:
         _ACTIVE = None
 
 
 def active() -> GDRORuntime | None:
-    """The process's controller runtime, or None when no gdro train dataset was built here."""
+    """The process's controller runtime, or None when no gdro train dataset was built here.
+
+    Examples:
+        >>> from gdro_verl.config import GDROSettings
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> rt = GDRORuntime(settings, num_prompts=8, block_size=4)
+        >>> activate(rt)
+        >>> active().num_prompts, active().block_size
+        (8, 4)
+        >>> deactivate(rt)
+        >>> print(active())
+        None
+    """
     return _ACTIVE
 
 
 def require_active() -> GDRORuntime:
-    """The active runtime; raises ``RuntimeError`` naming the missing config when there is none."""
+    """The active runtime; raises ``RuntimeError`` naming the missing config when there is none.
+
+    Examples:
+        >>> from gdro_verl.config import GDROSettings
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> rt = GDRORuntime(settings, num_prompts=8, block_size=4)
+        >>> activate(rt)
+        >>> require_active() is rt
+        True
+        >>> deactivate(rt)
+        >>> require_active()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: gdro: no gdro train dataset in this process; set data.custom_cls.path=...
+    """
     if _ACTIVE is None:
         raise RuntimeError(
             "gdro: no gdro train dataset in this process; set data.custom_cls.path="
@@ -59,7 +111,16 @@ def require_active() -> GDRORuntime:
 
 
 class Group(NamedTuple):
-    """One prompt's results in one step (a verl uid group)."""
+    """One prompt's results in one step (a verl uid group).
+
+    Examples:
+        >>> group = Group(prompt_id=3, rewards=np.array([1.0, 0.0, 1.0]), loss=None)
+        >>> group.prompt_id, group.rewards.tolist(), group.loss
+        (3, [1.0, 0.0, 1.0], None)
+        >>> prompt_id, rewards, loss = group  # a NamedTuple
+        >>> prompt_id, float(rewards.mean())
+        (3, 0.6666666666666666)
+    """
 
     prompt_id: int  # stable prompt id (dataset position)
     rewards: NDArray[np.float64]  # (n_received,) one per rollout, session order
@@ -80,6 +141,41 @@ class GDRORuntime:
 
     Raises:
         ValueError: ``block_size`` is not in ``[1, num_prompts]``.
+
+    Examples:
+        Six prompts, three per step, four rollouts each. The sampler's calls plan a block; the
+        next block waits until this one is scored:
+
+        >>> from gdro_verl.config import GDROSettings
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> rt = GDRORuntime(settings, num_prompts=6, block_size=3)
+        >>> rt.epoch_length, rt.mean
+        (6, 4)
+        >>> ids = [rt.next_prompt_id() for _ in range(3)]
+        >>> ids, [rt.planned_rollouts(p) for p in ids]
+        ([3, 2, 5], [4, 4, 4])
+        >>> rt.next_prompt_id()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: gdro: the batch planned for step 0 was never scored, yet verl asked for ...
+
+        Scored groups may arrive over several calls; the controller updates once all are in. A
+        group with fewer rollouts than planned counts the missing ones as failures:
+
+        >>> rt.feedback_groups({"u0": Group(0, np.ones(4), None)})
+        Traceback (most recent call last):
+        ...
+        ValueError: gdro: uid 'u0' carries prompt id 0, which is not in the planned batch of step 0
+        >>> rt.feedback_groups({"u3": Group(3, np.array([1.0, 1.0, 0.0, 1.0]), None)})
+        {}
+        >>> metrics = rt.feedback_groups({
+        ...     "u2": Group(2, np.zeros(4), None),
+        ...     "u5": Group(5, np.array([1.0, 0.0]), None),  # two sessions failed
+        ... })
+        >>> round(metrics["gdro/solve_rate"], 3), metrics["gdro/missing_rollouts"]
+        (0.333, 2.0)
+        >>> rt.next_prompt_id(), rt.plan.step  # the next block is planned
+        (4, 1)
     """
 
     def __init__(self, settings: GDROSettings, *, num_prompts: int, block_size: int) -> None:

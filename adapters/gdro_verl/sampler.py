@@ -20,6 +20,8 @@ from torch.utils.data import Sampler
 
 from gdro_verl.runtime import GDRORuntime
 
+__all__ = ["GDROCurriculumSampler", "GDROSampler"]
+
 
 class GDROSampler(Sampler[int]):
     """Yields the controller's prompt ids, one planned block (train batch) at a time.
@@ -34,6 +36,36 @@ class GDROSampler(Sampler[int]):
 
     Raises:
         TypeError: ``data_source`` is not a gdro train dataset.
+
+    Examples:
+        The sampler only needs the dataset's ``runtime``; five prompts in blocks of two make an
+        epoch of four ids:
+
+        >>> from types import SimpleNamespace
+        >>> import numpy as np
+        >>> from gdro_verl.config import GDROSettings
+        >>> from gdro_verl.runtime import Group
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> dataset = SimpleNamespace(runtime=GDRORuntime(settings, num_prompts=5, block_size=2))
+        >>> sampler = GDROSampler(dataset)
+        >>> len(sampler)
+        4
+        >>> ids = iter(sampler)
+        >>> first = [next(ids), next(ids)]
+        >>> first, sampler.state_dict()["yielded"]
+        ([2, 4], 2)
+
+        The second block is drawn only after the first one is scored:
+
+        >>> _ = dataset.runtime.feedback_groups(
+        ...     {f"uid{p}": Group(p, np.array([1.0, 0.0, 0.0, 0.0]), None) for p in first}
+        ... )
+        >>> [next(ids), next(ids)]
+        [3, 0]
+        >>> GDROSampler(SimpleNamespace(runtime=None))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: GDROSampler needs a train gdro_verl.dataset.GDRODataset ...; got SimpleNamespace
     """
 
     def __init__(self, data_source: Any) -> None:
@@ -95,6 +127,48 @@ class GDROCurriculumSampler(GDROSampler, _curriculum_base()):  # type: ignore[mi
     Args:
         data_source: A train :class:`~gdro_verl.dataset.GDRODataset`.
         data_config: verl's ``data`` config (unused: the dataset already parsed ``data.gdro``).
+
+    Raises:
+        TypeError: ``data_source`` is not a gdro train dataset.
+        ValueError: ``data.gdro.rollout.mode`` is not ``"fixed"``.
+
+    Examples:
+        verl calls :meth:`update` with each scored batch (here two prompts, four responses each,
+        stamped with their prompt ids):
+
+        >>> from types import SimpleNamespace
+        >>> import numpy as np
+        >>> import torch
+        >>> from verl import DataProto
+        >>> from gdro_verl.config import GDROSettings
+        >>> settings = GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4}}})
+        >>> dataset = SimpleNamespace(runtime=GDRORuntime(settings, num_prompts=4, block_size=2))
+        >>> sampler = GDROCurriculumSampler(dataset)
+        >>> ids = iter(sampler)
+        >>> first = [next(ids), next(ids)]
+        >>> first
+        [2, 0]
+        >>> batch = DataProto.from_dict(
+        ...     tensors={"token_level_scores": torch.tensor([1.0, 0, 0, 0, 1, 1, 1, 0])[:, None]},
+        ...     non_tensors={
+        ...         "uid": np.array(["a"] * 4 + ["b"] * 4, dtype=object),
+        ...         "gdro_prompt_id": np.repeat(first, 4),
+        ...     },
+        ... )
+        >>> sampler.update(batch)
+        >>> dataset.runtime.pop_metrics()["gdro/solve_rate"]
+        0.5
+        >>> [next(ids), next(ids)]
+        [1, 3]
+
+        Per-prompt rollout counts need verl 0.9:
+
+        >>> raw = {"gdro": {"rollout": {"mean": 4, "mode": "bandit"}}}
+        >>> bandit = GDRORuntime(GDROSettings.from_data_config(raw), num_prompts=4, block_size=2)
+        >>> GDROCurriculumSampler(SimpleNamespace(runtime=bandit))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: data.gdro.rollout.mode must be 'fixed' with verl's data.sampler interface ...
     """
 
     def __init__(self, data_source: Any, data_config: Any = None) -> None:
