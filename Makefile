@@ -33,7 +33,7 @@ demo-sim: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gdro_core adapters tests benchmarks examples
-	$(BIN)/ruff format --check gdro_core adapters/gdro_torch adapters/gdro_cli
+	$(BIN)/ruff format --check gdro_core adapters/gdro_torch adapters/gdro_cli adapters/gdro_lab adapters/gdro_verl
 
 typecheck: $(STAMP)
 	$(BIN)/mypy gdro_core adapters/gdro_verl adapters/gdro_lab adapters/gdro_torch adapters/gdro_cli

@@ -28,31 +28,82 @@ from gdro_lab.learner import LearnerConfig
 from gdro_lab.run import STRATEGIES, SimConfig
 from gdro_lab.scenarios import SCENARIOS
 
+__all__ = ["DEFAULTS", "PRESETS", "add_arguments", "build_config", "run", "settings"]
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {"scenario": "stationary", "strategies": ",".join(STRATEGIES), "seeds": 3,
-             "steps": 1000, "num_prompts": 14_100, "batch_size": 256, "eval_every": 10,
-             "print_every": 200},
-    "smoke": {"scenario": "stationary", "strategies": ",".join(STRATEGIES), "seeds": 2,
-              "steps": 30, "num_prompts": 3000, "batch_size": 32, "eval_every": 10,
-              "eval_size": 2000, "print_every": 0},
-    "full": {"scenario": "stationary", "strategies": ",".join(STRATEGIES), "seeds": 5,
-             "steps": 1000, "num_prompts": 14_100, "batch_size": 256, "eval_every": 10,
-             "print_every": 0},
+    "demo": {
+        "scenario": "stationary",
+        "strategies": ",".join(STRATEGIES),
+        "seeds": 3,
+        "steps": 1000,
+        "num_prompts": 14_100,
+        "batch_size": 256,
+        "eval_every": 10,
+        "print_every": 200,
+    },
+    "smoke": {
+        "scenario": "stationary",
+        "strategies": ",".join(STRATEGIES),
+        "seeds": 2,
+        "steps": 30,
+        "num_prompts": 3000,
+        "batch_size": 32,
+        "eval_every": 10,
+        "eval_size": 2000,
+        "print_every": 0,
+    },
+    "full": {
+        "scenario": "stationary",
+        "strategies": ",".join(STRATEGIES),
+        "seeds": 5,
+        "steps": 1000,
+        "num_prompts": 14_100,
+        "batch_size": 256,
+        "eval_every": 10,
+        "print_every": 0,
+    },
 }
-DEFAULTS: dict[str, Any] = {"scenario": "stationary", "strategies": ",".join(STRATEGIES),
-                            "seeds": 3, "steps": 1000, "num_prompts": 14_100,
-                            "batch_size": 256, "mean_rollouts": 4, "eval_every": 10,
-                            "eval_size": 20_000, "num_bins": 10, "signal": "failure",
-                            "score_rule": "ema", "selection": "mode", "print_every": 0}
+DEFAULTS: dict[str, Any] = {
+    "scenario": "stationary",
+    "strategies": ",".join(STRATEGIES),
+    "seeds": 3,
+    "steps": 1000,
+    "num_prompts": 14_100,
+    "batch_size": 256,
+    "mean_rollouts": 4,
+    "eval_every": 10,
+    "eval_size": 20_000,
+    "num_bins": 10,
+    "signal": "failure",
+    "score_rule": "ema",
+    "selection": "mode",
+    "print_every": 0,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the ``gdro simulate`` flags."""
+    """Register the ``gdro simulate`` flags.
+
+    Args:
+        parser: the parser (or subparser) to add them to.
+
+    Examples:
+        >>> parser = argparse.ArgumentParser(prog="gdro simulate")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["--preset", "smoke", "--strategies", "uniform", "knapsack",
+        ...                           "--steps", "5", "--out", "runs/sim"])
+        >>> args.preset, args.strategies, args.steps, args.seeds, args.no_plots
+        ('smoke', ['uniform', 'knapsack'], 5, None, False)
+    """
     a = parser.add_argument
     a("--preset", choices=sorted(PRESETS), help="a named set of settings (flags override it)")
     a("--scenario", choices=sorted(SCENARIOS), help="the simulated world (default stationary)")
-    a("--strategies", nargs="+", metavar="NAME",
-      help=f"strategies, space- or comma-separated, from: {', '.join(STRATEGIES)} (default all)")
+    a(
+        "--strategies",
+        nargs="+",
+        metavar="NAME",
+        help=f"strategies, space- or comma-separated, from: {', '.join(STRATEGIES)} (default all)",
+    )
     a("--seeds", type=int, help="number of seeds, run as 0..SEEDS-1 (default 3)")
     a("--steps", type=int, help="steps per run (default 1000)")
     a("--num-prompts", type=int, help="population size (default 14100, the paper's dataset)")
@@ -61,13 +112,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--num-bins", type=int, help="difficulty bins (default 10)")
     a("--eval-every", type=int, help="steps between evaluations (default 10)")
     a("--eval-size", type=int, help="prompts in the evaluation subsample (default 20000)")
-    a("--target", type=float, help="mean success for 'steps to target' (default: halve the "
-      "initial failure rate)")
+    a(
+        "--target",
+        type=float,
+        help="mean success for 'steps to target' (default: halve the initial failure rate)",
+    )
     a("--signal", choices=("failure", "variance"), help="Prompt-GDRO signal (default failure)")
     a("--score-rule", choices=("ema", "cumulative"), help="Prompt-GDRO rule (default ema)")
     a("--eta", type=float, help="Prompt-GDRO rate (default: the core's 0.65)")
-    a("--dual-step", type=float, help="shadow-price step alpha (default: 2e-4 for "
-      "rollout-bandit, RolloutConfig.variance_bandit; 0.05 for rollout-bandit-paper)")
+    a(
+        "--dual-step",
+        type=float,
+        help="shadow-price step alpha (default: 2e-4 for "
+        "rollout-bandit, RolloutConfig.variance_bandit; 0.05 for rollout-bandit-paper)",
+    )
     a("--selection", choices=("mode", "sample"), help="Rollout-GDRO bandit selection")
     a("--lr-shared", type=float, help="learner: shared-ability step size (default 0.05)")
     a("--lr-own", type=float, help="learner: per-prompt step size (default 0.05)")
@@ -79,7 +137,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge defaults, the preset and explicit flags (in that order of precedence, last wins)."""
+    """Merge defaults, the preset and explicit flags (in that order of precedence, last wins).
+
+    Args:
+        args: the parsed flags (a flag left at None keeps the preset's or default value).
+
+    Returns:
+        Every setting by name (:data:`DEFAULTS`'s keys plus any optional ones given).
+
+    Examples:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> s = settings(parser.parse_args(["--preset", "smoke", "--steps", "5", "--out", "x"]))
+        >>> s["steps"], s["seeds"], s["num_prompts"], s["mean_rollouts"]  # flag, preset, default
+        (5, 2, 3000, 4)
+    """
     merged = dict(DEFAULTS)
     if getattr(args, "preset", None):
         merged.update(PRESETS[args.preset])
@@ -91,7 +163,27 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_config(s: dict[str, Any]) -> SimConfig:
-    """The :class:`SimConfig` for merged settings (``ValueError`` names a bad one)."""
+    """The :class:`SimConfig` for merged settings (``ValueError`` names a bad one).
+
+    Args:
+        s: the output of :func:`settings`; ``strategies`` may be comma-separated.
+
+    Returns:
+        The configuration, with seeds ``0 .. seeds - 1``.
+
+    Raises:
+        ValueError: a setting out of range.
+
+    Examples:
+        >>> s = {**DEFAULTS, "strategies": ["uniform,knapsack"], "seeds": 2, "num_prompts": 500}
+        >>> cfg = build_config(s)
+        >>> cfg.strategies, cfg.seeds, cfg.num_prompts, cfg.knobs.num_bins
+        (('uniform', 'knapsack'), (0, 1), 500, 10)
+        >>> build_config({**s, "seeds": 0})
+        Traceback (most recent call last):
+            ...
+        ValueError: --seeds must be an integer >= 1; got 0
+    """
     if s["seeds"] < 1:
         raise ValueError(f"--seeds must be an integer >= 1; got {s['seeds']}")
     learner_kw = {k: s[k] for k in ("lr_shared", "lr_own", "aggregation") if k in s}
@@ -99,21 +191,36 @@ def build_config(s: dict[str, Any]) -> SimConfig:
     joined = ",".join(raw) if isinstance(raw, (list, tuple)) else str(raw)
     strategies = tuple(x.strip() for x in joined.split(",") if x.strip())
     return SimConfig(
-        scenario=s["scenario"], strategies=strategies, seeds=tuple(range(s["seeds"])),
-        num_prompts=s["num_prompts"], batch_size=s["batch_size"],
-        mean_rollouts=s["mean_rollouts"], steps=s["steps"], eval_every=s["eval_every"],
-        eval_size=s["eval_size"], target=s.get("target"), learner=LearnerConfig(**learner_kw),
-        knobs=ControllerKnobs(num_bins=s["num_bins"], signal=s["signal"],
-                              score_rule=s["score_rule"], eta=s.get("eta"),
-                              dual_step=s.get("dual_step"), selection=s["selection"]))
+        scenario=s["scenario"],
+        strategies=strategies,
+        seeds=tuple(range(s["seeds"])),
+        num_prompts=s["num_prompts"],
+        batch_size=s["batch_size"],
+        mean_rollouts=s["mean_rollouts"],
+        steps=s["steps"],
+        eval_every=s["eval_every"],
+        eval_size=s["eval_size"],
+        target=s.get("target"),
+        learner=LearnerConfig(**learner_kw),
+        knobs=ControllerKnobs(
+            num_bins=s["num_bins"],
+            signal=s["signal"],
+            score_rule=s["score_rule"],
+            eta=s.get("eta"),
+            dual_step=s.get("dual_step"),
+            selection=s["selection"],
+        ),
+    )
 
 
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder; got the file {str(out)!r}")
     if out.is_dir() and any(out.iterdir()) and not (out / "results.json").exists():
-        raise ValueError(f"--out must be a new or empty folder, or one gdro simulate wrote "
-                         f"(with results.json); got {str(out)!r}")
+        raise ValueError(
+            f"--out must be a new or empty folder, or one gdro simulate wrote "
+            f"(with results.json); got {str(out)!r}"
+        )
 
 
 def _remove_previous_runs(out: Path) -> None:
@@ -137,7 +244,35 @@ def _remove_previous_runs(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the simulation and write the results folder; returns the exit code."""
+    """Run the simulation and write the results folder; returns the exit code.
+
+    Args:
+        args: flags parsed by a parser set up with :func:`add_arguments`.
+
+    Returns:
+        0.
+
+    Raises:
+        ValueError: a bad setting, or an ``--out`` that is a file or a non-empty folder
+            ``gdro simulate`` did not write.
+
+    Examples:
+        >>> import contextlib, io, tempfile
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     args = parser.parse_args(["--strategies", "uniform,knapsack", "--seeds", "1",
+        ...                               "--steps", "10", "--num-prompts", "200",
+        ...                               "--batch-size", "16", "--eval-size", "200",
+        ...                               "--no-plots", "--no-progress", "--out", f"{d}/sim"])
+        ...     printed = io.StringIO()
+        ...     with contextlib.redirect_stdout(printed):
+        ...         code = run(args)
+        ...     print(code, sorted(p.name for p in Path(d, "sim").iterdir()))
+        ...     print(printed.getvalue().splitlines()[-1].replace(d, "DIR"))
+        0 ['results.json', 'results.md', 'runs']
+        plot the runs with: gdro report DIR/sim --out DIR/sim/report
+    """
     from gdro_lab.lab import simulate  # heavy imports only when running
 
     s = settings(args)
@@ -148,10 +283,18 @@ def run(args: argparse.Namespace) -> int:
     _check_out(out)
     _remove_previous_runs(out)
     t0 = time.perf_counter()
-    simulate(cfg, out, print_every=int(s["print_every"]), progress=not args.no_progress,
-             write_plots=not args.no_plots)
+    simulate(
+        cfg,
+        out,
+        print_every=int(s["print_every"]),
+        progress=not args.no_progress,
+        write_plots=not args.no_plots,
+    )
     elapsed = time.perf_counter() - t0
-    print(f"wrote {out}/results.md, results.json, *.png and {len(cfg.strategies) * len(cfg.seeds)}"
-          f" run directories under {out}/runs in {elapsed:.1f} s")
+    print(
+        f"wrote {out}/results.md, results.json{'' if args.no_plots else ', *.png'} and "
+        f"{len(cfg.strategies) * len(cfg.seeds)}"
+        f" run directories under {out}/runs in {elapsed:.1f} s"
+    )
     print(f"plot the runs with: gdro report {out} --out {out}/report")
     return 0

@@ -19,13 +19,20 @@ from gdro_lab.controllers import GDRO_MODES
 from gdro_lab.run import RunResult, SimConfig, build_population, run_one, write_run
 from gdro_lab.summary import regret, summarise, to_markdown
 
+__all__ = ["simulate"]
+
 
 def controller_constants(cfg: SimConfig) -> dict[str, float]:
-    """The Prompt-GDRO rate and mixing the controllers use (each strategy's dual step and price
-    cap are in ``results.json``'s budget section, see :func:`gdro_lab.summary.rollout_constants`)."""
+    """The Prompt-GDRO rate and mixing the controllers use.
+
+    Each strategy's dual step and price cap are in ``results.json``'s budget section, see
+    :func:`gdro_lab.summary.rollout_constants`.
+    """
     p = PromptConfig()
-    return {"eta": float(cfg.knobs.eta if cfg.knobs.eta is not None else p.eta),
-            "gamma": float(p.gamma)}
+    return {
+        "eta": float(cfg.knobs.eta if cfg.knobs.eta is not None else p.eta),
+        "gamma": float(p.gamma),
+    }
 
 
 def watched_strategy(cfg: SimConfig) -> str | None:
@@ -33,29 +40,45 @@ def watched_strategy(cfg: SimConfig) -> str | None:
     that is not uniform, else the first strategy."""
     if "gdro-both" in cfg.strategies:
         return "gdro-both"
-    return next((s for s in cfg.strategies if s in GDRO_MODES and s != "uniform"),
-                cfg.strategies[0])
+    return next(
+        (s for s in cfg.strategies if s in GDRO_MODES and s != "uniform"), cfg.strategies[0]
+    )
 
 
 def curriculum_table(name: str, step: int, row: dict[str, float], num_bins: int) -> Table:
     """A compact per-bin table: batch share, adversary weight, rollouts and reward."""
-    table = Table(title=f"{name} step {step + 1}: mean bin {row['classifier/mean_bin']:.2f}, "
-                  f"reward {row['train/reward_mean']:.3f}, "
-                  f"price {row.get('rollout/shadow_price', 0.0):.3f}",
-                  title_justify="left", pad_edge=False, padding=(0, 1))
+    table = Table(
+        title=f"{name} step {step + 1}: mean bin {row['classifier/mean_bin']:.2f}, "
+        f"reward {row['train/reward_mean']:.3f}, "
+        f"price {row.get('rollout/shadow_price', 0.0):.3f}",
+        title_justify="left",
+        pad_edge=False,
+        padding=(0, 1),
+    )
     table.add_column("bin", justify="left")
     for b in range(num_bins):
         table.add_column(str(b), justify="right")
-    fields = [("share", "classifier/share/", "{:.2f}"), ("q", "prompt/q/", "{:.2f}"),
-              ("rollouts", "rollout/n_mean/", "{:.1f}"), ("reward", "train/reward/", "{:.2f}")]
+    fields = [
+        ("share", "classifier/share/", "{:.2f}"),
+        ("q", "prompt/q/", "{:.2f}"),
+        ("rollouts", "rollout/n_mean/", "{:.1f}"),
+        ("reward", "train/reward/", "{:.2f}"),
+    ]
     for label, prefix, fmt in fields:
         vals = [row.get(f"{prefix}{b}") for b in range(num_bins)]
         table.add_row(label, *("-" if v is None else fmt.format(v) for v in vals))
     return table
 
 
-def simulate(cfg: SimConfig, out: Path, *, print_every: int = 0, progress: bool = True,
-             write_plots: bool = True, console: Console | None = None) -> dict[str, Any]:
+def simulate(
+    cfg: SimConfig,
+    out: Path,
+    *,
+    print_every: int = 0,
+    progress: bool = True,
+    write_plots: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
     """Run every strategy and seed of ``cfg`` and write the results folder ``out``.
 
     Args:
@@ -69,14 +92,47 @@ def simulate(cfg: SimConfig, out: Path, *, print_every: int = 0, progress: bool 
 
     Returns:
         The ``results.json`` content.
+
+    Examples:
+        Two strategies on 200 prompts for 20 steps, printing ``prompt-reweight``'s curriculum
+        every 10 steps into a string:
+
+        >>> import io, tempfile
+        >>> cfg = SimConfig(strategies=("uniform", "prompt-reweight"), num_prompts=200,
+        ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
+        >>> log = io.StringIO()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     results = simulate(cfg, Path(d), print_every=10, progress=False,
+        ...                        write_plots=False, console=Console(file=log, width=100))
+        ...     print(sorted(p.name for p in Path(d).iterdir()))
+        ['results.json', 'results.md', 'runs']
+        >>> results["runs"], results["controller"]
+        (['runs/prompt-reweight-s0', 'runs/uniform-s0'], {'eta': 0.65, 'gamma': 0.01})
+        >>> o = results["outcomes"]["prompt-reweight"]  # (mean, CI half-width) over seeds
+        >>> round(o["final_mean"][0], 3), round(o["auc"][0], 3), o["reached_target"], o["seeds"]
+        (0.685, 0.681, 0, 1)
+        >>> for line in log.getvalue().splitlines():
+        ...     if line.startswith(("prompt-reweight step", "outcomes")):
+        ...         print(line.strip())
+        prompt-reweight step 1: mean bin 0.00, reward 0.531, price 0.000
+        prompt-reweight step 10: mean bin 0.00, reward 0.859, price 0.000
+        prompt-reweight step 20: mean bin 7.31, reward 0.594, price 0.000
+        outcomes (mean ± 95% CI over seeds)
     """
     console = console or Console(width=None if sys.stdout.isatty() else 110)
     out = Path(out)
     watch = watched_strategy(cfg)
     results: list[RunResult] = []
     total = len(cfg.seeds) * len(cfg.strategies) * cfg.steps
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console, disable=not progress, transient=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    )
     with bar:
         task = bar.add_task("simulating", total=total)
         for seed in cfg.seeds:
@@ -85,8 +141,9 @@ def simulate(cfg: SimConfig, out: Path, *, print_every: int = 0, progress: bool 
                 bar.update(task, description=f"{cfg.scenario} {name} seed {seed}")
                 show = print_every > 0 and name == watch and seed == cfg.seeds[0]
 
-                def on_step(t: int, row: dict[str, float], name: str = name,
-                            show: bool = show) -> None:
+                def on_step(
+                    t: int, row: dict[str, float], name: str = name, show: bool = show
+                ) -> None:
                     bar.advance(task)
                     if show and ((t + 1) % print_every == 0 or t == 0):
                         console.print(curriculum_table(name, t, row, cfg.knobs.num_bins))
@@ -106,31 +163,38 @@ def simulate(cfg: SimConfig, out: Path, *, print_every: int = 0, progress: bool 
     return summary
 
 
-def _write_plots(cfg: SimConfig, results: list[RunResult], out: Path,
-                 consts: dict[str, float]) -> list[str]:
+def _write_plots(
+    cfg: SimConfig, results: list[RunResult], out: Path, consts: dict[str, float]
+) -> list[str]:
     names = [plots.learning_curves(results, cfg.strategies, out / "learning_curves.png")]
     for s in cfg.strategies:
         if s in GDRO_MODES or s == "knapsack":
             run = next(r for r in results if r.strategy == s)
-            names.append(plots.curriculum_heatmaps(run, cfg.knobs.num_bins,
-                                                   out / f"curriculum_{s}.png"))
+            names.append(
+                plots.curriculum_heatmaps(run, cfg.knobs.num_bins, out / f"curriculum_{s}.png")
+            )
     rollout = [s for s in cfg.strategies if GDRO_MODES.get(s, ("", "fixed"))[1] != "fixed"]
     if rollout:
         names.append(plots.budget(results, rollout, cfg.mean_rollouts, out / "budget.png"))
-    varying = [s for s in cfg.strategies
-               if s == "knapsack" or GDRO_MODES.get(s, ("", "fixed"))[1] != "fixed"]
+    varying = [
+        s
+        for s in cfg.strategies
+        if s == "knapsack" or GDRO_MODES.get(s, ("", "fixed"))[1] != "fixed"
+    ]
     if varying:
         names.append(plots.wse(results, varying, out / "wse.png"))
     curves, bounds = {}, {}
     for s in cfg.strategies:
         run = next(r for r in results if r.strategy == s)
-        reg = regret(run, cfg.knobs.num_bins, consts["eta"], consts["gamma"],
-                     cfg.knobs.score_rule)
+        reg = regret(run, cfg.knobs.num_bins, consts["eta"], consts["gamma"], cfg.knobs.score_rule)
         if reg is not None and s != "uniform" and GDRO_MODES.get(s, ("off",))[0] != "off":
             curves[s], bounds[s] = reg["curve"], reg["bound"]
     if curves:
-        names.append(plots.regret(curves, bounds, out / "regret.png",
-                                  applies=cfg.knobs.score_rule == "cumulative"))
+        names.append(
+            plots.regret(
+                curves, bounds, out / "regret.png", applies=cfg.knobs.score_rule == "cumulative"
+            )
+        )
     adversary = [s for s in cfg.strategies if GDRO_MODES.get(s, ("off",))[0] != "off"]
     if adversary:
         names.append(plots.lead_lag(results, adversary, cfg.knobs.num_bins, out / "lead_lag.png"))
@@ -156,7 +220,12 @@ def _outcome_table(summary: dict[str, Any]) -> Table:
 
     for name, o in summary["outcomes"].items():
         red = summary["wse"][name]["reduction"]
-        table.add_row(name, f(o["final_mean"]), f(o["final_worst_bin"]), f(o["auc"]),
-                      f"{f(o['steps_to_target'], 0)} ({o['reached_target']}/{o['seeds']})",
-                      "n/a" if not np.isfinite(red[0]) else f"{100 * red[0]:.1f}%")
+        table.add_row(
+            name,
+            f(o["final_mean"]),
+            f(o["final_worst_bin"]),
+            f(o["auc"]),
+            f"{f(o['steps_to_target'], 0)} ({o['reached_target']}/{o['seeds']})",
+            "n/a" if not np.isfinite(red[0]) else f"{100 * red[0]:.1f}%",
+        )
     return table

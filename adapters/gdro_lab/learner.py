@@ -34,11 +34,11 @@ where :math:`w_i` is the strategy's advantage weight and :math:`c_i` the aggrega
 ``"token"`` (verl's token-mean with equal response lengths) gives :math:`c_i = n_i/\bar n`, so a
 prompt with more rollouts weighs more; ``"prompt"`` gives :math:`c_i = 1`. The transfer kernel
 :math:`K_{\ell\ell'} = \exp(-\Delta/\tau_{\text{down}})` for a harder source level
-(:math:`\ell' \ge \ell`, distance :math:`\Delta` in logits) and :math:`\exp(-\Delta/\tau_{\text{up}})`
-for an easier one: skills learnt on hard prompts carry over to easier ones better than the reverse
-(:math:`\tau_{\text{down}} > \tau_{\text{up}}`). Prompts far above the ability frontier never get a
-mixed group; they become learnable only as the frontier moves up, which is the curriculum the
-controllers are meant to find.
+(:math:`\ell' \ge \ell`, distance :math:`\Delta` in logits) and
+:math:`\exp(-\Delta/\tau_{\text{up}})` for an easier one: skills learnt on hard prompts carry
+over to easier ones better than the reverse (:math:`\tau_{\text{down}} > \tau_{\text{up}}`).
+Prompts far above the ability frontier never get a mixed group; they become learnable only as
+the frontier moves up, which is the curriculum the controllers are meant to find.
 
 **Cost.** A step costs O(rollouts + num_levels²); nothing is O(num_prompts) except evaluation,
 which runs on a fixed subsample. The per-prompt state is 9 bytes (float32 difficulty and own
@@ -56,6 +56,16 @@ from numpy.typing import NDArray
 
 from gdro_core._validation import check_choice, check_float, check_int
 
+__all__ = [
+    "Aggregation",
+    "Generation",
+    "Learner",
+    "LearnerConfig",
+    "Population",
+    "group_signal",
+    "sigmoid",
+]
+
 Aggregation = Literal["token", "prompt"]
 
 
@@ -67,9 +77,20 @@ class LearnerConfig:
         num_levels: number of difficulty levels carrying a shared ability (>= 2).
         lr_shared: step size of the shared ability per unit of batch-mean signal (>= 0).
         lr_own: step size of a prompt's own term per unit of its signal (>= 0).
-        transfer_down: decay length, in logits, of transfer from a harder level to easier ones (> 0).
-        transfer_up: decay length, in logits, of transfer from an easier level to harder ones (> 0).
+        transfer_down: decay length, in logits, of transfer from a harder level to easier ones
+            (> 0).
+        transfer_up: decay length, in logits, of transfer from an easier level to harder ones
+            (> 0).
         aggregation: ``"token"`` (a prompt weighs ``n_i / mean``) or ``"prompt"`` (weighs 1).
+
+    Examples:
+        >>> cfg = LearnerConfig(num_levels=8, aggregation="prompt")
+        >>> cfg.num_levels, cfg.lr_shared, cfg.transfer_down, cfg.aggregation
+        (8, 0.05, 1.5, 'prompt')
+        >>> LearnerConfig(num_levels=1)
+        Traceback (most recent call last):
+            ...
+        ValueError: LearnerConfig.num_levels must be an integer >= 2; got 1
     """
 
     num_levels: int = 48
@@ -96,6 +117,12 @@ class Population(NamedTuple):
         topic: int8 (N,), topic of each prompt (indexes a scenario's drift offsets).
         level_low: lowest difficulty covered by the level grid (logits).
         level_high: highest difficulty covered by the level grid (logits).
+
+    Examples:
+        >>> pop = Population(np.array([-1.0, 0.5, 3.0], np.float32), np.array([0, 1, 1], np.int8),
+        ...                  level_low=-4.0, level_high=8.0)
+        >>> pop.num_prompts, pop.difficulty.tolist(), pop.level_high
+        (3, [-1.0, 0.5, 3.0], 8.0)
     """
 
     difficulty: NDArray[np.float32]
@@ -118,6 +145,18 @@ class Generation(NamedTuple):
         signal: float64 (n,), the GRPO signal g_i of each prompt (0 for an all-equal group).
         prob: float64 (n,), each prompt's true success probability when it was generated.
         levels: int64 (n,), each prompt's level when it was generated.
+
+    Examples:
+        Two prompts of difficulty 0 (success probability 0.5 for a fresh learner), 4 rollouts each:
+
+        >>> pop = Population(np.zeros(2, np.float32), np.zeros(2, np.int8), -4.0, 4.0)
+        >>> learner = Learner(LearnerConfig(num_levels=4), pop)
+        >>> gen = learner.generate(np.random.default_rng(0), np.array([0, 1]), np.array([4, 4]))
+        >>> gen.reward.reshape(2, 4)  # prompt 1's group failed entirely: it teaches nothing
+        array([[0., 1., 1., 1.],
+               [0., 0., 0., 0.]])
+        >>> gen.prob.tolist(), gen.levels.tolist(), np.round(gen.signal, 3).tolist()
+        ([0.5, 0.5], [2, 2], [0.375, 0.0])
     """
 
     success: NDArray[np.bool_]
@@ -128,7 +167,12 @@ class Generation(NamedTuple):
 
 
 def sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Numerically stable logistic function, float64 in (0, 1) up to rounding at the extremes."""
+    """Numerically stable logistic function, float64 in (0, 1) up to rounding at the extremes.
+
+    Examples:
+        >>> np.round(sigmoid(np.array([-800.0, 0.0, 2.0, 800.0])), 4)
+        array([0.    , 0.5   , 0.8808, 1.    ])
+    """
     out: NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
     return out
 
@@ -145,6 +189,18 @@ def group_signal(
 
     Returns:
         float64 (n,), g_i; exactly 0 for a group whose verdicts are all equal.
+
+    Examples:
+        A mixed group of 4 with 2 correct has g = sqrt(3/4 * 1/2 * 1/2); an all-correct group
+        has 0; a group of 3 with 2 truly correct has g = sqrt(2/3 * 2/3 * 1/3) = 0.385 with clean
+        verdicts, and half that when one correct rollout is judged wrong:
+
+        >>> reward = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+        >>> success = np.array([1, 0, 1, 0, 1, 1, 1, 1, 0, 1], dtype=bool)
+        >>> np.round(group_signal(reward, success, np.array([4, 3, 3])), 3)
+        array([0.433, 0.   , 0.192])
+        >>> np.round(group_signal(success.astype(float), success, np.array([4, 3, 3])), 3)
+        array([0.433, 0.   , 0.385])
     """
     n = rollouts.astype(np.float64)
     gid = np.repeat(np.arange(rollouts.size), rollouts)
@@ -154,9 +210,7 @@ def group_signal(
     std = np.sqrt(var)
     adv = np.clip(dev / (std[gid] + 1e-6), -5.0, 5.0)
     adv[std[gid] == 0.0] = 0.0
-    out: NDArray[np.float64] = (
-        np.bincount(gid, weights=adv * success, minlength=rollouts.size) / n
-    )
+    out: NDArray[np.float64] = np.bincount(gid, weights=adv * success, minlength=rollouts.size) / n
     return out
 
 
@@ -173,6 +227,18 @@ class Learner:
         >>> lrn = Learner(LearnerConfig(num_levels=5), pop)
         >>> np.round(lrn.success_prob(np.array([0, 1])), 3)
         array([0.5  , 0.047])
+        >>> lrn.levels(np.array([0.0, 3.0])).tolist()  # 5 levels of 1 logit over [-1, 4)
+        [1, 4]
+
+        A step with a positive signal on the hard prompt 1 (level 4) raises its level's ability
+        and its own term, and, through the transfer kernel, the easier levels, the more the closer:
+
+        >>> lrn.train(np.array([1]), np.array([4]), np.array([0.4]), np.ones(1), np.array([4]),
+        ...           mean_rollouts=4)
+        >>> np.round(lrn.theta, 4)
+        array([0.0014, 0.0027, 0.0053, 0.0103, 0.02  ])
+        >>> np.round(lrn.success_prob(np.array([0, 1])), 4)
+        array([0.5007, 0.0493])
     """
 
     def __init__(self, config: LearnerConfig, population: Population) -> None:

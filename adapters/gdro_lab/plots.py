@@ -17,6 +17,8 @@ from gdro_lab._io import atomic_write  # noqa: E402
 from gdro_lab.run import RunResult  # noqa: E402
 from gdro_lab.summary import matrix, series  # noqa: E402
 
+__all__ = ["budget", "curriculum_heatmaps", "lead_lag", "learning_curves", "regret", "wse"]
+
 
 def _save(fig: Figure, path: Path) -> Path:
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
@@ -32,19 +34,40 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> Path:
-    """Mean and worst-bin success over steps, mean over seeds with a min-max band."""
+    """Mean and worst-bin success over steps, mean over seeds with a min-max band.
+
+    Args:
+        results: the runs (every seed of every strategy).
+        strategies: the strategies to draw, in legend order.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab.run import SimConfig, run_one
+        >>> cfg = SimConfig(strategies=("uniform", "knapsack"), num_prompts=200, batch_size=16,
+        ...                 steps=20, eval_every=5, eval_size=200)
+        >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = learning_curves(runs, cfg.strategies, Path(d) / "learning_curves.png")
+        ...     print(path.name, path.read_bytes()[:4], sorted(p.name for p in Path(d).iterdir()))
+        learning_curves.png b'\\x89PNG' ['learning_curves.png']
+    """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in strategies:
         runs = [r for r in results if r.strategy == name]
         if not runs:
             continue
         steps = runs[0].eval_steps
-        for ax, vals in ((axes[0], [r.eval_mean for r in runs]),
-                         (axes[1], [np.nanmin(r.eval_strata, axis=1) for r in runs])):
+        for ax, vals in (
+            (axes[0], [r.eval_mean for r in runs]),
+            (axes[1], [np.nanmin(r.eval_strata, axis=1) for r in runs]),
+        ):
             v = np.vstack(vals)
             (line,) = ax.plot(steps, v.mean(axis=0), label=name)
-            ax.fill_between(steps, v.min(axis=0), v.max(axis=0), alpha=0.15,
-                            color=line.get_color())
+            ax.fill_between(steps, v.min(axis=0), v.max(axis=0), alpha=0.15, color=line.get_color())
     axes[0].set(title="mean success", xlabel="step", ylabel="success probability")
     axes[1].set(title="worst-bin success", xlabel="step")
     axes[0].legend(fontsize=8)
@@ -52,26 +75,83 @@ def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], pat
 
 
 def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
-    """Steps x bins heatmaps of batch share, adversary weight and rollouts per prompt."""
-    panels = [("batch share (sqrt colour scale)",
-               matrix(result.rows, "classifier/share/", num_bins, 0.0), PowerNorm(0.5)),
-              ("adversary weight q", matrix(result.rows, "prompt/q/", num_bins), None),
-              ("rollouts per prompt (blank: bin absent)",
-               matrix(result.rows, "rollout/n_mean/", num_bins), None)]
+    """Steps x bins heatmaps of batch share, adversary weight and rollouts per prompt.
+
+    Args:
+        result: one run.
+        num_bins: bins of its metrics.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab.run import SimConfig, run_one
+        >>> cfg = SimConfig(strategies=("gdro-both",), num_prompts=200, batch_size=16,
+        ...                 steps=20, eval_every=5, eval_size=200)
+        >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = curriculum_heatmaps(runs[0], 10, Path(d) / "curriculum_gdro-both.png")
+        ...     print(path.name, path.stat().st_size > 0)
+        curriculum_gdro-both.png True
+    """
+    panels = [
+        (
+            "batch share (sqrt colour scale)",
+            matrix(result.rows, "classifier/share/", num_bins, 0.0),
+            PowerNorm(0.5),
+        ),
+        ("adversary weight q", matrix(result.rows, "prompt/q/", num_bins), None),
+        (
+            "rollouts per prompt (blank: bin absent)",
+            matrix(result.rows, "rollout/n_mean/", num_bins),
+            None,
+        ),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, (title, m, norm) in zip(axes, panels, strict=True):
-        im = ax.imshow(m.T, aspect="auto", origin="lower", interpolation="nearest",
-                       extent=(0, m.shape[0], -0.5, num_bins - 0.5), cmap="viridis", norm=norm)
+        im = ax.imshow(
+            m.T,
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            extent=(0, m.shape[0], -0.5, num_bins - 0.5),
+            cmap="viridis",
+            norm=norm,
+        )
         ax.set(title=f"{result.strategy}: {title}", xlabel="step", ylabel="bin")
         fig.colorbar(im, ax=ax)
     return _save(fig, path)
 
 
-def budget(results: Sequence[RunResult], strategies: Sequence[str], target: float,
-           path: Path) -> Path:
+def budget(
+    results: Sequence[RunResult], strategies: Sequence[str], target: float, path: Path
+) -> Path:
     """Shadow price (log scale) beside the square-root law's KKT price mu* on the first strategy's
     batches (dotted), and the unconstrained proposal m_t against the target, over steps (first
-    seed)."""
+    seed).
+
+    Args:
+        results: the runs.
+        strategies: strategies whose rollouts vary (they log a price and a proposal).
+        target: the mean budget, drawn as a dashed line.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab.run import SimConfig, run_one
+        >>> cfg = SimConfig(strategies=("rollout-bandit", "rollout-neyman"), num_prompts=200,
+        ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
+        >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = budget(runs, cfg.strategies, cfg.mean_rollouts, Path(d) / "budget.png")
+        ...     print(path.name, path.stat().st_size > 0)
+        budget.png True
+    """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name in strategies:
         run = next((r for r in results if r.strategy == name), None)
@@ -81,9 +161,14 @@ def budget(results: Sequence[RunResult], strategies: Sequence[str], target: floa
         prop = series(run.rows, "rollout/budget_unconstrained")
         axes[0].plot(np.where(price > 0, price, np.nan), label=name)
         if name == strategies[0]:
-            axes[0].plot(_smooth(series(run.rows, "sim/mu_star"), 10), ls=":", color="k",
-                         lw=1.8, zorder=5,
-                         label=f"mu* (square-root law, true variances, {name}'s batches)")
+            axes[0].plot(
+                _smooth(series(run.rows, "sim/mu_star"), 10),
+                ls=":",
+                color="k",
+                lw=1.8,
+                zorder=5,
+                label=f"mu* (square-root law, true variances, {name}'s batches)",
+            )
         axes[1].plot(_smooth(prop, 10), label=name)
     axes[1].axhline(target, color="k", lw=1, ls="--", label="target")
     axes[0].set_yscale("log")
@@ -95,7 +180,27 @@ def budget(results: Sequence[RunResult], strategies: Sequence[str], target: floa
 
 
 def wse(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> Path:
-    """WSE of each strategy relative to uniform rollouts on the same batches (first seed)."""
+    """WSE of each strategy relative to uniform rollouts on the same batches (first seed).
+
+    Args:
+        results: the runs.
+        strategies: the strategies to draw.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab.run import SimConfig, run_one
+        >>> cfg = SimConfig(strategies=("rollout-neyman", "knapsack"), num_prompts=200,
+        ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
+        >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = wse(runs, cfg.strategies, Path(d) / "wse.png")
+        ...     print(path.name, path.stat().st_size > 0)
+        wse.png True
+    """
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in strategies:
         run = next((r for r in results if r.strategy == name), None)
@@ -109,23 +214,74 @@ def wse(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> 
     return _save(fig, path)
 
 
-def regret(curves: dict[str, np.ndarray], bounds: dict[str, float], path: Path, *,
-           applies: bool = True) -> Path:
-    """Prompt-GDRO regret over steps, and the Hedge bound at the horizon (dashed)."""
+def regret(
+    curves: dict[str, np.ndarray], bounds: dict[str, float], path: Path, *, applies: bool = True
+) -> Path:
+    """Prompt-GDRO regret over steps, and the Hedge bound at the horizon (dashed).
+
+    Args:
+        curves: strategy name to its regret after each step.
+        bounds: strategy name to its bound (or reference value) at the horizon.
+        path: the PNG to write.
+        applies: whether the bound holds (the cumulative rule); otherwise the legend calls it a
+            reference.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab import theory
+        >>> gains = np.random.default_rng(0).random((50, 4))
+        >>> eta = theory.tuned_eta(4, 50)
+        >>> curve = theory.regret_curve(theory.hedge_probs(gains, eta, 0.0), gains)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = regret({"hedge": curve}, {"hedge": theory.hedge_bound(4, 50, eta, 0.0)},
+        ...                   Path(d) / "regret.png")
+        ...     print(path.name, path.stat().st_size > 0)
+        regret.png True
+    """
     fig, ax = plt.subplots(figsize=(7, 4))
     kind = "bound" if applies else "reference (EMA rule: no bound)"
     for name, curve in curves.items():
         (line,) = ax.plot(curve, label=f"{name} regret")
-        ax.axhline(bounds[name], color=line.get_color(), ls="--", lw=1,
-                   label=f"{name} {kind} {bounds[name]:.1f}")
+        ax.axhline(
+            bounds[name],
+            color=line.get_color(),
+            ls="--",
+            lw=1,
+            label=f"{name} {kind} {bounds[name]:.1f}",
+        )
     ax.set(title="regret against the best fixed bin", xlabel="step")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def lead_lag(results: Sequence[RunResult], strategies: Sequence[str], num_bins: int,
-             path: Path) -> Path:
-    """Mean bin of the adversary's weights against the batch's over steps (first seed)."""
+def lead_lag(
+    results: Sequence[RunResult], strategies: Sequence[str], num_bins: int, path: Path
+) -> Path:
+    """Mean bin of the adversary's weights against the batch's over steps (first seed).
+
+    Args:
+        results: the runs.
+        strategies: strategies that log adversary weights ``prompt/q/{b}``.
+        num_bins: bins of their metrics.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab.run import SimConfig, run_one
+        >>> cfg = SimConfig(strategies=("prompt-reweight",), num_prompts=200, batch_size=16,
+        ...                 steps=20, eval_every=5, eval_size=200)
+        >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = lead_lag(runs, cfg.strategies, 10, Path(d) / "lead_lag.png")
+        ...     print(path.name, path.stat().st_size > 0)
+        lead_lag.png True
+    """
     fig, ax = plt.subplots(figsize=(8, 4))
     bins = np.arange(num_bins)
     for name in strategies:
@@ -135,9 +291,13 @@ def lead_lag(results: Sequence[RunResult], strategies: Sequence[str], num_bins: 
         q = matrix(run.rows, "prompt/q/", num_bins)
         share = np.nan_to_num(matrix(run.rows, "classifier/share/", num_bins))
         (line,) = ax.plot(_smooth(q @ bins, 10), label=f"{name}: weights q")
-        ax.plot(_smooth(share @ bins, 10), ls="--", color=line.get_color(),
-                label=f"{name}: batch share")
-    ax.set(title="mean bin of adversary weights vs data (10-step mean)", xlabel="step",
-           ylabel="mean bin")
+        ax.plot(
+            _smooth(share @ bins, 10), ls="--", color=line.get_color(), label=f"{name}: batch share"
+        )
+    ax.set(
+        title="mean bin of adversary weights vs data (10-step mean)",
+        xlabel="step",
+        ylabel="mean bin",
+    )
     ax.legend(fontsize=8)
     return _save(fig, path)

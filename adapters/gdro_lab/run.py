@@ -29,8 +29,23 @@ from gdro_lab.learner import Learner, LearnerConfig, Population
 from gdro_lab.scenarios import get_scenario
 from gdro_lab.strategies import DynamicSampling, KnapsackAllocation, VarianceSampling
 
-ALTERNATIVES = {"dapo": DynamicSampling, "var-sampling": VarianceSampling,
-                "knapsack": KnapsackAllocation}
+__all__ = [
+    "ALTERNATIVES",
+    "STRATEGIES",
+    "RunResult",
+    "SimConfig",
+    "build_population",
+    "make_strategy",
+    "run_dir_name",
+    "run_one",
+    "write_run",
+]
+
+ALTERNATIVES = {
+    "dapo": DynamicSampling,
+    "var-sampling": VarianceSampling,
+    "knapsack": KnapsackAllocation,
+}
 STRATEGIES: tuple[str, ...] = (*GDRO_MODES, *ALTERNATIVES)
 
 
@@ -52,6 +67,22 @@ class SimConfig:
             failure rate.
         learner: the learner's hyperparameters.
         knobs: controller settings for the GDRO strategies.
+
+    Examples:
+        A tiny simulation (the defaults are the paper-sized one):
+
+        >>> cfg = SimConfig(strategies=("uniform", "knapsack"), num_prompts=200, batch_size=16,
+        ...                 steps=20, eval_every=5, eval_size=200)
+        >>> cfg.scenario, cfg.seeds, cfg.mean_rollouts, cfg.knobs.num_bins
+        ('stationary', (0,), 4, 10)
+        >>> SimConfig(num_prompts=100, batch_size=200)
+        Traceback (most recent call last):
+            ...
+        ValueError: batch_size must be an integer in [1, 100]; got 200
+        >>> SimConfig(strategies=("uniform", "uniform"))
+        Traceback (most recent call last):
+            ...
+        ValueError: strategies must not repeat; got ['uniform', 'uniform']
     """
 
     scenario: str = "stationary"
@@ -82,8 +113,12 @@ class SimConfig:
             check_int("seed", seed, lo=0)
         check_int("num_prompts", self.num_prompts, lo=2)
         check_int("batch_size", self.batch_size, lo=1, hi=self.num_prompts)
-        check_int("mean_rollouts", self.mean_rollouts, lo=self.knobs.min_rollouts,
-                  hi=self.knobs.max_rollouts)
+        check_int(
+            "mean_rollouts",
+            self.mean_rollouts,
+            lo=self.knobs.min_rollouts,
+            hi=self.knobs.max_rollouts,
+        )
         check_int("steps", self.steps, lo=1)
         check_int("eval_every", self.eval_every, lo=1)
         check_int("eval_size", self.eval_size, lo=1)
@@ -103,6 +138,17 @@ class RunResult(NamedTuple):
         eval_strata: float64 (K, S), mean true success per stratum of initial pass rate.
         strata_size: int64 (S,), evaluation prompts per stratum.
         target: the steps-to-target threshold used.
+
+    Examples:
+        >>> cfg = SimConfig(strategies=("knapsack",), num_prompts=200, batch_size=16, steps=20,
+        ...                 eval_every=5, eval_size=200)
+        >>> r = run_one(cfg, "knapsack", seed=0)
+        >>> r.strategy, r.seed, len(r.rows), r.eval_steps.tolist()
+        ('knapsack', 0, 20, [0, 5, 10, 15, 20])
+        >>> np.round(r.eval_mean, 3).tolist(), round(r.target, 3)
+        ([0.675, 0.678, 0.681, 0.683, 0.686], 0.837)
+        >>> r.eval_strata.shape, r.strata_size.tolist()  # strata of initial pass rate, 0.1 wide
+        ((5, 10), [24, 9, 3, 4, 7, 7, 7, 24, 69, 46])
     """
 
     strategy: str
@@ -116,26 +162,69 @@ class RunResult(NamedTuple):
 
 
 def make_strategy(name: str, cfg: SimConfig, seed: int) -> Strategy:
-    """Build a strategy by name for a configuration and seed."""
+    """Build a strategy by name for a configuration and seed.
+
+    Args:
+        name: a name in :data:`STRATEGIES`.
+        cfg: the simulation configuration (sizes, budget and controller knobs).
+        seed: the strategy's seed.
+
+    Returns:
+        A :class:`~gdro_lab.controllers.ControllerStrategy` for a GDRO name, else one of
+        :data:`ALTERNATIVES`.
+
+    Examples:
+        >>> cfg = SimConfig(num_prompts=200, batch_size=16)
+        >>> [type(make_strategy(name, cfg, seed=0)).__name__ for name in ("gdro-both", "dapo")]
+        ['ControllerStrategy', 'DynamicSampling']
+        >>> s = make_strategy("knapsack", cfg, seed=0)
+        >>> s.name, s.num_bins, int(s.propose().rollouts.sum())
+        ('knapsack', 10, 64)
+    """
     if name in GDRO_MODES:
-        return ControllerStrategy(name, num_prompts=cfg.num_prompts, batch_size=cfg.batch_size,
-                                  mean_rollouts=cfg.mean_rollouts, seed=seed, knobs=cfg.knobs)
+        return ControllerStrategy(
+            name,
+            num_prompts=cfg.num_prompts,
+            batch_size=cfg.batch_size,
+            mean_rollouts=cfg.mean_rollouts,
+            seed=seed,
+            knobs=cfg.knobs,
+        )
     alt: Any = ALTERNATIVES[name]
-    strategy: Strategy = alt(num_prompts=cfg.num_prompts, batch_size=cfg.batch_size,
-                             mean_rollouts=cfg.mean_rollouts, num_bins=cfg.knobs.num_bins,
-                             seed=seed)
+    strategy: Strategy = alt(
+        num_prompts=cfg.num_prompts,
+        batch_size=cfg.batch_size,
+        mean_rollouts=cfg.mean_rollouts,
+        num_bins=cfg.knobs.num_bins,
+        seed=seed,
+    )
     return strategy
 
 
 def build_population(cfg: SimConfig, seed: int) -> Population:
-    """The scenario's population for ``seed`` (identical for every strategy)."""
+    """The scenario's population for ``seed`` (identical for every strategy).
+
+    Examples:
+        >>> cfg = SimConfig(num_prompts=200, batch_size=16)
+        >>> a, b = build_population(cfg, 0), build_population(cfg, 0)
+        >>> a.num_prompts, np.array_equal(a.difficulty, b.difficulty)
+        (200, True)
+        >>> np.round(a.difficulty[:4], 2)
+        array([-1.81, -1.33, -2.48, -2.5 ], dtype=float32)
+    """
     return get_scenario(cfg.scenario).build(np.random.default_rng([seed, 0]), cfg.num_prompts)
 
 
-def _step_stats(num_bins: int, mean_rollouts: int, bins: NDArray[np.int64],
-                rollouts: NDArray[np.int64], reward: NDArray[np.float64],
-                prob: NDArray[np.float64], signal: NDArray[np.float64],
-                bounds: tuple[int, int] = (2, 12)) -> dict[str, float]:
+def _step_stats(
+    num_bins: int,
+    mean_rollouts: int,
+    bins: NDArray[np.int64],
+    rollouts: NDArray[np.int64],
+    reward: NDArray[np.float64],
+    prob: NDArray[np.float64],
+    signal: NDArray[np.float64],
+    bounds: tuple[int, int] = (2, 12),
+) -> dict[str, float]:
     """Per-step training and WSE metrics from the batch (bins as planned, true probabilities).
 
     ``sim/wse`` uses each bin's true per-rollout reward std this step. ``sim/mu_star`` and
@@ -160,13 +249,20 @@ def _step_stats(num_bins: int, mean_rollouts: int, bins: NDArray[np.int64],
     out["sim/wse_uniform"] = float(np.sum(share * sigma) / math.sqrt(mean_rollouts))
     # continuous benchmarks on the same batch: n_b proportional to sigma_b (the square-root law
     # with true variances) and the WSE minimiser n_b proportional to sigma_b^(2/3)
-    out["sim/wse_neyman_oracle"] = float(math.sqrt(np.sum(share * sigma) / mean_rollouts)
-                                         * np.sum(share * np.sqrt(sigma)))
-    out["sim/wse_optimal"] = float(np.sum(share * sigma ** (2.0 / 3.0)) ** 1.5
-                                   / math.sqrt(mean_rollouts))
+    out["sim/wse_neyman_oracle"] = float(
+        math.sqrt(np.sum(share * sigma) / mean_rollouts) * np.sum(share * np.sqrt(sigma))
+    )
+    out["sim/wse_optimal"] = float(
+        np.sum(share * sigma ** (2.0 / 3.0)) ** 1.5 / math.sqrt(mean_rollouts)
+    )
     present = np.flatnonzero(counts)
-    n_star, mu_star = neyman_continuous(np.maximum(sigma[present] ** 2, 1e-12), share[present],
-                                        float(mean_rollouts), float(bounds[0]), float(bounds[1]))
+    n_star, mu_star = neyman_continuous(
+        np.maximum(sigma[present] ** 2, 1e-12),
+        share[present],
+        float(mean_rollouts),
+        float(bounds[0]),
+        float(bounds[1]),
+    )
     out["sim/mu_star"] = float(mu_star)
     for b, n in zip(present, n_star, strict=True):
         out[f"sim/neyman_n/{b}"] = float(n)
@@ -179,9 +275,14 @@ def _step_stats(num_bins: int, mean_rollouts: int, bins: NDArray[np.int64],
     return out
 
 
-def run_one(cfg: SimConfig, strategy_name: str, seed: int, *,
-            population: Population | None = None,
-            on_step: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+def run_one(
+    cfg: SimConfig,
+    strategy_name: str,
+    seed: int,
+    *,
+    population: Population | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> RunResult:
     """Simulate one strategy for ``cfg.steps`` steps.
 
     Args:
@@ -193,6 +294,19 @@ def run_one(cfg: SimConfig, strategy_name: str, seed: int, *,
 
     Returns:
         The :class:`RunResult`.
+
+    Examples:
+        >>> cfg = SimConfig(strategies=("gdro-both",), num_prompts=200, batch_size=16, steps=20,
+        ...                 eval_every=10, eval_size=200, knobs=ControllerKnobs(num_bins=5))
+        >>> seen = []
+        >>> r = run_one(cfg, "gdro-both", seed=0, on_step=lambda t, row: seen.append(t))
+        >>> len(seen), r.eval_steps.tolist(), np.round(r.eval_mean, 3).tolist()
+        (20, [0, 10, 20], [0.675, 0.681, 0.685])
+        >>> row = r.rows[-1]
+        >>> row["step"], row["train/rollouts"], row["train/groups_trained"]
+        (19, 64.0, 16.0)
+        >>> [round(row[f"prompt/q/{b}"], 2) for b in range(5)]  # the adversary's bin weights
+        [0.61, 0.09, 0.09, 0.09, 0.12]
     """
     scenario = get_scenario(cfg.scenario)
     pop = build_population(cfg, seed) if population is None else population
@@ -212,9 +326,13 @@ def run_one(cfg: SimConfig, strategy_name: str, seed: int, *,
         per = np.bincount(strata, weights=p, minlength=10) / np.maximum(strata_size, 1)
         per = np.where(strata_size > 0, per, np.nan)
         evals.append((step, float(p.mean()), per))
-        row = {"eval/mean_success": float(p.mean()), "eval/worst_bin_success": float(np.nanmin(per)),
-               # exact expectations under the true p: mean@8 = E[p], pass@8 = E[1 - (1-p)^8]
-               "eval/mean@8": float(p.mean()), "eval/pass@8": float(np.mean(1.0 - (1.0 - p) ** 8))}
+        row = {
+            "eval/mean_success": float(p.mean()),
+            "eval/worst_bin_success": float(np.nanmin(per)),
+            # exact expectations under the true p: mean@8 = E[p], pass@8 = E[1 - (1-p)^8]
+            "eval/mean@8": float(p.mean()),
+            "eval/pass@8": float(np.mean(1.0 - (1.0 - p) ** 8)),
+        }
         row.update({f"eval/success/{s}": float(per[s]) for s in np.flatnonzero(strata_size)})
         return row
 
@@ -223,26 +341,42 @@ def run_one(cfg: SimConfig, strategy_name: str, seed: int, *,
     for t in range(cfg.steps):
         offsets = scenario.offsets(t)
         prop = strategy.propose()
-        gen = learner.generate(gen_rng, prop.ids, prop.rollouts, offsets=offsets,
-                               flip_rate=scenario.flip_rate)
+        gen = learner.generate(
+            gen_rng, prop.ids, prop.rollouts, offsets=offsets, flip_rate=scenario.flip_rate
+        )
         batch = strategy.observe(prop, gen)
         learner.train(*batch, mean_rollouts=cfg.mean_rollouts)
         row: dict[str, Any] = strategy.metrics()
         row.pop("step", None)  # the controller's own counter; the row's step is the 0-based index
         row = {"step": t, **row}
-        row.update(_step_stats(strategy.num_bins, cfg.mean_rollouts, prop.bins, prop.rollouts,
-                               gen.reward, gen.prob, gen.signal,
-                               (cfg.knobs.min_rollouts, cfg.knobs.max_rollouts)))
+        row.update(
+            _step_stats(
+                strategy.num_bins,
+                cfg.mean_rollouts,
+                prop.bins,
+                prop.rollouts,
+                gen.reward,
+                gen.prob,
+                gen.signal,
+                (cfg.knobs.min_rollouts, cfg.knobs.max_rollouts),
+            )
+        )
         row["train/groups_trained"] = float(batch.ids.size)
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.steps:
             row.update(evaluate(t + 1))
         rows.append(row)
         if on_step is not None:
             on_step(t, row)
-    return RunResult(strategy_name, seed, rows,
-                     np.array([e[0] for e in evals], dtype=np.int64),
-                     np.array([e[1] for e in evals]), np.vstack([e[2] for e in evals]),
-                     strata_size, target)
+    return RunResult(
+        strategy_name,
+        seed,
+        rows,
+        np.array([e[0] for e in evals], dtype=np.int64),
+        np.array([e[1] for e in evals]),
+        np.vstack([e[2] for e in evals]),
+        strata_size,
+        target,
+    )
 
 
 def _eval_ids(num_prompts: int, eval_size: int, seed: int) -> NDArray[np.int64]:
@@ -253,25 +387,61 @@ def _eval_ids(num_prompts: int, eval_size: int, seed: int) -> NDArray[np.int64]:
 
 
 def run_dir_name(strategy: str, seed: int) -> str:
-    """Folder name of a run under ``DIR/runs``."""
+    """Folder name of a run under ``DIR/runs``.
+
+    Examples:
+        >>> run_dir_name("prompt-reweight", 3)
+        'prompt-reweight-s3'
+    """
     return f"{strategy}-s{seed}"
 
 
 def write_run(out: Path, cfg: SimConfig, result: RunResult) -> Path:
-    """Write a run directory (``config.json`` and ``metrics.jsonl``) under ``out/runs``."""
+    """Write a run directory (``config.json`` and ``metrics.jsonl``) under ``out/runs``.
+
+    Args:
+        out: the results folder.
+        cfg: the simulation configuration.
+        result: the run.
+
+    Returns:
+        The run directory, ``out/runs/<strategy>-s<seed>``.
+
+    Examples:
+        >>> import json, tempfile
+        >>> cfg = SimConfig(strategies=("knapsack",), num_prompts=200, batch_size=16, steps=5,
+        ...                 eval_size=200)
+        >>> result = run_one(cfg, "knapsack", seed=0)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = write_run(Path(d), cfg, result)
+        ...     config = json.loads((path / "config.json").read_text())
+        ...     lines = (path / "metrics.jsonl").read_text().splitlines()
+        ...     print(path.relative_to(d).as_posix(), sorted(f.name for f in path.iterdir()))
+        runs/knapsack-s0 ['config.json', 'metrics.jsonl']
+        >>> config["kind"], config["strategy"], config["num_bins"], len(lines)
+        ('simulation', 'knapsack', 10, 5)
+    """
     path = Path(out) / "runs" / run_dir_name(result.strategy, result.seed)
-    config = {"kind": "simulation", "num_bins": cfg.knobs.num_bins,
-              "strategy": result.strategy, "seed": result.seed, "scenario": cfg.scenario,
-              "prompt": GDRO_MODES.get(result.strategy, (result.strategy, ""))[0],
-              "rollout": GDRO_MODES.get(result.strategy, ("", "lab"))[1],
-              "num_prompts": cfg.num_prompts, "batch_size": cfg.batch_size,
-              "mean_rollouts": cfg.mean_rollouts, "steps": cfg.steps,
-              "learner": asdict(cfg.learner), "knobs": asdict(cfg.knobs),
-              "target": result.target}
+    config = {
+        "kind": "simulation",
+        "num_bins": cfg.knobs.num_bins,
+        "strategy": result.strategy,
+        "seed": result.seed,
+        "scenario": cfg.scenario,
+        "prompt": GDRO_MODES.get(result.strategy, (result.strategy, ""))[0],
+        "rollout": GDRO_MODES.get(result.strategy, ("", "lab"))[1],
+        "num_prompts": cfg.num_prompts,
+        "batch_size": cfg.batch_size,
+        "mean_rollouts": cfg.mean_rollouts,
+        "steps": cfg.steps,
+        "learner": asdict(cfg.learner),
+        "knobs": asdict(cfg.knobs),
+        "target": result.target,
+    }
     if result.strategy in GDRO_MODES:  # the Rollout-GDRO settings actually used
-        config["rollout_config"] = asdict(rollout_config(result.strategy,
-                                                         mean_rollouts=cfg.mean_rollouts,
-                                                         knobs=cfg.knobs))
+        config["rollout_config"] = asdict(
+            rollout_config(result.strategy, mean_rollouts=cfg.mean_rollouts, knobs=cfg.knobs)
+        )
     write_jsonl(path / "metrics.jsonl", result.rows)
     write_json(path / "config.json", config)
     return path

@@ -27,6 +27,8 @@ from numpy.typing import NDArray
 from gdro_core._validation import check_float, check_int
 from gdro_lab.learner import Population
 
+__all__ = ["SCENARIOS", "Scenario", "get_scenario"]
+
 
 def _lomax_population(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
     d = -2.5 + 1.2 * rng.pareto(1.5, size=n)
@@ -58,6 +60,32 @@ class Scenario:
         drift_amplitude: amplitude of the topic offsets in logits (0 = stationary).
         drift_period: period of the topic offsets in steps.
         num_topics: number of topics the offsets are defined for.
+
+    Examples:
+        The registered scenarios, and the drifting one's topic offsets a quarter period apart:
+
+        >>> list(SCENARIOS)
+        ['stationary', 'drifting', 'rare-hard-tail', 'noisy-rewards']
+        >>> drifting = SCENARIOS["drifting"]
+        >>> np.round(drifting.offsets(0), 3), np.round(drifting.offsets(100), 3)
+        (array([ 0. ,  1.5,  0. , -1.5]), array([ 1.5,  0. , -1.5, -0. ]))
+        >>> print(SCENARIOS["stationary"].offsets(0))
+        None
+        >>> pop = SCENARIOS["rare-hard-tail"].build(np.random.default_rng(0), 1000)
+        >>> pop.num_prompts, int((pop.difficulty > 2.0).sum())  # about 3% in the hard cluster
+        (1000, 33)
+
+        A custom scenario (verdicts flipped half the time would carry no information):
+
+        >>> flat = Scenario(name="flat", description="every prompt at difficulty 0",
+        ...                 build=lambda rng, n: Population(np.zeros(n, np.float32),
+        ...                                                 np.zeros(n, np.int8), -4.0, 4.0))
+        >>> flat.build(np.random.default_rng(0), 3).difficulty
+        array([0., 0., 0.], dtype=float32)
+        >>> Scenario(name="coin", description="", build=flat.build, flip_rate=0.5)
+        Traceback (most recent call last):
+            ...
+        ValueError: Scenario.flip_rate must be a finite number in [0, 0.5); got 0.5
     """
 
     name: str
@@ -78,7 +106,9 @@ class Scenario:
         """Difficulty offset of each topic at ``step`` (float64 (num_topics,)), or None."""
         if self.drift_amplitude == 0.0:
             return None
-        phase = 2.0 * np.pi * (step / self.drift_period + np.arange(self.num_topics) / self.num_topics)
+        phase = (
+            2.0 * np.pi * (step / self.drift_period + np.arange(self.num_topics) / self.num_topics)
+        )
         out: NDArray[np.float64] = self.drift_amplitude * np.sin(phase)
         return out
 
@@ -115,8 +145,25 @@ SCENARIOS: dict[str, Scenario] = {
 def get_scenario(name: str) -> Scenario:
     """Look a scenario up by name.
 
+    Args:
+        name: a key of :data:`SCENARIOS`.
+
+    Returns:
+        The :class:`Scenario`.
+
     Raises:
         ValueError: unknown name; the message lists the valid ones.
+
+    Examples:
+        >>> get_scenario("noisy-rewards").flip_rate
+        0.1
+        >>> get_scenario("drifting").description
+        'heavy-tailed difficulty, 4 topics drifting by +-1.5 logits (period 400)'
+        >>> try:
+        ...     get_scenario("easy")
+        ... except ValueError as exc:
+        ...     print(exc)
+        scenario must be one of stationary, drifting, rare-hard-tail, noisy-rewards; got 'easy'
     """
     if name not in SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}; got {name!r}")

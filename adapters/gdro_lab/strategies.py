@@ -32,12 +32,15 @@ from gdro_core._validation import check_float, check_int
 from gdro_lab.base import EpochSampler, Proposal, TrainBatch, bin_metrics, last_rate
 from gdro_lab.learner import Generation
 
+__all__ = ["DynamicSampling", "KnapsackAllocation", "VarianceSampling", "knapsack_rollouts"]
+
 
 class _History:
     """Latest-group counts per prompt plus the reporting classifier (shared by the baselines)."""
 
-    def __init__(self, num_prompts: int, num_bins: int, batch_size: int, mean_rollouts: int,
-                 seed: int) -> None:
+    def __init__(
+        self, num_prompts: int, num_bins: int, batch_size: int, mean_rollouts: int, seed: int
+    ) -> None:
         check_int("batch_size", batch_size, lo=1, hi=num_prompts)
         check_int("mean_rollouts", mean_rollouts, lo=2, hi=10_000)
         self.num_prompts = num_prompts
@@ -59,8 +62,9 @@ class _History:
         self.last_correct[proposal.ids] = correct
         self.last_total[proposal.ids] = proposal.rollouts
         self.classifier.update(proposal.ids, correct, proposal.rollouts)
-        self._metrics = bin_metrics(proposal.bins, proposal.rollouts, self.num_bins,
-                                    self.mean_rollouts)
+        self._metrics = bin_metrics(
+            proposal.bins, proposal.rollouts, self.num_bins, self.mean_rollouts
+        )
         return correct
 
     def proposal(self, ids: NDArray[np.int64], rollouts: NDArray[np.int64]) -> Proposal:
@@ -70,18 +74,23 @@ class _History:
 
 def _select(batch: TrainBatch, index: NDArray[np.bool_] | slice) -> TrainBatch:
     """The groups of ``batch`` picked by a boolean mask or a slice."""
-    return TrainBatch(batch.ids[index], batch.levels[index], batch.signal[index],
-                      batch.weights[index], batch.rollouts[index])
+    return TrainBatch(
+        batch.ids[index],
+        batch.levels[index],
+        batch.signal[index],
+        batch.weights[index],
+        batch.rollouts[index],
+    )
 
 
 def _concat(parts: list[TrainBatch]) -> TrainBatch:
-    return TrainBatch(*(np.concatenate([getattr(p, f) for p in parts])
-                        for f in TrainBatch._fields))
+    return TrainBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in TrainBatch._fields))
 
 
 def _full_batch(proposal: Proposal, generation: Generation) -> TrainBatch:
-    return TrainBatch(proposal.ids, generation.levels, generation.signal, proposal.weights,
-                      proposal.rollouts)
+    return TrainBatch(
+        proposal.ids, generation.levels, generation.signal, proposal.weights, proposal.rollouts
+    )
 
 
 class DynamicSampling:
@@ -95,15 +104,31 @@ class DynamicSampling:
         seed: seed of the prompt sampler.
 
     Examples:
+        Each step generates 8 x 4 rollouts; only the mixed groups are kept, and the first
+        optimiser step comes once 8 of them are buffered:
+
+        >>> from gdro_lab.learner import Learner, LearnerConfig
+        >>> from gdro_lab.scenarios import get_scenario
+        >>> learner = Learner(LearnerConfig(),
+        ...                   get_scenario("stationary").build(np.random.default_rng(0), 100))
+        >>> rng = np.random.default_rng(1)
         >>> s = DynamicSampling(num_prompts=100, batch_size=8, mean_rollouts=4, num_bins=10, seed=0)
-        >>> p = s.propose(); int(p.rollouts.sum())
-        32
+        >>> for _ in range(3):
+        ...     p = s.propose()
+        ...     batch = s.observe(p, learner.generate(rng, p.ids, p.rollouts))
+        ...     m = s.metrics()
+        ...     print(int(p.rollouts.sum()), m["dapo/kept_fraction"], batch.ids.size,
+        ...           m["dapo/buffer"])
+        32 0.375 0 3.0
+        32 0.375 0 6.0
+        32 0.25 8 0.0
     """
 
     name = "dapo"
 
-    def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
-                 seed: int) -> None:
+    def __init__(
+        self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int, seed: int
+    ) -> None:
         self.num_bins = num_bins
         self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
         self._buffer: list[TrainBatch] = []
@@ -153,12 +178,38 @@ class VarianceSampling:
         seed: seed of the sampler.
         pool_factor: candidate pool size in batches (>= 1).
         floor: smallest sampling weight, in (0, 0.25].
+
+    Examples:
+        Half the prompts are always solved (weight ``floor`` once seen), half are coin flips
+        (weight 0.25); the sampler soon picks mostly the latter:
+
+        >>> from gdro_lab.learner import Learner, LearnerConfig, Population
+        >>> difficulty = np.r_[np.full(8, -10.0), np.zeros(8)].astype(np.float32)
+        >>> pop = Population(difficulty, np.zeros(16, np.int8), -12.0, 4.0)
+        >>> learner, rng = Learner(LearnerConfig(), pop), np.random.default_rng(1)
+        >>> s = VarianceSampling(num_prompts=16, batch_size=4, mean_rollouts=4, num_bins=3, seed=0)
+        >>> picks = []
+        >>> for _ in range(50):
+        ...     p = s.propose()
+        ...     _ = s.observe(p, learner.generate(rng, p.ids, p.rollouts))
+        ...     picks += p.ids.tolist()
+        >>> sum(i >= 8 for i in picks) / len(picks)  # uniform sampling would give 0.5
+        0.795
     """
 
     name = "var-sampling"
 
-    def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
-                 seed: int, pool_factor: int = 4, floor: float = 0.01) -> None:
+    def __init__(
+        self,
+        *,
+        num_prompts: int,
+        batch_size: int,
+        mean_rollouts: int,
+        num_bins: int,
+        seed: int,
+        pool_factor: int = 4,
+        floor: float = 0.01,
+    ) -> None:
         check_int("pool_factor", pool_factor, lo=1)
         check_float("floor", floor, lo=0.0, hi=0.25, lo_open=True)
         self.num_bins = num_bins
@@ -186,8 +237,9 @@ class VarianceSampling:
         return dict(self._h._metrics)
 
 
-def knapsack_rollouts(p: NDArray[np.float64], budget: int, low: int,
-                      high: int) -> NDArray[np.int64]:
+def knapsack_rollouts(
+    p: NDArray[np.float64], budget: int, low: int, high: int
+) -> NDArray[np.int64]:
     """Greedy value-per-cost allocation of ``budget`` rollouts (optimal for concave values).
 
     Args:
@@ -199,9 +251,20 @@ def knapsack_rollouts(p: NDArray[np.float64], budget: int, low: int,
     Returns:
         int64 (n,), rollouts in [low, high] summing to ``budget``. Ties go to the earlier prompt.
 
+    Raises:
+        ValueError: ``budget`` outside ``[low * n, high * n]``.
+
     Examples:
+        A prompt that always fails or always succeeds is worth nothing beyond ``low``:
+
         >>> knapsack_rollouts(np.array([0.0, 0.5, 1.0]), 12, 2, 12).tolist()
         [2, 8, 2]
+        >>> knapsack_rollouts(np.array([0.9, 0.5, 0.3]), 12, 2, 12).tolist()
+        [2, 5, 5]
+        >>> knapsack_rollouts(np.array([0.5, 0.5]), 30, 2, 12)
+        Traceback (most recent call last):
+            ...
+        ValueError: budget must be in [4, 24] for 2 prompts; got 30
     """
     n = p.size
     if not low * n <= budget <= high * n:
@@ -226,12 +289,40 @@ class KnapsackAllocation:
         seed: seed of the sampler.
         min_rollouts: fewest rollouts per prompt (>= 2).
         max_rollouts: most rollouts per prompt.
+
+    Examples:
+        Four easy prompts and four coin flips; after one step of 4 rollouts each, the next epoch
+        (the same 8 prompts) moves rollouts from the prompts that solved all 4 to the others:
+
+        >>> from gdro_lab.learner import Learner, LearnerConfig, Population
+        >>> difficulty = np.r_[np.full(4, -10.0), np.zeros(4)].astype(np.float32)
+        >>> pop = Population(difficulty, np.zeros(8, np.int8), -12.0, 4.0)
+        >>> learner, rng = Learner(LearnerConfig(), pop), np.random.default_rng(1)
+        >>> s = KnapsackAllocation(num_prompts=8, batch_size=8, mean_rollouts=4, num_bins=3,
+        ...                        seed=0)
+        >>> p = s.propose()
+        >>> g = learner.generate(rng, p.ids, p.rollouts)
+        >>> _ = s.observe(p, g)
+        >>> g.reward.reshape(8, 4).sum(axis=1)[np.argsort(p.ids)].tolist()  # correct, by id
+        [4.0, 4.0, 4.0, 4.0, 3.0, 4.0, 3.0, 2.0]
+        >>> p = s.propose()
+        >>> p.rollouts[np.argsort(p.ids)].tolist(), int(p.rollouts.sum())
+        ([3, 3, 3, 3, 6, 3, 6, 5], 32)
     """
 
     name = "knapsack"
 
-    def __init__(self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int,
-                 seed: int, min_rollouts: int = 2, max_rollouts: int = 12) -> None:
+    def __init__(
+        self,
+        *,
+        num_prompts: int,
+        batch_size: int,
+        mean_rollouts: int,
+        num_bins: int,
+        seed: int,
+        min_rollouts: int = 2,
+        max_rollouts: int = 12,
+    ) -> None:
         check_int("min_rollouts", min_rollouts, lo=2, hi=mean_rollouts)
         check_int("max_rollouts", max_rollouts, lo=mean_rollouts)
         self.num_bins = num_bins
@@ -244,8 +335,7 @@ class KnapsackAllocation:
         h = self._h
         ids = h.sampler.draw(h.batch_size)
         p = last_rate(h.last_correct, h.last_total, ids, prior=0.5, smoothing=0.5)
-        n = knapsack_rollouts(p, h.mean_rollouts * ids.size, self.min_rollouts,
-                              self.max_rollouts)
+        n = knapsack_rollouts(p, h.mean_rollouts * ids.size, self.min_rollouts, self.max_rollouts)
         return h.proposal(ids, n)
 
     def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:

@@ -8,8 +8,8 @@ r"""The theory checks of ``method.md``, computed from logged trajectories.
   :math:`\sum_{s\le t}(m_s-\bar n) \le \mu_{t+1}/\alpha \le \mu_{\max}/\alpha`, so the average
   violation is at most :math:`\mu_{\max}/(\alpha T)`; with :math:`\alpha\propto 1/\sqrt T` it is
   :math:`O(1/\sqrt T)`.
-* **WSE** (§5). :math:`\mathrm{WSE}_t = \sum_b \hat q_t(b)\,\sigma_b/\sqrt{n_b(t)}` against the same
-  sum with :math:`n_b \equiv \bar n`.
+* **WSE** (§5). :math:`\mathrm{WSE}_t = \sum_b \hat q_t(b)\,\sigma_b/\sqrt{n_b(t)}` against
+  the same sum with :math:`n_b \equiv \bar n`.
 * **Lead-lag** (§9). :math:`\Delta\mu_t = \sum_b b\,q_t(b) - \sum_b b\,\hat q_t(b)`, and the lag at
   which the adversary's mean bin best correlates with the data's mean bin later on.
 """
@@ -22,14 +22,67 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "BudgetStats",
+    "area_under_curve",
+    "budget_stats",
+    "hedge_bound",
+    "hedge_probs",
+    "lead_lag",
+    "mean_ci",
+    "regret_curve",
+    "steps_to_target",
+    "t_quantile_975",
+    "tuned_eta",
+    "wse",
+]
+
 # two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30)."""
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30).
+
+    Examples:
+        >>> t_quantile_975(1), t_quantile_975(4), t_quantile_975(100)
+        (12.706, 2.776, 1.96)
+        >>> t_quantile_975(0)
+        Traceback (most recent call last):
+            ...
+        ValueError: df must be an integer >= 1; got 0
+    """
     if df < 1:
         raise ValueError(f"df must be an integer >= 1; got {df}")
     return _T975[df - 1] if df <= 30 else 1.96
@@ -41,6 +94,8 @@ def mean_ci(values: NDArray[np.float64]) -> tuple[float, float]:
     Examples:
         >>> m, h = mean_ci(np.array([1.0, 2.0, 3.0])); round(m, 3), round(h, 3)
         (2.0, 2.484)
+        >>> mean_ci(np.array([0.7, np.nan]))  # non-finite values are dropped; one value: no CI
+        (0.7, nan)
     """
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -63,6 +118,15 @@ def hedge_probs(gains: NDArray[np.float64], eta: float, gamma: float) -> NDArray
     Returns:
         float64 (T, B): row t is :math:`(1-\\gamma)\\,\\mathrm{softmax}(\\eta\\sum_{s<t} g_s)
         + \\gamma/B`.
+
+    Examples:
+        Uniform before any gain; then the weight follows the bin that gained:
+
+        >>> gains = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        >>> np.round(hedge_probs(gains, eta=1.0, gamma=0.1), 3)
+        array([[0.5  , 0.5  ],
+               [0.708, 0.292],
+               [0.843, 0.157]])
     """
     t, b = gains.shape
     cum = np.vstack([np.zeros((1, b)), np.cumsum(gains, axis=0)[:-1]]) if t else gains
@@ -81,10 +145,18 @@ def regret_curve(q: NDArray[np.float64], gains: NDArray[np.float64]) -> NDArray[
         gains: float64 (T, B), the gains.
 
     Returns:
-        float64 (T,): :math:`\\max_b\\sum_{s\\le t} g_s(b) - \\sum_{s\\le t}\\langle q_s,g_s\\rangle`.
+        float64 (T,): :math:`\\max_b\\sum_{s\\le t} g_s(b)
+        - \\sum_{s\\le t}\\langle q_s,g_s\\rangle`.
+
+    Examples:
+        A uniform player against gains favouring bin 0, then bin 1:
+
+        >>> gains = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        >>> regret_curve(np.full((3, 2), 0.5), gains)
+        array([0.5, 1. , 0.5])
     """
-    out: NDArray[np.float64] = (
-        np.cumsum(gains, axis=0).max(axis=1) - np.cumsum((q * gains).sum(axis=1))
+    out: NDArray[np.float64] = np.cumsum(gains, axis=0).max(axis=1) - np.cumsum(
+        (q * gains).sum(axis=1)
     )
     return out
 
@@ -100,7 +172,15 @@ def hedge_bound(num_bins: int, steps: int, eta: float, gamma: float) -> float:
 
 
 def tuned_eta(num_bins: int, steps: int) -> float:
-    """The rate :math:`\\sqrt{8\\ln B/T}` minimising the Hedge bound."""
+    """The rate :math:`\\sqrt{8\\ln B/T}` minimising the Hedge bound.
+
+    Examples:
+        >>> eta = tuned_eta(10, 1000)
+        >>> round(eta, 4), round(hedge_bound(10, 1000, eta, 0.0), 2)
+        (0.1357, 33.93)
+        >>> round(hedge_bound(10, 1000, 0.65, 0.0), 2)  # a larger rate pays eta T / 8
+        84.79
+    """
     return math.sqrt(8.0 * math.log(num_bins) / steps)
 
 
@@ -115,6 +195,12 @@ class BudgetStats(NamedTuple):
         dual_bound: :math:`\\mu_{\\max}/(\\alpha T)`, the bound on ``average_violation`` while
             the price stays below its cap (inf when ``alpha`` is 0).
         price_hit_cap: whether the logged price ever reached ``mu_max``.
+
+    Examples:
+        >>> st = budget_stats(np.full(3, 4.0), np.array([6.0, 4.0, 3.0]), np.zeros(3),
+        ...                   target=4.0, alpha=0.1, mu_max=1.0)
+        >>> st.proposal_gap.tolist(), st.running_violation.tolist(), st.average_violation
+        ([2.0, 0.0, -1.0], [2.0, 1.0, 0.3333333333333333], 0.3333333333333333)
     """
 
     realised_gap: NDArray[np.float64]
@@ -125,9 +211,14 @@ class BudgetStats(NamedTuple):
     price_hit_cap: bool
 
 
-def budget_stats(realised: NDArray[np.float64], proposal: NDArray[np.float64],
-                 price: NDArray[np.float64], target: float, alpha: float,
-                 mu_max: float) -> BudgetStats:
+def budget_stats(
+    realised: NDArray[np.float64],
+    proposal: NDArray[np.float64],
+    price: NDArray[np.float64],
+    target: float,
+    alpha: float,
+    mu_max: float,
+) -> BudgetStats:
     """Budget accounting from logged per-step means.
 
     Args:
@@ -137,18 +228,40 @@ def budget_stats(realised: NDArray[np.float64], proposal: NDArray[np.float64],
         target: the mean budget.
         alpha: the dual step.
         mu_max: the price cap.
+
+    Returns:
+        The :class:`BudgetStats`.
+
+    Examples:
+        Proposals around a target of 4 and the price that the dual update (alpha 0.05) gives
+        them, starting at 0: the cumulative excess 1, 1.5, 1, 1 equals price / alpha, and the
+        average violation 0.25 is below the bound mu_max / (alpha T) = 5:
+
+        >>> st = budget_stats(realised=np.full(4, 4.0), proposal=np.array([5.0, 4.5, 3.5, 4.0]),
+        ...                   price=np.array([0.0, 0.05, 0.075, 0.05]), target=4.0, alpha=0.05,
+        ...                   mu_max=1.0)
+        >>> np.cumsum(st.proposal_gap).tolist(), st.average_violation, st.dual_bound
+        ([1.0, 1.5, 1.0, 1.0], 0.25, 5.0)
+        >>> st.realised_gap.tolist(), st.price_hit_cap
+        ([0.0, 0.0, 0.0, 0.0], False)
     """
     gap = proposal - target
     t = np.arange(1, gap.size + 1)
     running = np.cumsum(gap) / t
     bound = mu_max / (alpha * gap.size) if alpha > 0 and gap.size else math.inf
-    return BudgetStats(realised - target, gap, running,
-                       float(running[-1]) if gap.size else math.nan, bound,
-                       bool(np.any(price >= mu_max - 1e-12)))
+    return BudgetStats(
+        realised - target,
+        gap,
+        running,
+        float(running[-1]) if gap.size else math.nan,
+        bound,
+        bool(np.any(price >= mu_max - 1e-12)),
+    )
 
 
-def wse(share: NDArray[np.float64], sigma: NDArray[np.float64],
-        rollouts: NDArray[np.float64]) -> NDArray[np.float64]:
+def wse(
+    share: NDArray[np.float64], sigma: NDArray[np.float64], rollouts: NDArray[np.float64]
+) -> NDArray[np.float64]:
     """Weighted standard error :math:`\\sum_b \\hat q_b\\sigma_b/\\sqrt{n_b}` per step.
 
     Args:
@@ -158,15 +271,27 @@ def wse(share: NDArray[np.float64], sigma: NDArray[np.float64],
 
     Returns:
         float64 (T,).
+
+    Examples:
+        Two bins present (the third is absent: its NaN rollouts do not count); moving rollouts
+        to the noisier bin lowers the WSE below that of 4 rollouts each:
+
+        >>> share, sigma = np.array([[0.5, 0.5, 0.0]]), np.array([0.5, 0.1, 0.3])
+        >>> wse(share, sigma, np.array([[4.0, 4.0, np.nan]]))
+        array([0.15])
+        >>> np.round(wse(share, sigma, np.array([[6.0, 2.0, np.nan]])), 4)
+        array([0.1374])
     """
     n = np.where(share > 0, rollouts, 1.0)
-    out: NDArray[np.float64] = np.nansum(np.where(share > 0, share * sigma / np.sqrt(n), 0.0),
-                                         axis=1)
+    out: NDArray[np.float64] = np.nansum(
+        np.where(share > 0, share * sigma / np.sqrt(n), 0.0), axis=1
+    )
     return out
 
 
-def lead_lag(q: NDArray[np.float64], share: NDArray[np.float64],
-             max_lag: int = 50) -> tuple[NDArray[np.float64], int, float]:
+def lead_lag(
+    q: NDArray[np.float64], share: NDArray[np.float64], max_lag: int = 50
+) -> tuple[NDArray[np.float64], int, float]:
     """Lead of the adversary's mean bin over the data's.
 
     Args:
@@ -178,6 +303,16 @@ def lead_lag(q: NDArray[np.float64], share: NDArray[np.float64],
         ``(delta, lag, corr)``: :math:`\\Delta\\mu_t` (float64 (T,)); the lag k in [0, max_lag]
         maximising the correlation of the adversary's mean bin at t with the data's at t + k
         (both demeaned); that correlation (NaN if a series is constant).
+
+    Examples:
+        An adversary whose mean bin the data follows 3 steps later:
+
+        >>> a = 0.5 + 0.4 * np.sin(np.arange(43) / 4)
+        >>> q = np.stack([1 - a[3:], a[3:]], axis=1)  # adversary at t: a[t + 3]
+        >>> share = np.stack([1 - a[:-3], a[:-3]], axis=1)  # data at t: a[t]
+        >>> delta, lag, corr = lead_lag(q, share, max_lag=10)
+        >>> delta.shape, lag, round(corr, 3)
+        ((40,), 3, 1.0)
     """
     bins = np.arange(q.shape[1])
     mq, ms = q @ bins, share @ bins
@@ -194,15 +329,29 @@ def lead_lag(q: NDArray[np.float64], share: NDArray[np.float64],
 
 
 def area_under_curve(values: NDArray[np.float64]) -> float:
-    """Mean of a learning curve over its evaluation points (trapezoid rule on a unit interval)."""
+    """Mean of a learning curve over its evaluation points (trapezoid rule on a unit interval).
+
+    Examples:
+        >>> area_under_curve(np.array([0.0, 1.0, 1.0]))
+        0.75
+        >>> area_under_curve(np.array([0.4]))
+        0.4
+    """
     v = np.asarray(values, dtype=np.float64)
     if v.size == 1:
         return float(v[0])
     return float(((v[1:] + v[:-1]) / 2.0).mean())
 
 
-def steps_to_target(steps: NDArray[np.int64], values: NDArray[np.float64],
-                    target: float) -> float:
-    """First evaluated step at which ``values >= target`` (NaN when never reached)."""
+def steps_to_target(steps: NDArray[np.int64], values: NDArray[np.float64], target: float) -> float:
+    """First evaluated step at which ``values >= target`` (NaN when never reached).
+
+    Examples:
+        >>> steps = np.array([0, 10, 20, 30])
+        >>> steps_to_target(steps, np.array([0.5, 0.6, 0.75, 0.8]), 0.7)
+        20.0
+        >>> steps_to_target(steps, np.array([0.5, 0.6, 0.65, 0.6]), 0.7)
+        nan
+    """
     hit = np.flatnonzero(values >= target)
     return float(steps[hit[0]]) if hit.size else math.nan
