@@ -34,6 +34,21 @@ def check_inputs(cfg: TrainConfig) -> Task:
     Raises:
         ValueError: An unknown or malformed task, a model that is not a causal LM, a batch
             larger than the training split.
+
+    Examples:
+        >>> cfg = TrainConfig(model="tiny-llama-0.1m", task="addition:max_digits=2,size=20")
+        >>> check_inputs(cfg.replace(batch_size=8)).spec
+        'addition:max_digits=2,size=20'
+        >>> check_inputs(cfg.replace(batch_size=32))  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: --batch-size must be <= the training split's size 20
+        (task 'addition:max_digits=2,size=20'); got 32
+        >>> check_inputs(cfg.replace(model="/no/such/model"))  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: --model '/no/such/model' is neither an embedded model name
+        (tiny-llama-0.1m, tiny-llama-1m) nor a local directory
     """
     task = load_task(cfg.task)
     if cfg.model not in EMBEDDED_MODELS:
@@ -51,14 +66,30 @@ def check_inputs(cfg: TrainConfig) -> Task:
 
 
 def build_controller(cfg: TrainConfig, num_prompts: int) -> Any:
-    """The ``GDROController`` for the run's settings over ``num_prompts`` training prompts."""
+    """The ``GDROController`` for the run's settings over ``num_prompts`` training prompts.
+
+    Examples:
+        >>> ctl = build_controller(TrainConfig(batch_size=4, rollout_mean=3), num_prompts=20)
+        >>> plan = ctl.plan(ctl.sample(4))
+        >>> plan.prompt_ids.tolist(), plan.rollouts.tolist(), plan.weights.tolist()
+        ([4, 19, 6, 2], [3, 3, 3, 3], [1.0, 1.0, 1.0, 1.0])
+    """
     from gdro_core import GDROController
 
     return GDROController(num_prompts=num_prompts, **controller_configs(cfg))
 
 
 def sft_steps_for(cfg: TrainConfig) -> int:
-    """SFT steps: the configured number, else 2000 for an embedded model and 0 for a local one."""
+    """SFT steps: the configured number, else 2000 for an embedded model and 0 for a local one.
+
+    Examples:
+        >>> sft_steps_for(TrainConfig(model="tiny-llama-1m"))
+        2000
+        >>> sft_steps_for(TrainConfig(model="/models/my-llama"))  # a local model: no warm-up
+        0
+        >>> sft_steps_for(TrainConfig(model="/models/my-llama", sft_steps=50))
+        50
+    """
     if cfg.sft_steps is not None:
         return cfg.sft_steps
     return 2000 if cfg.model in EMBEDDED_MODELS else 0
@@ -81,6 +112,26 @@ def load_policy(
 
     Returns:
         ``(model, tokenizer, from_cache)``.
+
+    Examples:
+        Two SFT steps on the 0.1 M model; the second call finds the result in the cache:
+
+        >>> import tempfile
+        >>> cfg = TrainConfig(
+        ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
+        ...     sft_steps=2, sft_batch=4,
+        ... )
+        >>> task = check_inputs(cfg)
+        >>> seen = []
+        >>> with tempfile.TemporaryDirectory() as cache:
+        ...     _, _, hit_1 = load_policy(
+        ...         cfg, task, cache_dir=cache, progress=lambda s, n, loss: seen.append((s, n))
+        ...     )
+        ...     model, tokenizer, hit_2 = load_policy(cfg, task, cache_dir=cache)
+        >>> hit_1, hit_2, seen
+        (False, True, [(1, 2), (2, 2)])
+        >>> type(model).__name__, tokenizer.padding_side
+        ('LlamaForCausalLM', 'left')
     """
     steps = sft_steps_for(cfg)
     if cfg.model in EMBEDDED_MODELS:

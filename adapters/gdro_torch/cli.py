@@ -117,7 +117,32 @@ def _flag_type(field: dataclasses.Field[Any]) -> tuple[Any, list[str] | None]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the flags of ``gdro train``."""
+    """Register the flags of ``gdro train``.
+
+    Every :class:`~gdro_torch.config.TrainConfig` field gets a flag (``batch_size`` becomes
+    ``--batch-size``) defaulting to None, so that :func:`config_from_args` can tell the flags
+    given from the preset's values; the run options (``--preset``, ``--out``, ``--resume``,
+    ...) come first.
+
+    Raises:
+        RuntimeError: If a ``TrainConfig`` field has no flag (a programming error).
+
+    Examples:
+        >>> import argparse, contextlib, io
+        >>> parser = argparse.ArgumentParser(prog="gdro train")
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["--preset", "smoke", "--batch-size", "4", "--rollout=bandit"])
+        >>> args.preset, args.batch_size, args.rollout, args.lr  # --lr not given: None
+        ('smoke', 4, 'bandit', None)
+
+        Choices come from the ``Literal`` types of the fields:
+
+        >>> stderr = io.StringIO()
+        >>> with contextlib.redirect_stderr(stderr), contextlib.suppress(SystemExit):
+        ...     parser.parse_args(["--rollout", "greedy"])
+        >>> print(stderr.getvalue().splitlines()[-1])  # doctest: +ELLIPSIS
+        gdro train: error: argument --rollout: invalid choice: 'greedy' (choose from ...)
+    """
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -175,7 +200,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Merge defaults, preset (or the resumed run's config) and explicit flags.
 
     Raises:
-        ValueError: For an invalid value, or ``--preset`` together with ``--resume``.
+        ValueError: For an invalid value, ``--preset`` together with ``--resume``, or a flag
+            that contradicts the resumed run's config.
+
+    Examples:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="gdro train")
+        >>> add_arguments(parser)
+        >>> cfg = config_from_args(parser.parse_args(["--preset", "smoke", "--seed", "3"]))
+        >>> cfg.model, cfg.steps, cfg.seed, cfg.lr  # the preset, one flag, a default
+        ('tiny-llama-0.1m', 3, 3, 0.0002)
+        >>> config_from_args(parser.parse_args([])).batch_size  # no preset: "default"
+        32
+        >>> config_from_args(parser.parse_args(["--preset", "smoke", "--resume", "runs/x"]))
+        Traceback (most recent call last):
+        ...
+        ValueError: --preset cannot be combined with --resume (the run's config is used)
+        >>> config_from_args(parser.parse_args(["--eval-samples", "4"]))
+        Traceback (most recent call last):
+        ...
+        ValueError: --eval-samples must be >= 8 (pass@8 needs 8 samples per prompt); got 4
     """
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     explicit = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
@@ -233,7 +277,42 @@ class _StopFlag:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``gdro train``; returns 0, or 130 when stopped by Ctrl-C (after a checkpoint)."""
+    """Run ``gdro train``; returns 0, or 130 when stopped by Ctrl-C (after a checkpoint).
+
+    Prints the start/end summary table to stdout and, unless ``--no-report``, writes the plots
+    and ``report.md`` under ``RUN_DIR/report``.
+
+    Raises:
+        ValueError: Bad settings or inputs, raised before any compute.
+
+    Examples:
+        One GRPO step of the smoke preset on a small task, without SFT, progress bar or report:
+
+        >>> import argparse, contextlib, io, os, tempfile
+        >>> from unittest import mock
+        >>> parser = argparse.ArgumentParser(prog="gdro train")
+        >>> add_arguments(parser)
+        >>> flags = ["--preset", "smoke", "--task", "addition:max_digits=2,size=20,eval_size=4"]
+        >>> flags += ["--steps", "1", "--sft-steps", "0", "--no-progress", "--no-report"]
+        >>> stdout = io.StringIO()
+        >>> with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(stdout):
+        ...     with mock.patch.dict(os.environ, {"TTY_COMPATIBLE": "0"}):  # plain text
+        ...         code = run(parser.parse_args([*flags, "--out", f"{tmp}/run"]))
+        ...     files = sorted(os.listdir(f"{tmp}/run"))
+        >>> code, files
+        (0, ['checkpoints', 'config.json', 'init_model', 'metrics.jsonl', 'model', 'tb'])
+        >>> stdout.getvalue().splitlines()[-1]  # doctest: +ELLIPSIS
+        'steps 1/1  wall ... s  run .../run'
+
+        Bad input fails before anything is built:
+
+        >>> run(parser.parse_args(["--preset", "smoke", "--batch-size", "999"]))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: --batch-size must be <= the training split's size 500
+        (task 'addition:eval_size=20,max_digits=3,min_digits=1,size=500'); got 999
+    """
     from gdro_torch.build import check_inputs
 
     cfg = config_from_args(args)

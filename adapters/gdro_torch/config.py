@@ -65,6 +65,27 @@ class TrainConfig:
         eval_samples: Completions per held-out prompt, n of pass@k (>= 8 for pass@8).
         checkpoint_every: Checkpoint every this many steps (0 = only at the end).
         backend: Rollout engine: ``hf`` (``generate``, CPU) or ``vllm`` (GPU, optional).
+
+    Examples:
+        The ``smoke`` preset on top of the defaults, then one field changed:
+
+        >>> cfg = TrainConfig(**PRESETS["smoke"])
+        >>> cfg.model, cfg.steps, cfg.batch_size, cfg.rollout_mean
+        ('tiny-llama-0.1m', 3, 8, 4)
+        >>> baseline = cfg.replace(prompt="off", rollout="fixed")  # plain GRPO
+        >>> baseline.prompt, baseline.to_dict()["task"]
+        ('off', 'addition:min_digits=1,max_digits=3,size=500,eval_size=20')
+
+        A bad value names the flag, what is allowed and what was given:
+
+        >>> TrainConfig(rollout_min=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: --rollout-min must be an integer >= 2 (a group of 1 has no baseline); got 1
+        >>> cfg.replace(eta=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: controller settings: PromptConfig.eta must be a finite number >= 0; got -1.0
     """
 
     model: str = "tiny-llama-1m"
@@ -181,7 +202,21 @@ def controller_configs(cfg: TrainConfig) -> dict[str, Any]:
         Keyword arguments for ``GDROController`` (without ``num_prompts``).
 
     Raises:
-        ValueError: Re-raised from the core with the offending flag named.
+        ValueError: Re-raised from the core's config classes, prefixed ``controller settings:``
+            (the message names the core field, e.g. ``PromptConfig.eta``).
+
+    Examples:
+        >>> kwargs = controller_configs(TrainConfig(rollout="bandit", num_bins=5, seed=3))
+        >>> sorted(kwargs)
+        ['classifier', 'prompt', 'rollout', 'seed']
+        >>> kwargs["classifier"].num_bins, kwargs["rollout"].mode, kwargs["seed"]
+        (5, 'bandit', 3)
+
+        With a reward-derived signal the rollout bandit runs on the variance arm loss:
+
+        >>> kwargs = controller_configs(TrainConfig(rollout="bandit", signal="variance"))
+        >>> kwargs["rollout"].arm_signal
+        'variance'
     """
     from gdro_core import ClassifierConfig, PromptConfig
 

@@ -43,6 +43,32 @@ def evaluate(
 
     Raises:
         ValueError: If a k exceeds ``samples``.
+
+    Examples:
+        The untrained 0.1 M model on six held-out sums (levels 1 and 2) solves none of them:
+
+        >>> from gdro_torch.model import build_embedded
+        >>> from gdro_torch.tasks import load_task
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> split = load_task("addition:max_digits=2,eval_size=6").eval
+        >>> sorted({split.item(i).level for i in range(len(split))})
+        [1, 2]
+        >>> out = evaluate(model, tok, split, max_new_tokens=3, seed=0)
+        >>> for key, value in out.items():
+        ...     print(f"{key:20s} {value:.3f}")
+        eval/mean@8          0.000
+        eval/pass@1          0.000
+        eval/pass@8          0.000
+        eval/mean@8/level1   0.000
+        eval/pass@1/level1   0.000
+        eval/pass@8/level1   0.000
+        eval/mean@8/level2   0.000
+        eval/pass@1/level2   0.000
+        eval/pass@8/level2   0.000
+        >>> evaluate(model, tok, split, samples=4, max_new_tokens=3, seed=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: eval pass@k needs k <= samples; got ks=(1, 8), samples=4
     """
     from gdro_core import pass_at_k
 

@@ -25,6 +25,25 @@ class Rollouts(NamedTuple):
         response_mask: float32 (B, T): 1 on response tokens up to and including ``<eos>``.
         num_prompt_tokens: P.
         texts: The B decoded completions (special tokens and everything after ``<eos>`` dropped).
+
+    Examples:
+        Two scripted completions (a stand-in backend returns fixed token ids), the second with
+        a token after its ``<eos>`` that is dropped:
+
+        >>> from gdro_torch.model import build_char_tokenizer
+        >>> tok = build_char_tokenizer()
+        >>> class Scripted:  # the interface of VLLMBackend.generate
+        ...     def generate(self, prompts, max_new_tokens, seed):
+        ...         tokens = [["3", "<eos>"], ["2", "4", "<eos>", "9"]]
+        ...         return [tok.convert_tokens_to_ids(t) for t in tokens]
+        >>> prompts = ["1+2=", "12+30="]
+        >>> ro = generate(None, tok, prompts, max_new_tokens=4, seed=0, backend=Scripted())
+        >>> ro.texts, ro.num_prompt_tokens, tuple(ro.input_ids.shape)
+        (['3', '24'], 7, (2, 10))
+        >>> ro.response_mask.tolist()
+        [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+        >>> ro.attention_mask.tolist()[0]  # two pad tokens on the left, one on the right
+        [0, 0, 1, 1, 1, 1, 1, 1, 1, 0]
     """
 
     input_ids: Tensor
@@ -88,6 +107,19 @@ def generate(
 
     Returns:
         :class:`Rollouts`, rows in the order of ``prompts``.
+
+    Examples:
+        A group of two completions for one prompt and one for another, from the untrained
+        0.1 M model; the same seed gives the same samples:
+
+        >>> from gdro_torch.model import build_embedded
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> prompts = ["1+2=", "1+2=", "12+30="]
+        >>> ro = generate(model, tok, prompts, max_new_tokens=4, seed=0)
+        >>> len(ro.texts), ro.num_prompt_tokens, tuple(ro.input_ids.shape)
+        (3, 7, (3, 11))
+        >>> generate(model, tok, prompts, max_new_tokens=4, seed=0).texts == ro.texts
+        True
     """
     enc = tokenizer(prompts, padding=True, return_tensors="pt")
     prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]
@@ -123,7 +155,21 @@ def generate(
 
 
 def vllm_available() -> bool:
-    """True when vLLM is installed and a CUDA GPU is visible."""
+    """True when vLLM is installed and a CUDA GPU is visible.
+
+    Examples:
+        >>> import importlib.util
+        >>> has_vllm = importlib.util.find_spec("vllm") is not None
+        >>> vllm_available() == (has_vllm and torch.cuda.is_available())
+        True
+
+        Without a GPU it is False whether or not vLLM is installed:
+
+        >>> from unittest import mock
+        >>> with mock.patch("torch.cuda.is_available", return_value=False):
+        ...     vllm_available()
+        False
+    """
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
@@ -135,6 +181,27 @@ class VLLMBackend:
     Args:
         model_dir: A transformers model directory vLLM can load (the run's starting model).
         gpu_memory_utilization: Fraction of GPU memory vLLM may take.
+
+    Raises:
+        ValueError: If vLLM or a CUDA GPU is missing.
+
+    Examples:
+        Without a GPU (or without vLLM) the constructor refuses with a hint:
+
+        >>> from unittest import mock
+        >>> with mock.patch("torch.cuda.is_available", return_value=False):
+        ...     VLLMBackend("runs/demo/init_model")
+        Traceback (most recent call last):
+        ...
+        ValueError: --backend vllm needs the vllm package and a CUDA GPU; use --backend hf on CPU
+
+        On a GPU with vLLM (skipped here: these calls need both), it replaces ``generate``'s
+        sampler and takes the policy's weights after each update:
+
+        >>> backend = VLLMBackend("runs/demo/init_model")  # doctest: +SKIP
+        >>> ro = generate(model, tok, ["1+2="], max_new_tokens=8, seed=1, backend=backend)
+        ... # doctest: +SKIP
+        >>> backend.load_weights(model)  # doctest: +SKIP
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], gpu_memory_utilization: float = 0.3):

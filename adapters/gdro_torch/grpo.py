@@ -80,6 +80,28 @@ def sequence_logprobs(
 
     Returns:
         float32 (B, T): log pi(token_t | prefix) for every response position.
+
+    Examples:
+        Two prompts (the first left-padded by two tokens) and two response tokens each:
+
+        >>> from gdro_torch.model import build_embedded
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> enc = tok(["1+2=", "12+30="], padding=True, return_tensors="pt")
+        >>> enc["attention_mask"].tolist()
+        [[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]]
+        >>> pairs = [["3", "<eos>"], ["2", "4"]]  # "1+2=3", "12+30=24" (digits reversed)
+        >>> answers = torch.tensor([tok.convert_tokens_to_ids(a) for a in pairs])
+        >>> ids = torch.cat([enc["input_ids"], answers], dim=1)
+        >>> mask = torch.cat([enc["attention_mask"], torch.ones_like(answers)], dim=1)
+        >>> logp = sequence_logprobs(model, ids, mask, num_prompt_tokens=7)
+        >>> logp.shape, bool((logp < 0).all())
+        (torch.Size([2, 2]), True)
+
+        Padding changes nothing: the first row without its two pad tokens gives the same values.
+
+        >>> alone = sequence_logprobs(model, ids[:1, 2:], mask[:1, 2:], num_prompt_tokens=5)
+        >>> torch.allclose(alone, logp[:1], atol=1e-5)
+        True
     """
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(
@@ -99,6 +121,17 @@ class LossParts(NamedTuple):
             token mean of ``-surrogate + kl_coef * kl`` (detached).
         kl: float (B,) token-mean KL estimate per response (detached; 0 without a reference).
         clipped: float (B,) fraction of tokens whose ratio was clipped (detached).
+
+    Examples:
+        >>> ratio = torch.tensor([[1.0, 2.0], [0.5, 1.0]])
+        >>> parts = policy_loss(
+        ...     ratio.log(), torch.zeros(2, 2), torch.tensor([1.0, -1.0]), torch.ones(2),
+        ...     torch.ones(2, 2),
+        ... )
+        >>> parts._fields
+        ('train', 'response_loss', 'kl', 'clipped')
+        >>> parts.train.shape, parts.response_loss.shape, parts.clipped.tolist()
+        (torch.Size([2, 2]), torch.Size([2]), [0.5, 0.5])
     """
 
     train: Tensor
@@ -142,6 +175,34 @@ def policy_loss(
 
     Returns:
         :class:`LossParts`.
+
+    Examples:
+        Ratios 2 (advantage +1) and 0.5 (advantage -1) fall outside [0.8, 1.28] and are
+        clipped; the first response's weight is 2, the second's last token is padding:
+
+        >>> ratio = torch.tensor([[1.0, 2.0], [0.5, 1.0]])
+        >>> parts = policy_loss(
+        ...     logp=ratio.log(),
+        ...     old_logp=torch.zeros(2, 2),
+        ...     advantages=torch.tensor([1.0, -1.0]),
+        ...     weights=torch.tensor([2.0, 1.0]),
+        ...     mask=torch.tensor([[1.0, 1.0], [1.0, 0.0]]),
+        ... )
+        >>> [[round(x, 4) for x in row] for row in parts.train.tolist()]
+        [[-2.0, -2.56], [0.8, 0.0]]
+        >>> [round(x, 4) for x in parts.response_loss.tolist()], parts.clipped.tolist()
+        ([-1.14, 0.8], [0.5, 1.0])
+
+        With a reference policy the k3 KL estimate enters, scaled by ``kl_coef``:
+
+        >>> logp = torch.zeros(1, 2)
+        >>> ref = torch.log(torch.tensor([[1.0, 0.5]]))
+        >>> parts = policy_loss(
+        ...     logp, logp, torch.zeros(1), torch.ones(1), torch.ones(1, 2),
+        ...     ref_logp=ref, kl_coef=0.1,
+        ... )
+        >>> round(parts.kl.item(), 4), [round(x, 4) for x in parts.train[0].tolist()]
+        (0.0966, [0.0, 0.0193])
     """
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None]

@@ -37,14 +37,47 @@ from gdro_torch.model import load_local, save_model_dir
 from gdro_torch.rundir import RunDir, read_metrics
 from gdro_torch.tasks import Task
 
-__all__ = ["Hooks", "TrainResult", "grpo_step", "train"]
+__all__ = ["Hooks", "StepContext", "TrainResult", "grpo_step", "train"]
 
 CHECKPOINT_FORMAT = 1
 
 
 @dataclass
 class StepContext:
-    """What a GRPO step works with (built once by ``train``)."""
+    """What a GRPO step works with (built once by ``train``, or by hand to drive the step).
+
+    Attributes:
+        cfg: The run's settings.
+        task: The task (prompts from ``task.train``).
+        ctl: The ``gdro_core.GDROController`` (see :func:`gdro_torch.build.build_controller`).
+        policy: The causal LM being trained, updated in place.
+        ref: A frozen copy of the starting policy for the KL term (None when ``kl_coef`` is 0).
+        tokenizer: The policy's tokenizer, padding on the left.
+        optimizer: The optimizer over ``policy``'s parameters.
+        max_new_tokens: Longest completion.
+        backend: A :class:`~gdro_torch.generation.VLLMBackend`, or None for ``generate``.
+
+    Examples:
+        >>> from gdro_torch.build import build_controller, check_inputs, load_policy
+        >>> cfg = TrainConfig(
+        ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
+        ...     sft_steps=0, kl_coef=0.0,
+        ... )
+        >>> task = check_inputs(cfg)
+        >>> model, tok, _ = load_policy(cfg, task)  # sft_steps=0: the untrained model
+        >>> ctx = StepContext(
+        ...     cfg=cfg,
+        ...     task=task,
+        ...     ctl=build_controller(cfg, len(task.train)),
+        ...     policy=model,
+        ...     ref=None,
+        ...     tokenizer=tok,
+        ...     optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.lr),
+        ...     max_new_tokens=task.max_answer_chars + 1,
+        ... )
+        >>> ctx.max_new_tokens, ctx.backend is None
+        (4, True)
+    """
 
     cfg: TrainConfig
     task: Task
@@ -58,7 +91,39 @@ class StepContext:
 
 
 def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
-    """Run one GRPO step (steps are 0-based) and return its metrics."""
+    """Run one GRPO step (steps are 0-based) and return its metrics.
+
+    Args:
+        ctx: The step's context; ``ctx.policy``, ``ctx.optimizer`` and ``ctx.ctl`` are updated.
+        step: The 0-based step index (it seeds the sampling).
+
+    Returns:
+        ``ctx.ctl.metrics()`` verbatim (``batch/``, ``classifier/``, ``prompt/``, ``rollout/``),
+        then the step's own ``train/*`` and ``timing/*`` values, all floats.
+
+    Examples:
+        Rollout-GDRO's bandit with 4 prompts and a mean of 3 rollouts: every step spends
+        exactly the budget of 12 rollouts.
+
+        >>> from gdro_torch.build import build_controller, check_inputs, load_policy
+        >>> cfg = TrainConfig(
+        ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
+        ...     rollout="bandit", rollout_mean=3, sft_steps=0, kl_coef=0.0,
+        ... )
+        >>> task = check_inputs(cfg)
+        >>> model, tok, _ = load_policy(cfg, task)
+        >>> ctx = StepContext(
+        ...     cfg, task, build_controller(cfg, len(task.train)), model, None, tok,
+        ...     torch.optim.AdamW(model.parameters(), lr=cfg.lr), max_new_tokens=3,
+        ... )
+        >>> [grpo_step(ctx, step)["train/rollouts"] for step in range(2)]
+        [12.0, 12.0]
+        >>> metrics = grpo_step(ctx, 2)
+        >>> sorted({key.split("/")[0] for key in metrics})
+        ['batch', 'classifier', 'prompt', 'rollout', 'timing', 'train']
+        >>> metrics["train/reward_mean"], metrics["train/zero_adv_groups"]  # untrained: all fail
+        (0.0, 1.0)
+    """
     cfg, task, ctl, policy = ctx.cfg, ctx.task, ctx.ctl, ctx.policy
     t0 = time.perf_counter()
 
@@ -207,6 +272,26 @@ class Hooks:
         on_sft: ``on_sft(step, total, loss)`` during the SFT warm-up.
         on_step: ``on_step(step, total, metrics)`` after every GRPO step (1-based step).
         should_stop: Polled between steps; True stops the run after a checkpoint (Ctrl-C).
+
+    Examples:
+        Record the phases and stop before the first GRPO step:
+
+        >>> import tempfile
+        >>> cfg = TrainConfig(
+        ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20,eval_size=4",
+        ...     steps=2, batch_size=4, sft_steps=0, eval_every=0, checkpoint_every=0,
+        ... )
+        >>> phases = []
+        >>> hooks = Hooks(
+        ...     on_phase=lambda name, detail: phases.append(f"{name}: {detail}"),
+        ...     should_stop=lambda: True,
+        ... )
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     result = train(cfg, f"{tmp}/run", hooks=hooks)
+        >>> phases
+        ['sft: tiny-llama-0.1m', 'eval: step 0', 'train: 2 steps']
+        >>> result.steps_done, result.interrupted
+        (0, True)
     """
 
     on_phase: Callable[[str, str], None] = lambda name, detail: None
@@ -226,6 +311,23 @@ class TrainResult:
         eval_start: Evaluation before the first step.
         eval_end: Evaluation after the last completed step (empty if interrupted before it).
         wall_s: Wall-clock seconds of this call.
+
+    Examples:
+        >>> import tempfile
+        >>> cfg = TrainConfig(
+        ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20,eval_size=4",
+        ...     steps=1, batch_size=4, sft_steps=0, eval_every=0, checkpoint_every=0,
+        ... )
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     result = train(cfg, f"{tmp}/run")
+        ...     print(result.run_dir.name, result.steps_done, result.interrupted)
+        run 1 False
+        >>> sorted(result.eval_end)  # held-out scores at the end; all 4 prompts are level 2
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['eval/mean@8', 'eval/mean@8/level2', 'eval/pass@1', 'eval/pass@1/level2',
+         'eval/pass@8', 'eval/pass@8/level2']
+        >>> result.eval_end["eval/pass@8"], result.wall_s > 0
+        (0.0, True)
     """
 
     run_dir: Path
@@ -308,6 +410,47 @@ def train(
     Raises:
         ValueError: Bad input (task, model, sizes), a ``run_dir`` that already holds a run, or a
             resume whose config differs; all raised before any compute.
+
+    Examples:
+        Two steps on the untrained 0.1 M model, stopped after the first and resumed:
+
+        >>> import os, tempfile
+        >>> from gdro_torch.rundir import read_metrics
+        >>> cfg = TrainConfig(
+        ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20,eval_size=4",
+        ...     steps=2, batch_size=4, rollout_mean=3, sft_steps=0, eval_every=0,
+        ...     checkpoint_every=0,
+        ... )
+        >>> done = []
+        >>> stop_after_one = Hooks(
+        ...     on_step=lambda step, total, metrics: done.append(step),
+        ...     should_stop=lambda: len(done) >= 1,
+        ... )
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> run = f"{tmp.name}/run"
+        >>> first = train(cfg, run, hooks=stop_after_one)
+        >>> first.steps_done, first.interrupted, sorted(os.listdir(f"{run}/checkpoints"))
+        (1, True, ['latest', 'step-000000', 'step-000001'])
+        >>> result = train(cfg, run, resume=True)
+        >>> result.steps_done, result.interrupted
+        (2, False)
+        >>> sorted(os.listdir(run))
+        ['checkpoints', 'config.json', 'init_model', 'metrics.jsonl', 'model', 'tb']
+        >>> rows = read_metrics(f"{run}/metrics.jsonl")  # step 0: the evaluation before training
+        >>> [(row["step"], row.get("train/rollouts")) for row in rows]
+        [(0, None), (1, 12.0), (2, 12.0)]
+
+        A finished run is not overwritten, and a resume must keep the config:
+
+        >>> train(cfg.replace(lr=1e-3), run, resume=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot resume ...: config differs (lr: 0.0002 -> 0.001)
+        >>> train(cfg, run)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: run directory ... already holds a run; use --resume ... or another --out
+        >>> tmp.cleanup()
     """
     wall = time.perf_counter()
     hooks = hooks or Hooks()

@@ -52,6 +52,14 @@ class EmbeddedSpec:
         intermediate_size: Width of the MLP.
         num_heads: Attention heads (as many key/value heads).
         max_positions: Longest sequence (prompt + completion) in tokens.
+
+    Examples:
+        >>> EMBEDDED_MODELS["tiny-llama-0.1m"]  # doctest: +NORMALIZE_WHITESPACE
+        EmbeddedSpec(hidden_size=64, num_layers=2, intermediate_size=256, num_heads=4,
+                     max_positions=128)
+        >>> spec = EmbeddedSpec(hidden_size=32, num_layers=1, intermediate_size=64, num_heads=2)
+        >>> spec.max_positions  # the default context length
+        128
     """
 
     hidden_size: int
@@ -77,6 +85,20 @@ def build_char_tokenizer() -> Any:
 
     Returns:
         A ``transformers.PreTrainedTokenizerFast``.
+
+    Examples:
+        One token per character, ``<bos>`` first; the answer tags are single tokens:
+
+        >>> tok = build_char_tokenizer()
+        >>> len(tok), tok.padding_side
+        (80, 'left')
+        >>> ids = tok("12+3=")["input_ids"]
+        >>> ids, tok.decode(ids, skip_special_tokens=True)
+        ([1, 5, 6, 14, 7, 18], '12+3=')
+        >>> tok.convert_ids_to_tokens(tok("<answer>7</answer>")["input_ids"])
+        ['<bos>', '<answer>', '7', '</answer>']
+        >>> tok("é")["input_ids"]  # outside the vocabulary: <unk> (id 3)
+        [1, 3]
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -110,6 +132,19 @@ def build_embedded(name: str, seed: int) -> tuple[Any, Any]:
 
     Raises:
         ValueError: If ``name`` is not an embedded model.
+
+    Examples:
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> sum(p.numel() for p in model.parameters()), model.config.num_hidden_layers
+        (136512, 2)
+        >>> again, _ = build_embedded("tiny-llama-0.1m", seed=0)  # same seed, same weights
+        >>> all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+        True
+        >>> build_embedded("tiny-llama-7b", seed=0)  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown embedded model 'tiny-llama-7b';
+        expected one of ['tiny-llama-0.1m', 'tiny-llama-1m']
     """
     if name not in EMBEDDED_MODELS:
         raise ValueError(
@@ -143,8 +178,21 @@ def check_model_dir(path: str | os.PathLike[str]) -> None:
     """Check, without loading weights, that ``path`` holds a causal LM in transformers format.
 
     Raises:
-        ValueError: If it is not a directory, has no ``config.json``, or its architecture is not a
-            causal language model.
+        ValueError: If it is not a directory, has no ``config.json``, its architecture is not a
+            causal language model, or it holds no weights.
+
+    Examples:
+        >>> import tempfile
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_model_dir(model, tok, f"{tmp}/tiny")
+        ...     print(check_model_dir(f"{tmp}/tiny"))  # a causal LM: no error
+        ...     try:
+        ...         check_model_dir(tmp)
+        ...     except ValueError as exc:
+        ...         print(str(exc).replace(tmp, "TMP"))
+        None
+        --model 'TMP' has no config.json: not a transformers model directory
     """
     p = Path(path)
     if not p.is_dir():
@@ -179,6 +227,25 @@ def load_local(path: str | os.PathLike[str]) -> tuple[Any, Any]:
 
     Returns:
         ``(model, tokenizer)``, the model in float32 on CPU, the tokenizer padding on the left.
+
+    Raises:
+        ValueError: If ``path`` does not hold a causal LM (see :func:`check_model_dir`).
+
+    Examples:
+        >>> import tempfile
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_model_dir(model, tok, tmp)
+        ...     loaded, loaded_tok = load_local(tmp)
+        >>> type(loaded).__name__, loaded.dtype, loaded_tok.padding_side
+        ('LlamaForCausalLM', torch.float32, 'left')
+        >>> all(torch.equal(a, b) for a, b in zip(model.parameters(), loaded.parameters()))
+        True
+        >>> load_local("no/such/model")  # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: --model 'no/such/model' is neither an embedded model name
+        (tiny-llama-0.1m, tiny-llama-1m) nor a local directory
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -202,7 +269,19 @@ def load_local(path: str | os.PathLike[str]) -> tuple[Any, Any]:
 
 
 def save_model_dir(model: Any, tokenizer: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` and ``tokenizer`` to ``path`` atomically (temp directory + rename)."""
+    """Write ``model`` and ``tokenizer`` to ``path`` atomically (temp directory + rename).
+
+    An existing ``path`` is replaced as a whole; parent directories are created.
+
+    Examples:
+        >>> import os, tempfile
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_model_dir(model, tok, f"{tmp}/runs/model")
+        ...     files = sorted(os.listdir(f"{tmp}/runs/model"))
+        >>> [f for f in ("config.json", "model.safetensors", "tokenizer.json") if f in files]
+        ['config.json', 'model.safetensors', 'tokenizer.json']
+    """
     from transformers.utils import logging as hf_logging
 
     path = Path(path)
@@ -228,7 +307,17 @@ def save_model_dir(model: Any, tokenizer: Any, path: str | os.PathLike[str]) -> 
 
 
 def default_cache_dir() -> Path:
-    """The SFT cache: ``$GDRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/gdro``, else ``~/.cache/gdro``."""
+    """The SFT cache: ``$GDRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/gdro``, else ``~/.cache/gdro``.
+
+    Examples:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"GDRO_CACHE_DIR": "/data/gdro-cache"}):
+        ...     print(default_cache_dir())
+        /data/gdro-cache
+        >>> with mock.patch.dict(os.environ, {"GDRO_CACHE_DIR": "", "XDG_CACHE_HOME": "/xdg"}):
+        ...     print(default_cache_dir())
+        /xdg/gdro
+    """
     if os.environ.get("GDRO_CACHE_DIR"):
         return Path(os.environ["GDRO_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -269,6 +358,19 @@ def sft_warmup(
 
     Returns:
         The loss of every step.
+
+    Examples:
+        Five steps on one repeated pair: the loss starts near ln(80), a uniform guess over the
+        vocabulary, and falls:
+
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> def examples(gen, n):
+        ...     return [("1+2=", "3")] * n
+        >>> losses = sft_warmup(model, tok, examples, steps=5, batch_size=4, lr=1e-2, warmup=1)
+        >>> len(losses), round(losses[0], 1), losses[-1] < losses[0] - 1
+        (5, 4.4, True)
+        >>> model.training  # left in eval mode
+        False
     """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

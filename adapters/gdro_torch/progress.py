@@ -24,8 +24,35 @@ _console = Console(stderr=True)
 class ProgressDisplay:
     """A progress bar for the SFT warm-up and the GRPO steps: step, reward, pass rate, ETA.
 
+    Output goes to stderr. Without a terminal (a log file, CI) the bar is not redrawn; a line is
+    logged every tenth of the way instead.
+
     Args:
         enabled: False prints nothing (``--no-progress``).
+
+    Examples:
+        Two GRPO steps, the second with an evaluation, logged to a captured stderr (the
+        environment patch keeps the text plain and wide enough on any terminal):
+
+        >>> import contextlib, io, os
+        >>> from unittest import mock
+        >>> err = io.StringIO()
+        >>> plain = mock.patch.dict(os.environ, {"TTY_COMPATIBLE": "0", "COLUMNS": "100"})
+        >>> step_1 = {"train/reward_mean": 0.5, "train/solved": 1.0}
+        >>> step_2 = {"train/reward_mean": 0.75, "train/solved": 1.0, "eval/pass@8": 0.25}
+        >>> with plain, contextlib.redirect_stderr(err), ProgressDisplay() as display:
+        ...     display.phase("train", "2 steps")
+        ...     display.step(1, 2, step_1)
+        ...     display.step(2, 2, step_2)
+        >>> print(err.getvalue())  # doctest: +ELLIPSIS
+        [...] train: 2 steps ...
+        ... grpo 1/2  reward 0.500  solved 1.00  pass@8 - ...
+        ... grpo 2/2  reward 0.750  solved 1.00  pass@8 0.250 ...
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err), ProgressDisplay(enabled=False) as display:
+        ...     display.step(1, 2, {"train/reward_mean": 0.5})
+        >>> err.getvalue()
+        ''
     """
 
     def __init__(self, enabled: bool = True):
@@ -95,7 +122,39 @@ def _level_key(key: str) -> tuple[int, str]:
 
 
 def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
-    """Print the held-out metrics at the start and the end, and where the run lives."""
+    """Print the held-out metrics at the start and the end, and where the run lives.
+
+    Args:
+        cfg: The run's :class:`~gdro_torch.config.TrainConfig` (its modes title the table).
+        task: The :class:`~gdro_torch.tasks.Task` (its spec is the caption).
+        result: The :class:`~gdro_torch.loop.TrainResult` (evaluations, steps, run directory).
+        wall_s: Seconds the run took.
+
+    Examples:
+        >>> import os
+        >>> from pathlib import Path
+        >>> from unittest import mock
+        >>> from gdro_torch.config import TrainConfig
+        >>> from gdro_torch.loop import TrainResult
+        >>> from gdro_torch.tasks import load_task
+        >>> result = TrainResult(
+        ...     run_dir=Path("runs/demo"), steps_done=200, interrupted=False,
+        ...     eval_start={"eval/pass@8": 0.25, "eval/pass@8/level2": 0.125, "timing/eval_s": 0.1},
+        ...     eval_end={"eval/pass@8": 0.5, "eval/pass@8/level2": 0.25},
+        ... )
+        >>> cfg, task = TrainConfig(prompt="off"), load_task("addition:max_digits=2")
+        >>> with mock.patch.dict(os.environ, {"TTY_COMPATIBLE": "0"}):  # plain text everywhere
+        ...     print_summary(cfg, task, result, wall_s=372.4)  # doctest: +NORMALIZE_WHITESPACE
+                  prompt=off rollout=fixed
+        ┏━━━━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━┓
+        ┃ held-out metric ┃ start ┃   end ┃ change ┃
+        ┡━━━━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━┩
+        │ pass@8          │ 0.250 │ 0.500 │ +0.250 │
+        │ pass@8/level2   │ 0.125 │ 0.250 │ +0.125 │
+        └─────────────────┴───────┴───────┴────────┘
+                   addition:max_digits=2
+        steps 200/200  wall 372 s  run runs/demo
+    """
     table = Table(title=f"prompt={cfg.prompt} rollout={cfg.rollout}", caption=task.spec)
     table.add_column("held-out metric")
     table.add_column("start", justify="right")

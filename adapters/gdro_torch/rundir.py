@@ -32,7 +32,22 @@ __all__ = ["RunDir", "atomic_write_text", "read_metrics"]
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a ``metrics.jsonl``; a torn last line (a crash mid-write) is ignored."""
+    """Read a ``metrics.jsonl``; a torn last line (a crash mid-write) is ignored.
+
+    Returns:
+        One dict per readable line, in file order; an empty list if the file does not exist.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = Path(tmp, "metrics.jsonl")
+        ...     _ = path.write_text('{"step": 1, "loss": 0.5}\\n{"step": 2, "loss": 0.4}\\n{"st')
+        ...     rows = read_metrics(path)
+        >>> rows
+        [{'step': 1, 'loss': 0.5}, {'step': 2, 'loss': 0.4}]
+        >>> read_metrics("no/such/metrics.jsonl")
+        []
+    """
     rows: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
@@ -63,6 +78,37 @@ class RunDir:
 
     Args:
         path: The directory.
+
+    Examples:
+        Config, metrics and checkpoints of a run (only the last ``keep=2`` checkpoints stay):
+
+        >>> import tempfile
+        >>> from gdro_core import GDROController
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> rd = RunDir(Path(tmp.name, "run"))
+        >>> rd.path.mkdir()
+        >>> rd.write_config({"kind": "train", "num_bins": 10})
+        >>> rd.read_config()
+        {'kind': 'train', 'num_bins': 10}
+        >>> for step in (1, 2, 3):
+        ...     rd.append_metrics({"step": step, "train/loss": 1 / step, "train/kl": float("nan")})
+        >>> read_metrics(rd.metrics_path)[0]  # non-finite values are written as null
+        {'step': 1, 'train/kl': None, 'train/loss': 1.0}
+        >>> rd.truncate_metrics(2)  # what a resume from step 2 does
+        >>> [row["step"] for row in read_metrics(rd.metrics_path)]
+        [1, 2]
+        >>> ctl = GDROController(num_prompts=4)
+        >>> for step in (1, 2, 3):
+        ...     _ = rd.save_checkpoint(step, {"step": step}, ctl)
+        >>> rd.latest_checkpoint().name, [p.name for p in rd.iter_checkpoints()]
+        ('step-000003', ['step-000002', 'step-000003'])
+        >>> sorted(p.name for p in rd.latest_checkpoint().iterdir())
+        ['controller.npz', 'trainer.pt']
+        >>> RunDir(tmp.name).read_config()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is not a run directory: no config.json
+        >>> tmp.cleanup()
     """
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -100,7 +146,10 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        """Append one step's metrics (``step`` plus flat floats) to ``metrics.jsonl`` and TensorBoard."""
+        """Append one step's metrics (``step`` plus flat floats) to ``metrics.jsonl``, TensorBoard.
+
+        Non-finite floats are written as ``null``.
+        """
         row = _clean(row)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -146,7 +195,7 @@ class RunDir:
     def save_checkpoint(
         self, step: int, trainer_state: dict[str, Any], controller: Any, keep: int = 2
     ) -> Path:
-        """Write ``trainer.pt`` and ``controller.npz`` into a new checkpoint, then point ``latest`` at it.
+        """Write ``trainer.pt`` and ``controller.npz`` to a new checkpoint; point ``latest`` at it.
 
         Args:
             step: Completed updates.

@@ -33,6 +33,13 @@ class Item:
         prompt: The text the model is conditioned on.
         answer: The reference completion (the SFT target; never shown to the policy).
         level: Difficulty level (larger is harder; for addition, the number of digits).
+
+    Examples:
+        >>> item = load_task("addition:max_digits=3,size=50").train.item(0)
+        >>> item
+        Item(prompt='511+26=', answer='735', level=3)
+        >>> item.answer == str(511 + 26)[::-1]  # digits least significant first by default
+        True
     """
 
     prompt: str
@@ -49,6 +56,21 @@ class Split:
         make: ``make(index) -> (Item, payload)``; the payload is what the scorer needs.
         scorer: ``scorer(payload, text) -> bool``, True for a fully correct completion.
         cache: Keep built items (off for the large SFT stream).
+
+    Examples:
+        A split of "double this number" prompts, scored by exact match:
+
+        >>> def make(i):
+        ...     return Item(prompt=f"2*{i}=", answer=str(2 * i), level=len(str(i))), 2 * i
+        >>> split = Split(size=20, make=make, scorer=lambda want, text: text.strip() == str(want))
+        >>> len(split), split.item(12)
+        (20, Item(prompt='2*12=', answer='24', level=2))
+        >>> split.reward(12, " 24"), split.reward(12, "25")
+        (1.0, 0.0)
+        >>> split.item(20)
+        Traceback (most recent call last):
+        ...
+        IndexError: item index must be in [0, 20); got 20
     """
 
     size: int
@@ -91,6 +113,15 @@ class Task:
         sft: A large stream for the supervised warm-up, drawn apart from both, so the warm-up
             neither memorises the RL prompts nor sees the held-out ones.
         max_answer_chars: Longest reference answer, in characters (sets the generation length).
+
+    Examples:
+        >>> task = load_task("addition:min_digits=2,max_digits=3,eval_size=10")
+        >>> task.spec, len(task.train), len(task.eval), len(task.sft)
+        ('addition:eval_size=10,max_digits=3,min_digits=2', 1000, 10, 1000000)
+        >>> task.max_answer_chars  # a 3-digit sum has at most 4 digits
+        4
+        >>> sorted({task.train.item(i).level for i in range(100)})
+        [2, 3]
     """
 
     spec: str
@@ -116,7 +147,18 @@ def parse_task_spec(spec: str) -> tuple[str, dict[str, Scalar]]:
     """Split ``name:key=value,...`` into the name and typed knobs (int, float, bool or str).
 
     Raises:
-        ValueError: If the spec is empty or a knob is not ``key=value``.
+        ValueError: If the name is empty or malformed, a knob is not ``key=value`` or a key is
+            given twice.
+
+    Examples:
+        >>> parse_task_spec("chain_sum:min_digits=2,reverse=false,ratio=0.5,mode=fast")
+        ('chain_sum', {'min_digits': 2, 'reverse': False, 'ratio': 0.5, 'mode': 'fast'})
+        >>> parse_task_spec("addition")
+        ('addition', {})
+        >>> parse_task_spec("addition:max_digits")
+        Traceback (most recent call last):
+        ...
+        ValueError: malformed task spec 'addition:max_digits': 'max_digits' is not key=value
     """
     name, _, rest = spec.strip().partition(":")
     if not name or not name.replace("_", "").isalnum():
