@@ -51,19 +51,11 @@ GRIDS: dict[str, dict[str, Any]] = {
             "sft_steps": None, "seeds": 5},
 }
 
-# two-sided 95% Student t quantiles by degrees of freedom
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
 def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30)."""
-    if df < 1:
-        return math.nan
-    if df in _T975:
-        return _T975[df]
-    larger = [k for k in _T975 if k > df]
-    return _T975[min(larger)] if larger else 1.96
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (NaN below 1)."""
+    from gdro_core.stats import t_quantile_975
+
+    return t_quantile_975(df) if df >= 1 else math.nan
 
 
 @dataclass(frozen=True)
@@ -87,10 +79,9 @@ def mean_ci(values: list[float] | np.ndarray) -> Interval:
     n = int(v.size)
     if n == 0:
         raise ValueError("mean_ci needs at least one value; got none")
-    m = float(v.mean())
-    if n < 2:
-        return Interval(m, math.nan, math.nan, n)
-    half = t975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
+    from gdro_core.stats import mean_ci as ci
+
+    m, half = ci(v)
     return Interval(m, m - half, m + half, n)
 
 

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from gdro_core.stats import mean_ci, t_quantile_975
+
 __all__ = [
     "BudgetStats",
     "area_under_curve",
@@ -36,75 +38,6 @@ __all__ = [
     "tuned_eta",
     "wse",
 ]
-
-# two-sided 95% Student-t quantiles t_{0.975, df}, df = 1..30
-_T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
-
-
-def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (1.96 beyond 30).
-
-    Examples:
-        >>> t_quantile_975(1), t_quantile_975(4), t_quantile_975(100)
-        (12.706, 2.776, 1.96)
-        >>> t_quantile_975(0)
-        Traceback (most recent call last):
-            ...
-        ValueError: df must be an integer >= 1; got 0
-    """
-    if df < 1:
-        raise ValueError(f"df must be an integer >= 1; got {df}")
-    return _T975[df - 1] if df <= 30 else 1.96
-
-
-def mean_ci(values: NDArray[np.float64]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval over seeds (NaN half-width for one value).
-
-    Examples:
-        >>> m, h = mean_ci(np.array([1.0, 2.0, 3.0])); round(m, 3), round(h, 3)
-        (2.0, 2.484)
-        >>> mean_ci(np.array([0.7, np.nan]))  # non-finite values are dropped; one value: no CI
-        (0.7, nan)
-    """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan
-    if v.size == 1:
-        return float(v[0]), math.nan
-    half = t_quantile_975(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return float(v.mean()), half
 
 
 def hedge_probs(gains: NDArray[np.float64], eta: float, gamma: float) -> NDArray[np.float64]:

@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         ...         code = run(parser.parse_args([*flags, "--out", f"{tmp}/run"]))
         ...     files = sorted(os.listdir(f"{tmp}/run"))
         >>> code, files
-        (0, ['checkpoints', 'config.json', 'init_model', 'metrics.jsonl', 'model', 'tb'])
+        (0, ['checkpoints', 'config.json', 'evals', 'init_model', 'metrics.jsonl', 'model', 'tb'])
         >>> stdout.getvalue().splitlines()[-1]  # doctest: +ELLIPSIS
         'steps 1/1  wall ... s  run .../run'
 

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gdro_core.files import atomic_write_text
 from gdro_torch.build import build_controller, check_inputs, load_policy
 from gdro_torch.config import TrainConfig
-from gdro_torch.evaluate import evaluate
+from gdro_torch.evaluate import EvalCounts, paired_change, sample_counts, score_counts
 from gdro_torch.generation import VLLMBackend, generate
 from gdro_torch.grpo import group_advantages, policy_loss, sequence_logprobs
 from gdro_torch.model import load_local, save_model_dir
@@ -310,6 +311,9 @@ class TrainResult:
         interrupted: True if stopped early (a checkpoint was saved).
         eval_start: Evaluation before the first step.
         eval_end: Evaluation after the last completed step (empty if interrupted before it).
+        change: ``{"mean@8": (change, half_width), "pass@8": (...)}``: end minus start, the
+            mean over held-out prompts with its 95% t-interval (:func:`paired_change`); empty
+            unless the run finished.
         wall_s: Wall-clock seconds of this call.
 
     Examples:
@@ -328,6 +332,8 @@ class TrainResult:
          'eval/pass@8', 'eval/pass@8/level2']
         >>> result.eval_end["eval/pass@8"], result.wall_s > 0
         (0.0, True)
+        >>> result.change  # the untrained model solves nothing, before or after one step
+        {'mean@8': (0.0, 0.0), 'pass@8': (0.0, 0.0)}
     """
 
     run_dir: Path
@@ -335,6 +341,7 @@ class TrainResult:
     interrupted: bool
     eval_start: dict[str, float] = field(default_factory=dict)
     eval_end: dict[str, float] = field(default_factory=dict)
+    change: dict[str, tuple[float, float]] = field(default_factory=dict)
     wall_s: float = 0.0
 
 
@@ -435,7 +442,7 @@ def train(
         >>> result.steps_done, result.interrupted
         (2, False)
         >>> sorted(os.listdir(run))
-        ['checkpoints', 'config.json', 'init_model', 'metrics.jsonl', 'model', 'tb']
+        ['checkpoints', 'config.json', 'evals', 'init_model', 'metrics.jsonl', 'model', 'tb']
         >>> rows = read_metrics(f"{run}/metrics.jsonl")  # step 0: the evaluation before training
         >>> [(row["step"], row.get("train/rollouts")) for row in rows]
         [(0, None), (1, 12.0), (2, 12.0)]
@@ -499,17 +506,20 @@ def train(
     def run_eval(step: int) -> dict[str, float]:
         hooks.on_phase("eval", f"step {step}")
         t = time.perf_counter()
-        out = evaluate(
+        counts = sample_counts(
             policy,
             tokenizer,
             task.eval,
             samples=cfg.eval_samples,
-            ks=(1, 8),
             max_new_tokens=max_new_tokens,
             seed=cfg.seed * 1_000_003 + 999_999_937,
             num_prompts=cfg.eval_prompts,
         )
-        return {**out, "timing/eval_s": time.perf_counter() - t}
+        atomic_write_text(eval_path(step), counts.to_json())  # per prompt, for paired_change
+        return {**score_counts(counts, (1, 8)), "timing/eval_s": time.perf_counter() - t}
+
+    def eval_path(step: int) -> Path:
+        return rd.path / "evals" / f"step-{step:06d}.json"
 
     # -- start, or restore the latest checkpoint -----------------------------------------------
     result = TrainResult(run_dir=rd.path, steps_done=0, interrupted=False)
@@ -547,6 +557,12 @@ def train(
             save_model_dir(policy, tokenizer, rd.path / "model")
             last = read_metrics(rd.metrics_path)[-1]
             result.eval_end = {k: v for k, v in last.items() if k.startswith("eval/")}
+            if eval_path(0).is_file() and eval_path(step).is_file():
+                first, final = EvalCounts.load(eval_path(0)), EvalCounts.load(eval_path(step))
+                result.change = {
+                    m: paired_change(first, final, m)
+                    for m in (f"mean@{cfg.eval_samples}", "pass@8")
+                }
     finally:
         rd.close()
     result.steps_done = step

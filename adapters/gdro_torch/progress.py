@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -124,6 +125,9 @@ def _level_key(key: str) -> tuple[int, str]:
 def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
     """Print the held-out metrics at the start and the end, and where the run lives.
 
+    Where the result has a paired interval (``result.change``), the change reads
+    ``+0.250 ± 0.062``: a 95% t-interval over held-out prompts.
+
     Args:
         cfg: The run's :class:`~gdro_torch.config.TrainConfig` (its modes title the table).
         task: The :class:`~gdro_torch.tasks.Task` (its spec is the caption).
@@ -141,18 +145,19 @@ def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
         ...     run_dir=Path("runs/demo"), steps_done=200, interrupted=False,
         ...     eval_start={"eval/pass@8": 0.25, "eval/pass@8/level2": 0.125, "timing/eval_s": 0.1},
         ...     eval_end={"eval/pass@8": 0.5, "eval/pass@8/level2": 0.25},
+        ...     change={"pass@8": (0.25, 0.0625)},  # with its 95% interval over held-out prompts
         ... )
         >>> cfg, task = TrainConfig(prompt="off"), load_task("addition:max_digits=2")
         >>> with mock.patch.dict(os.environ, {"TTY_COMPATIBLE": "0"}):  # plain text everywhere
         ...     print_summary(cfg, task, result, wall_s=372.4)  # doctest: +NORMALIZE_WHITESPACE
-                  prompt=off rollout=fixed
-        ┏━━━━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━┓
-        ┃ held-out metric ┃ start ┃   end ┃ change ┃
-        ┡━━━━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━┩
-        │ pass@8          │ 0.250 │ 0.500 │ +0.250 │
-        │ pass@8/level2   │ 0.125 │ 0.250 │ +0.125 │
-        └─────────────────┴───────┴───────┴────────┘
-                   addition:max_digits=2
+                      prompt=off rollout=fixed
+        ┏━━━━━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━━━━━━━━━━┓
+        ┃ held-out metric ┃ start ┃   end ┃         change ┃
+        ┡━━━━━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━━━━━━━━━━┩
+        │ pass@8          │ 0.250 │ 0.500 │ +0.250 ± 0.062 │
+        │ pass@8/level2   │ 0.125 │ 0.250 │         +0.125 │
+        └─────────────────┴───────┴───────┴────────────────┘
+                       addition:max_digits=2
         steps 200/200  wall 372 s  run runs/demo
     """
     table = Table(title=f"prompt={cfg.prompt} rollout={cfg.rollout}", caption=task.spec)
@@ -168,11 +173,15 @@ def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
     for key in sorted(keys, key=lambda k: ("level" in k, _level_key(k))):
         a = result.eval_start.get(key)
         b = result.eval_end.get(key)
+        name = key.removeprefix("eval/")
+        change = f"{b - a:+.3f}" if a is not None and b is not None else "-"
+        if name in result.change and math.isfinite(result.change[name][1]):
+            change += f" ± {result.change[name][1]:.3f}"  # 95% t-interval over prompts
         table.add_row(
-            key.removeprefix("eval/"),
+            name,
             f"{a:.3f}" if a is not None else "-",
             f"{b:.3f}" if b is not None else "-",
-            f"{b - a:+.3f}" if a is not None and b is not None else "-",
+            change,
         )
     console = Console()
     console.print(table)

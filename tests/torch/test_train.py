@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from gdro_torch.config import TrainConfig
+from gdro_torch.evaluate import EvalCounts, score_counts
 from gdro_torch.loop import Hooks, train
 from gdro_torch.rundir import read_metrics
 
@@ -58,6 +60,18 @@ def test_run_directory_contents(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
     assert set(state) >= {"model", "optimizer", "torch_rng", "step"} and state["step"] == 3
     assert (run / "checkpoints" / "step-000003" / "controller.npz").is_file()
     assert (run / "model" / "config.json").is_file() and (run / "init_model").is_dir()
+    # per-prompt eval counts at every evaluation; they reproduce the logged metrics, and the
+    # reported change is their paired difference
+    evals = sorted(p.name for p in (run / "evals").iterdir())
+    assert evals == ["step-000000.json", "step-000002.json", "step-000003.json"]
+    first = EvalCounts.load(run / "evals" / "step-000000.json")
+    final = EvalCounts.load(run / "evals" / "step-000003.json")
+    assert first.correct.size == 16 and first.samples == cfg.eval_samples
+    assert score_counts(final) == {k: v for k, v in rows[-1].items() if k.startswith("eval/")}
+    for metric, key in (("mean@8", "eval/mean@8"), ("pass@8", "eval/pass@8")):
+        change, half = result.change[metric]
+        assert change == pytest.approx(rows[-1][key] - rows[0][key])
+        assert half >= 0 or math.isnan(half)
     assert not [p for p in run.rglob(".*") if p.name != ".gitkeep"]  # no temp files left
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg, run)
