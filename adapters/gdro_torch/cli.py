@@ -147,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="smoke: under a minute; default: about 5 minutes, a measurable mean@8 gain",
+        help="smoke: under a minute; default: about 3 minutes, a measurable mean@8 gain",
     )
     parser.add_argument(
         "--out",

@@ -271,7 +271,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         checkpoint_every=0,
         kl_coef=0.001,
     ),
-    # about 5 minutes on 2 idle CPU cores (a 1,000-step SFT of about 2, cached afterwards, then
+    # about 3 minutes on 2 idle CPU cores (a 1,000-step SFT of 1.5, cached afterwards, then
     # 200 GRPO steps): Prompt-GDRO with the variance signal (the paper's loss signal is inert
     # with one on-policy update per batch and no KL, method.md section 7.6), 32 prompts x 8
     # rollouts as in testbed.md. The short SFT leaves room for RL: held-out mean@8 rises by
