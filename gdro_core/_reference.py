@@ -202,6 +202,15 @@ def _lae(a: NDArray[np.float64] | float, b: NDArray[np.float64] | float) -> NDAr
     return np.where(np.isneginf(lo), hi, out)
 
 
+def _logsumexp(x: NDArray[np.float64]) -> float:
+    """log(sum(exp(x))), -inf for an empty or all -inf ``x`` (vectorised; the kernel adds the
+    terms one by one, so the two agree to rounding)."""
+    top = float(x.max()) if x.size else -np.inf
+    if top == -np.inf:
+        return -np.inf
+    return top + float(np.log(np.exp(x - top).sum()))
+
+
 def budget_dp_sample(
     counts: NDArray[np.int64],
     logp: NDArray[np.float64],
@@ -241,11 +250,8 @@ def budget_dp_sample(
         for j in range(k):
             shift = int(counts[b]) * j
             if shift <= slack:
-                acc = ninf
                 terms = fwd[b, : slack + 1 - shift] + bwd[b + 1, shift:]
-                for t in terms:  # sequential, the same order as the kernel
-                    acc = float(_lae(acc, t))
-                lm[j] = logp[b, j] + acc
+                lm[j] = logp[b, j] + _logsumexp(terms)
         top = lm.max()
         marg[b] = np.exp(lm - top)
         marg[b] /= marg[b].sum()
