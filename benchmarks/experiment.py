@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from gdro_core import stats
+
 ARMS: dict[str, dict[str, Any]] = {
     "grpo": {"prompt": "off", "rollout": "fixed"},
     "prompt-reweight": {"prompt": "reweight", "rollout": "fixed"},
@@ -51,13 +53,6 @@ GRIDS: dict[str, dict[str, Any]] = {
             "sft_steps": None, "seeds": 5},
 }
 
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (NaN below 1)."""
-    from gdro_core.stats import t_quantile_975
-
-    return t_quantile_975(df) if df >= 1 else math.nan
-
-
 @dataclass(frozen=True)
 class Interval:
     """A mean with its 95% confidence interval over n paired samples."""
@@ -74,14 +69,12 @@ class Interval:
 
 
 def mean_ci(values: list[float] | np.ndarray) -> Interval:
-    """Mean and 95% t-interval of ``values`` (a paired difference per seed)."""
+    """Mean and 95% t-interval of ``values`` (a paired difference per seed; NaNs dropped)."""
     v = np.asarray(values, dtype=np.float64)
-    n = int(v.size)
+    n = int(np.isfinite(v).sum())
     if n == 0:
         raise ValueError("mean_ci needs at least one value; got none")
-    from gdro_core.stats import mean_ci as ci
-
-    m, half = ci(v)
+    m, half = stats.mean_ci(v)
     return Interval(m, m - half, m + half, n)
 
 

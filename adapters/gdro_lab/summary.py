@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gdro_core.stats import mean_ci
 from gdro_lab import theory
 from gdro_lab.controllers import GDRO_MODES, rollout_config
 from gdro_lab.run import RunResult, SimConfig
@@ -211,7 +212,7 @@ def summarise(
         if not runs:
             continue
         outs = [outcome(r) for r in runs]
-        row: dict[str, Any] = {k: theory.mean_ci(np.array([o[k] for o in outs])) for k in outs[0]}
+        row: dict[str, Any] = {k: mean_ci(np.array([o[k] for o in outs])) for k in outs[0]}
         row["reached_target"] = int(sum(math.isfinite(o["steps_to_target"]) for o in outs))
         row["seeds"] = len(runs)
         out["outcomes"][name] = row
@@ -228,7 +229,7 @@ def summarise(
         found = [x for x in reg if x is not None]
         if found and len(found) == len(reg):
             out["regret"][name] = {
-                "regret": theory.mean_ci(np.array([x["regret"] for x in found])),
+                "regret": mean_ci(np.array([x["regret"] for x in found])),
                 "bound": found[0]["bound"],
                 "bound_applies": found[0]["bound_applies"],
                 "max_abs_q_vs_hedge": max(x["max_abs_q_vs_hedge"] for x in found),
@@ -276,10 +277,10 @@ def _wse(
         flat = theory.wse(share, sigma[None, :], np.full_like(share, float(mean_rollouts)))
         red_loss.append(1.0 - float(alloc.mean()) / float(flat.mean()))
     return {
-        "reduction": theory.mean_ci(np.array(red)),
-        "reduction_loss": theory.mean_ci(np.array(red_loss)),
-        "reduction_neyman_oracle": theory.mean_ci(np.array(red_ney)),
-        "reduction_optimal": theory.mean_ci(np.array(red_opt)),
+        "reduction": mean_ci(np.array(red)),
+        "reduction_loss": mean_ci(np.array(red_loss)),
+        "reduction_neyman_oracle": mean_ci(np.array(red_ney)),
+        "reduction_optimal": mean_ci(np.array(red_opt)),
     }
 
 
@@ -316,7 +317,7 @@ def _budget(
     t = len(runs[0].rows)
     return {
         "max_abs_realised_gap": max(gaps),
-        "average_violation": theory.mean_ci(np.array(avg)),
+        "average_violation": mean_ci(np.array(avg)),
         "dual_bound": mu_max / (alpha * t) if alpha > 0 else math.inf,
         "price_hit_cap": hit,
         "dual_recursion_error": rec_err,
@@ -368,11 +369,11 @@ def _price(runs: Sequence[RunResult], num_bins: int, mean_rollouts: int) -> dict
         else math.nan
     )
     return {
-        "price": theory.mean_ci(np.array(price)),
-        "mu_star": theory.mean_ci(np.array(mu_star)),
-        "price_over_mu_star": theory.mean_ci(np.array(ratio)),
-        "deviation": theory.mean_ci(np.array(dev)),
-        "deviation_flat": theory.mean_ci(np.array(dev_flat)),
+        "price": mean_ci(np.array(price)),
+        "mu_star": mean_ci(np.array(mu_star)),
+        "price_over_mu_star": mean_ci(np.array(ratio)),
+        "deviation": mean_ci(np.array(dev)),
+        "deviation_flat": mean_ci(np.array(dev_flat)),
         "bin_share": share.mean(axis=0).tolist(),
         "bin_rollouts": [None if not math.isfinite(x) else float(x) for x in n],
         "bin_neyman": [None if not math.isfinite(x) else float(x) for x in ney],

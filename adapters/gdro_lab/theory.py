@@ -22,8 +22,6 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_core.stats import mean_ci, t_quantile_975
-
 __all__ = [
     "BudgetStats",
     "area_under_curve",
@@ -31,10 +29,8 @@ __all__ = [
     "hedge_bound",
     "hedge_probs",
     "lead_lag",
-    "mean_ci",
     "regret_curve",
     "steps_to_target",
-    "t_quantile_975",
     "tuned_eta",
     "wse",
 ]

@@ -10,7 +10,6 @@ gain is reported with its uncertainty.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +127,11 @@ def _per_prompt(counts: EvalCounts, metric: str) -> NDArray[np.float64]:
     return np.asarray(pass_at_k(n, counts.correct, int(k)), dtype=np.float64)
 
 
+def _check_ks(ks: tuple[int, ...], samples: int) -> None:
+    if any(k > samples for k in ks):
+        raise ValueError(f"eval pass@k needs k <= samples; got ks={ks}, samples={samples}")
+
+
 def score_counts(counts: EvalCounts, ks: tuple[int, ...] = (1, 8)) -> dict[str, float]:
     """The reported metrics of an evaluation, overall and per level.
 
@@ -149,18 +153,17 @@ def score_counts(counts: EvalCounts, ks: tuple[int, ...] = (1, 8)) -> dict[str, 
         >>> round(out["eval/mean@8"], 4), out["eval/pass@8"], out["eval/pass@8/level2"]
         (0.4062, 0.75, 0.5)
     """
-    if any(k > counts.samples for k in ks):
-        raise ValueError(f"eval pass@k needs k <= samples; got ks={ks}, samples={counts.samples}")
+    _check_ks(ks, counts.samples)
     groups: dict[str, NDArray[np.bool_]] = {"": np.ones(counts.correct.shape, dtype=bool)}
     for level in sorted(set(counts.levels.tolist())):
         groups[f"/level{level}"] = counts.levels == level
     metrics = [f"mean@{counts.samples}"] + [f"pass@{k}" for k in ks]
     values = {m: _per_prompt(counts, m) for m in metrics}
-    out: dict[str, float] = defaultdict(float)
+    out: dict[str, float] = {}
     for suffix, sel in groups.items():
         for m in metrics:
             out[f"eval/{m}{suffix}"] = float(np.mean(values[m][sel]))
-    return dict(out)
+    return out
 
 
 def paired_change(
@@ -261,8 +264,7 @@ def evaluate(
         ...
         ValueError: eval pass@k needs k <= samples; got ks=(1, 8), samples=4
     """
-    if any(k > samples for k in ks):
-        raise ValueError(f"eval pass@k needs k <= samples; got ks={ks}, samples={samples}")
+    _check_ks(ks, samples)  # before sampling: a bad k costs no compute
     counts = sample_counts(
         model,
         tokenizer,

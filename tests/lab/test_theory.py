@@ -37,15 +37,6 @@ def test_hedge_bound_on_an_adversarial_sequence() -> None:
     assert theory.hedge_bound(b, t, eta, 0.0) == pytest.approx(math.sqrt(t * math.log(b) / 2))
 
 
-def test_mean_ci_uses_student_t() -> None:
-    m, h = theory.mean_ci(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
-    assert m == 3.0 and h == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5))
-    assert math.isnan(theory.mean_ci(np.array([1.0]))[1])
-    assert theory.t_quantile_975(100) == 1.96
-    with pytest.raises(ValueError, match="df must be an integer >= 1; got 0"):
-        theory.t_quantile_975(0)
-
-
 def test_dual_recursion_bounds_cumulative_violation() -> None:
     # mu_{t+1} = clip(mu_t + alpha (m_t - target), 0, mu_max) implies
     # sum_{s<=t} (m_s - target) <= mu_{t+1} / alpha whenever the cap never binds
