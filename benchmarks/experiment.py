@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     sft_dir = out / "sft_model"
     sft_cfg = TrainConfig(**{**base, "sft_steps": grid["sft_steps"]})
     sft_key = {k: getattr(sft_cfg, k) for k in ("model", "task", "sft_steps", "sft_batch", "sft_lr")}
+    if sft_cfg.sft_max_grad_norm is not None:  # absent when unset: older stamps stay valid
+        sft_key["sft_max_grad_norm"] = sft_cfg.sft_max_grad_norm
     stamp = out / "sft.json"
     if (sft_dir / "config.json").is_file():
         saved = json.loads(stamp.read_text()) if stamp.is_file() else None

@@ -157,6 +157,8 @@ def load_policy(
             "steps": steps,
             "batch": cfg.sft_batch,
             "lr": cfg.sft_lr,
+            # only when set, so the keys of warm-ups cached before this knob stay valid
+            **({} if cfg.sft_max_grad_norm is None else {"clip": cfg.sft_max_grad_norm}),
         }
     )
     cached = Path(cache_dir or default_cache_dir()) / "sft" / key
@@ -177,6 +179,7 @@ def load_policy(
         steps=steps,
         batch_size=cfg.sft_batch,
         lr=cfg.sft_lr,
+        max_grad_norm=cfg.sft_max_grad_norm,
         seed=cfg.seed,
         progress=None if progress is None else (lambda s, loss: progress(s, steps, loss)),
     )

@@ -91,6 +91,7 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("sft_steps", "SFT steps (default 2000 for embedded models, 0 for local ones)"),
             ("sft_batch", "SFT batch"),
             ("sft_lr", "SFT learning rate"),
+            ("sft_max_grad_norm", "SFT gradient clipping (default: off)"),
         ],
     ),
     (

@@ -339,6 +339,7 @@ def sft_warmup(
     batch_size: int = 64,
     lr: float = 2e-3,
     warmup: int = 100,
+    max_grad_norm: float | None = None,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
 ) -> list[float]:
@@ -353,6 +354,8 @@ def sft_warmup(
         lr: AdamW peak learning rate, reached after ``warmup`` linear steps, then a cosine decay
             to a tenth of it at ``steps``.
         warmup: Linear warm-up steps.
+        max_grad_norm: Clip the gradient to this global norm before each step (None = no
+            clipping). Clipping at 1.0 makes the 1 M model's warm-up far less erratic.
         seed: Seed of the example stream.
         progress: Called as ``progress(step, loss)`` after each step.
 
@@ -398,6 +401,8 @@ def sft_warmup(
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         sched.step()
         losses.append(loss.item())

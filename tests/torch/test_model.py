@@ -12,7 +12,13 @@ from gdro_torch.build import load_policy
 from gdro_torch.config import TrainConfig
 from gdro_torch.generation import generate
 from gdro_torch.grpo import sequence_logprobs
-from gdro_torch.model import build_char_tokenizer, build_embedded, check_model_dir, load_local
+from gdro_torch.model import (
+    build_char_tokenizer,
+    build_embedded,
+    check_model_dir,
+    load_local,
+    sft_warmup,
+)
 from gdro_torch.tasks import load_task
 
 
@@ -68,6 +74,56 @@ def test_sft_is_cached_and_reused(tmp_path: Path) -> None:
     assert len(list((tmp_path / "sft").iterdir())) == 1  # no temp directories left behind
     _, _, hit3 = load_policy(cfg.replace(sft_steps=6), task, cache_dir=tmp_path)
     assert hit3 is False  # the key covers the SFT settings
+
+
+def test_sft_gradient_clipping_is_applied_and_keyed(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model="tiny-llama-0.1m", task="addition:max_digits=2,size=50", sft_steps=3, sft_batch=8
+    )
+    task = load_task(cfg.task)
+    plain, _, _ = load_policy(cfg, task, cache_dir=tmp_path)
+    clipped, _, hit = load_policy(cfg.replace(sft_max_grad_norm=1e-3), task, cache_dir=tmp_path)
+    assert hit is False  # its own cache entry, not the unclipped warm-up
+    assert len(list((tmp_path / "sft").iterdir())) == 2
+    # a tiny clip norm changes the Adam moments, so the warm-ups differ
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), clipped.state_dict().values())
+    )
+
+
+def test_sft_clipping_clips_the_gradient_norm() -> None:
+    """With max_grad_norm set, the norm the optimizer sees is at most that norm."""
+    model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+    seen: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self: torch.optim.Optimizer, *args: object, **kwargs: object) -> object:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    def examples(gen: torch.Generator, n: int) -> list[tuple[str, str]]:
+        return [("12+34=", "64")] * n
+
+    torch.optim.AdamW.step = spy  # type: ignore[method-assign]
+    try:
+        sft_warmup(model, tok, examples, steps=3, batch_size=4, warmup=1, max_grad_norm=0.01)
+        clipped = list(seen)
+        seen.clear()
+        model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        sft_warmup(model, tok, examples, steps=3, batch_size=4, warmup=1)
+    finally:
+        torch.optim.AdamW.step = original  # type: ignore[method-assign]
+    assert len(clipped) == 3 and max(clipped) <= 0.01 * (1 + 1e-4)
+    assert seen[0] > 0.1  # unclipped, the first gradient is far larger
+
+
+def test_sft_clip_setting_is_validated() -> None:
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="--sft-max-grad-norm must be a finite number > 0"):
+            TrainConfig(sft_max_grad_norm=bad)
+    assert TrainConfig(sft_max_grad_norm=1).sft_max_grad_norm == 1
 
 
 def test_generation_matches_the_training_forward_pass() -> None:
