@@ -13,6 +13,7 @@ import torch
 from gdro_torch.config import TrainConfig, controller_configs
 from gdro_torch.model import (
     EMBEDDED_MODELS,
+    TARGET_WINDOW,
     build_embedded,
     check_model_dir,
     default_cache_dir,
@@ -25,7 +26,7 @@ from gdro_torch.tasks import Task, load_task, parse_task_spec
 
 __all__ = ["build_controller", "check_inputs", "load_policy", "sft_steps_for"]
 
-SFT_FORMAT = 3  # bump when the SFT recipe changes: old cache entries are not reused
+SFT_FORMAT = 4  # bump when the SFT recipe changes: old cache entries are not reused
 
 
 def check_inputs(cfg: TrainConfig) -> Task:
@@ -80,11 +81,11 @@ def build_controller(cfg: TrainConfig, num_prompts: int) -> Any:
 
 
 def sft_steps_for(cfg: TrainConfig) -> int:
-    """SFT steps: the configured number, else 2000 for an embedded model and 0 for a local one.
+    """SFT steps: the configured number, else 2500 for an embedded model and 0 for a local one.
 
     Examples:
         >>> sft_steps_for(TrainConfig(model="tiny-llama-1m"))
-        2000
+        2500
         >>> sft_steps_for(TrainConfig(model="/models/my-llama"))  # a local model: no warm-up
         0
         >>> sft_steps_for(TrainConfig(model="/models/my-llama", sft_steps=50))
@@ -92,7 +93,7 @@ def sft_steps_for(cfg: TrainConfig) -> int:
     """
     if cfg.sft_steps is not None:
         return cfg.sft_steps
-    return 2000 if cfg.model in EMBEDDED_MODELS else 0
+    return 2500 if cfg.model in EMBEDDED_MODELS else 0
 
 
 def load_policy(
@@ -111,7 +112,9 @@ def load_policy(
         progress: ``progress(step, total, loss)`` during SFT.
 
     Returns:
-        ``(model, tokenizer, from_cache)``.
+        ``(model, tokenizer, from_cache)``. After a warm-up, ``model.config.gdro_sft`` records
+        it (``steps`` run, ``max_steps``, mean ``loss`` of the last 100 steps, ``target_loss``);
+        it is saved in the model's ``config.json``.
 
     Examples:
         Two SFT steps on the 0.1 M model; the second call finds the result in the cache:
@@ -130,6 +133,9 @@ def load_policy(
         ...     model, tokenizer, hit_2 = load_policy(cfg, task, cache_dir=cache)
         >>> hit_1, hit_2, seen
         (False, True, [(1, 2), (2, 2)])
+        >>> record = model.config.gdro_sft  # read back from the cached config.json
+        >>> record["steps"], record["max_steps"], record["target_loss"]
+        (2, 2, None)
         >>> type(model).__name__, tokenizer.padding_side
         ('LlamaForCausalLM', 'left')
     """
@@ -157,8 +163,8 @@ def load_policy(
             "steps": steps,
             "batch": cfg.sft_batch,
             "lr": cfg.sft_lr,
-            # only when set, so the keys of warm-ups cached before this knob stay valid
-            **({} if cfg.sft_max_grad_norm is None else {"clip": cfg.sft_max_grad_norm}),
+            "clip": cfg.sft_max_grad_norm,
+            "target": cfg.sft_target_loss,
         }
     )
     cached = Path(cache_dir or default_cache_dir()) / "sft" / key
@@ -172,7 +178,7 @@ def load_policy(
         items = [stream.item(i) for i in torch.randint(len(stream), (n,), generator=gen).tolist()]
         return [(it.prompt, it.answer) for it in items]
 
-    sft_warmup(
+    losses = sft_warmup(
         model,
         tok,
         examples,
@@ -180,9 +186,18 @@ def load_policy(
         batch_size=cfg.sft_batch,
         lr=cfg.sft_lr,
         max_grad_norm=cfg.sft_max_grad_norm,
+        target_loss=cfg.sft_target_loss,
         seed=cfg.seed,
         progress=None if progress is None else (lambda s, loss: progress(s, steps, loss)),
     )
+    recent = losses[-TARGET_WINDOW:]
+    # the warm-up's record travels with the weights (config.json of every copy of the model)
+    model.config.gdro_sft = {
+        "steps": len(losses),
+        "max_steps": steps,
+        "loss": sum(recent) / len(recent),
+        "target_loss": cfg.sft_target_loss,
+    }
     save_model_dir(model, tok, cached)
     model, tok = load_local(cached)  # identical weights; the same code path as a cache hit
     return model, tok, False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import string
@@ -330,6 +329,10 @@ def sft_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: Steps whose mean SFT loss is compared with ``target_loss``.
+TARGET_WINDOW = 100
+
+
 def sft_warmup(
     model: Any,
     tokenizer: Any,
@@ -337,13 +340,22 @@ def sft_warmup(
     *,
     steps: int,
     batch_size: int = 64,
-    lr: float = 2e-3,
+    lr: float = 1e-3,
     warmup: int = 100,
-    max_grad_norm: float | None = None,
+    max_grad_norm: float | None = 1.0,
+    weight_decay: float = 0.1,
+    beta2: float = 0.95,
+    target_loss: float | None = None,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Supervised warm-up on (prompt, answer) pairs; the loss covers answer tokens and ``<eos>``.
+
+    AdamW with the usual small-LM settings (beta2 0.95, weight decay 0.1, the gradient clipped
+    at norm 1), ``warmup`` linear steps, then a constant learning rate. On addition the 1 M
+    model's loss falls in a sudden drop once it has learned to line the digits up; these
+    settings bring the drop forward (about step 1,000-2,000 against 2,000-3,000 for plain Adam
+    with a cosine decay) and make the accuracy after it far higher (docs/torch.md).
 
     Args:
         model: The causal LM, trained in place.
@@ -351,16 +363,21 @@ def sft_warmup(
         examples: ``examples(generator, batch_size)`` returns a batch of (prompt, answer) strings.
         steps: Optimizer steps.
         batch_size: Pairs per step.
-        lr: AdamW peak learning rate, reached after ``warmup`` linear steps, then a cosine decay
-            to a tenth of it at ``steps``.
+        lr: AdamW learning rate, reached after ``warmup`` linear steps, then held.
         warmup: Linear warm-up steps.
         max_grad_norm: Clip the gradient to this global norm before each step (None = no
-            clipping). Clipping at 1.0 makes the 1 M model's warm-up far less erratic.
+            clipping).
+        weight_decay: AdamW's decoupled weight decay.
+        beta2: AdamW's second-moment decay (beta1 is 0.9).
+        target_loss: Stop before ``steps`` once the mean loss of the last 100 steps
+            (``TARGET_WINDOW``) is at most this (None = always run ``steps``). How
+            far the 1 M model has come by a given step varies with the seed and the machine;
+            its loss says where it is.
         seed: Seed of the example stream.
         progress: Called as ``progress(step, loss)`` after each step.
 
     Returns:
-        The loss of every step.
+        The loss of every step run.
 
     Examples:
         Five steps on one repeated pair: the loss starts near ln(80), a uniform guess over the
@@ -374,15 +391,21 @@ def sft_warmup(
         (5, 4.4, True)
         >>> model.training  # left in eval mode
         False
+
+        With a target loss it stops as soon as the recent steps reach it:
+
+        >>> model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+        >>> losses = sft_warmup(
+        ...     model, tok, examples, steps=500, batch_size=4, lr=1e-2, warmup=1, target_loss=0.5
+        ... )
+        >>> len(losses) < 500, sum(losses[-TARGET_WINDOW:]) / TARGET_WINDOW <= 0.5
+        (True, True)
     """
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-
-    def schedule(s: int) -> float:
-        decay = 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, s / max(1, steps))))
-        return min(1.0, (s + 1) / max(1, warmup)) * decay
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, beta2), weight_decay=weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id
     model.train()
@@ -408,5 +431,9 @@ def sft_warmup(
         losses.append(loss.item())
         if progress is not None:
             progress(step + 1, losses[-1])
+        recent = losses[-TARGET_WINDOW:]
+        if target_loss is not None and len(recent) == TARGET_WINDOW:
+            if sum(recent) / TARGET_WINDOW <= target_loss:
+                break
     model.eval()
     return losses

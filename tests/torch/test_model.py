@@ -112,18 +112,61 @@ def test_sft_clipping_clips_the_gradient_norm() -> None:
         clipped = list(seen)
         seen.clear()
         model, tok = build_embedded("tiny-llama-0.1m", seed=0)
-        sft_warmup(model, tok, examples, steps=3, batch_size=4, warmup=1)
+        sft_warmup(model, tok, examples, steps=3, batch_size=4, warmup=1, max_grad_norm=None)
     finally:
         torch.optim.AdamW.step = original  # type: ignore[method-assign]
     assert len(clipped) == 3 and max(clipped) <= 0.01 * (1 + 1e-4)
     assert seen[0] > 0.1  # unclipped, the first gradient is far larger
 
 
-def test_sft_clip_setting_is_validated() -> None:
+def test_sft_clip_and_target_settings_are_validated() -> None:
     for bad in (0.0, -1.0, float("nan"), float("inf"), True):
         with pytest.raises(ValueError, match="--sft-max-grad-norm must be a finite number > 0"):
             TrainConfig(sft_max_grad_norm=bad)
+        with pytest.raises(ValueError, match="--sft-target-loss must be a finite number > 0"):
+            TrainConfig(sft_target_loss=bad)
     assert TrainConfig(sft_max_grad_norm=1).sft_max_grad_norm == 1
+    assert TrainConfig(sft_target_loss=0.25).sft_target_loss == 0.25
+
+
+def _repeated(gen: torch.Generator, n: int) -> list[tuple[str, str]]:
+    return [("12+34=", "64")] * n
+
+
+def test_sft_stops_at_its_target_loss_and_not_before() -> None:
+    model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+    full = sft_warmup(model, tok, _repeated, steps=150, batch_size=4, lr=1e-2, warmup=1)
+    # the first step whose trailing 100-step mean is <= 0.5 is where the early run must stop
+    means = [sum(full[i - 99 : i + 1]) / 100 for i in range(99, len(full))]
+    first = next(i for i, m in enumerate(means) if m <= 0.5) + 100
+    assert first < 150
+    model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+    early = sft_warmup(
+        model, tok, _repeated, steps=150, batch_size=4, lr=1e-2, warmup=1, target_loss=0.5
+    )
+    assert len(early) == first and early == full[:first]
+    model, tok = build_embedded("tiny-llama-0.1m", seed=0)
+    unreachable = sft_warmup(
+        model, tok, _repeated, steps=150, batch_size=4, lr=1e-2, warmup=1, target_loss=1e-9
+    )
+    assert unreachable == full  # a target never met: all the steps, the same ones
+
+
+def test_sft_target_is_keyed_and_recorded_with_the_model(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model="tiny-llama-0.1m", task="addition:max_digits=2,size=50", sft_steps=120, sft_batch=8
+    )
+    task = load_task(cfg.task)
+    plain, _, _ = load_policy(cfg, task, cache_dir=tmp_path)
+    assert plain.config.gdro_sft["steps"] == 120 and plain.config.gdro_sft["target_loss"] is None
+    loose = cfg.replace(sft_target_loss=2.3, sft_lr=3e-3)
+    model, _, hit = load_policy(loose, task, cache_dir=tmp_path)
+    assert hit is False and len(list((tmp_path / "sft").iterdir())) == 2
+    record = model.config.gdro_sft
+    assert 100 <= record["steps"] < 120 and record["max_steps"] == 120
+    assert record["loss"] <= 2.3 and record["target_loss"] == 2.3
+    again, _, hit = load_policy(loose, task, cache_dir=tmp_path)
+    assert hit is True and again.config.gdro_sft == record
 
 
 def test_generation_matches_the_training_forward_pass() -> None:
