@@ -4,7 +4,7 @@ For each run: step-by-bin heatmaps of the batch share, the adversary's weights q
 reward and the rollouts per prompt; the mean bin of the data against the adversary's, their
 lead-lag gap and the entropy of q (with the shadow price when the run has one), and the
 share of the rollout budget per bin when the run logs it. Across runs:
-learning curves overlaid (training reward, solved rate, held-out pass@8 and mean@8). Missing keys
+learning curves overlaid (training reward, solved rate, held-out pass@8 and mean@n). Missing keys
 are fine: a panel without data is left out.
 
 Usage::
@@ -58,6 +58,10 @@ class Run:
                [1.  ,  nan]]))
         >>> print(run.matrix("prompt/q/"))
         None
+        >>> run.mean_key  # no held-out mean logged: the 8-sample name
+        'eval/mean@8'
+        >>> Run(Path("runs/x"), "x", {}, [{"step": 0, "eval/mean@16": 0.5}]).mean_key
+        'eval/mean@16'
     """
 
     path: Path
@@ -77,6 +81,18 @@ class Run:
             if (m := re.match(r"(?:classifier/share|prompt/q|rollout/n_mean)/(\d+)$", k))
         ]
         return max(found) + 1 if found else 0
+
+    @property
+    def mean_key(self) -> str:
+        """The overall held-out mean@n key the run logged (``eval/mean@8`` if none).
+
+        ``n`` is the run's samples per held-out prompt (``--eval-samples``).
+        """
+        for r in self.rows:
+            for k in r:
+                if re.fullmatch(r"eval/mean@\d+", k):
+                    return k
+        return "eval/mean@8"
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of the rows that have a finite ``key``."""
@@ -291,9 +307,13 @@ def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
         ("train/reward_mean", "training reward (smoothed)", True),
         ("train/solved", "prompts with a correct rollout (smoothed)", True),
         ("eval/pass@8", "held-out pass@8", False),
-        ("eval/mean@8", "held-out mean@8", False),
+        ("eval/mean@", "held-out mean@n (n samples per prompt)", False),
     ]
-    keys = [k for k in keys if any(r.series(k[0])[0].size for r in runs)]
+
+    def series(r: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
+        return r.series(r.mean_key if key == "eval/mean@" else key)
+
+    keys = [k for k in keys if any(series(r, k[0])[0].size for r in runs)]
     if not keys:
         return False
     fig, axes = plt.subplots(
@@ -301,7 +321,7 @@ def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
     )
     for ax, (key, title, smoothed) in zip(axes[:, 0], keys, strict=True):
         for r in runs:
-            steps, values = r.series(key)
+            steps, values = series(r, key)
             if steps.size:
                 ax.plot(
                     steps,
@@ -328,7 +348,8 @@ def _summary_rows(run: Run) -> list[str]:
     tail = train_rows[-max(1, len(train_rows) // 10) :] if train_rows else []
     reward = float(np.mean([r["train/reward_mean"] for r in tail])) if tail else None
     p8 = run.series("eval/pass@8")[1]
-    m8 = run.series("eval/mean@8")[1]
+    m8 = run.series(run.mean_key)[1]
+    n = run.mean_key.rsplit("@", 1)[1]
     mode = f"{run.config.get('prompt', run.config.get('strategy', '-'))}/{run.config.get('rollout', '-')}"
     last = run.rows[-1] if run.rows else {}
     return [
@@ -338,7 +359,8 @@ def _summary_rows(run: Run) -> list[str]:
         str(max((int(r.get("step", 0)) for r in run.rows), default=0)),
         _fmt(reward),
         f"{_fmt(p8[0] if p8.size else None)} → {_fmt(p8[-1] if p8.size else None)}",
-        f"{_fmt(m8[0] if m8.size else None)} → {_fmt(m8[-1] if m8.size else None)}",
+        f"{_fmt(m8[0] if m8.size else None)} → {_fmt(m8[-1] if m8.size else None)}"
+        + (f" (n={n})" if m8.size else ""),
         _fmt(last.get("classifier/mean_bin")),
         _fmt(last.get("prompt/entropy")),
     ]
@@ -416,7 +438,7 @@ def write_report(
         "steps",
         "reward (last 10%)",
         "pass@8 first → last",
-        "mean@8 first → last",
+        "mean@n first → last",
         "mean bin",
         "entropy",
     ]

@@ -19,6 +19,7 @@ One step (``grpo_step``), top to bottom:
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from gdro_core.files import atomic_write_text
-from gdro_torch.build import build_controller, check_inputs, load_policy
+from gdro_torch.build import build_controller, check_inputs, load_policy, sft_steps_for
 from gdro_torch.config import TrainConfig
 from gdro_torch.evaluate import EvalCounts, paired_change, sample_counts, score_counts
 from gdro_torch.generation import VLLMBackend, generate
@@ -38,7 +39,7 @@ from gdro_torch.model import load_local, save_model_dir
 from gdro_torch.rundir import RunDir, read_metrics
 from gdro_torch.tasks import Task
 
-__all__ = ["Hooks", "StepContext", "TrainResult", "grpo_step", "train"]
+__all__ = ["Hooks", "StepContext", "TrainResult", "grpo_step", "lr_at", "train"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -59,7 +60,7 @@ class StepContext:
         backend: A :class:`~gdro_torch.generation.VLLMBackend`, or None for ``generate``.
 
     Examples:
-        >>> from gdro_torch.build import build_controller, check_inputs, load_policy
+        >>> from gdro_torch.build import build_controller, check_inputs, load_policy, sft_steps_for
         >>> cfg = TrainConfig(
         ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
         ...     sft_steps=0, kl_coef=0.0,
@@ -106,7 +107,7 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
         Rollout-GDRO's bandit with 4 prompts and a mean of 3 rollouts: every step spends
         exactly the budget of 12 rollouts.
 
-        >>> from gdro_torch.build import build_controller, check_inputs, load_policy
+        >>> from gdro_torch.build import build_controller, check_inputs, load_policy, sft_steps_for
         >>> cfg = TrainConfig(
         ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
         ...     rollout="bandit", rollout_mean=3, sft_steps=0, kl_coef=0.0,
@@ -360,6 +361,38 @@ def run_config(cfg: TrainConfig, task: Task) -> dict[str, Any]:
     }
 
 
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The GRPO learning rate of 0-based ``step`` under ``cfg.lr_schedule``.
+
+    Examples:
+        >>> cfg = TrainConfig(lr=1e-4, steps=3, lr_schedule="cosine")
+        >>> [round(lr_at(cfg, s), 7) for s in range(3)]
+        [0.0001, 5.5e-05, 1e-05]
+        >>> lr_at(cfg.replace(lr_schedule="constant"), 2)
+        0.0001
+    """
+    if cfg.lr_schedule == "constant" or cfg.steps == 1:
+        return cfg.lr
+    progress = step / (cfg.steps - 1)
+    return cfg.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _sft_summary(sft: dict[str, Any], cached: bool) -> str:
+    """One line on the warm-up: its steps and loss, and whether it reached its target."""
+    line = f"warm-up {'from the cache' if cached else 'done'}: {sft['steps']} steps, "
+    line += f"loss {sft['loss']:.3f}"
+    target = sft.get("target_loss")
+    if target is not None:
+        if sft["loss"] <= target:
+            line += f" (target {target})"
+        else:
+            line += (
+                f"; its target {target} was not reached in {sft['max_steps']} steps, so this "
+                "start is weaker than intended (see docs/torch.md; try another --seed)"
+            )
+    return line
+
+
 def config_diff(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Fields of ``cfg`` whose value differs from a saved ``config.json`` (as ``name: a -> b``)."""
     return [
@@ -491,9 +524,15 @@ def train(
         policy, tokenizer = load_local(rd.path / "init_model")
     else:
         hooks.on_phase("sft", cfg.model)
-        policy, tokenizer, _ = load_policy(cfg, task, cache_dir=cache_dir, progress=hooks.on_sft)
+        policy, tokenizer, cached = load_policy(
+            cfg, task, cache_dir=cache_dir, progress=hooks.on_sft
+        )
+        # a local model may carry the record of an earlier warm-up: report only this run's
+        sft = getattr(policy.config, "gdro_sft", None) if sft_steps_for(cfg) > 0 else None
+        if sft is not None:
+            hooks.on_phase("sft", _sft_summary(sft, cached))
         rd.path.mkdir(parents=True, exist_ok=True)
-        rd.write_config(run_config(cfg, task))
+        rd.write_config({**run_config(cfg, task), "sft": sft})
         save_model_dir(policy, tokenizer, rd.path / "init_model")
     ref = None
     if cfg.kl_coef > 0:
@@ -543,7 +582,10 @@ def train(
             if hooks.should_stop():
                 result.interrupted = True
                 break
-            row: dict[str, float] = grpo_step(ctx, step)
+            lr = lr_at(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            row: dict[str, float] = {**grpo_step(ctx, step), "train/lr": lr}
             step += 1
             if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
                 row.update(run_eval(step))

@@ -70,3 +70,19 @@ def test_report_tolerates_sparse_runs_and_rejects_non_runs(tmp_path: Path) -> No
     assert [p.name for p in out.glob("*.png")] == ["learning_curves.png"]
     with pytest.raises(ValueError, match="no config.json"):
         write_report([tmp_path / "missing"])
+
+
+def test_report_reads_the_mean_of_any_sample_count(tmp_path: Path) -> None:
+    """A run evaluated with 16 samples per prompt logs mean@16: the summary shows it."""
+    run = tmp_path / "r16"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"kind": "train"}))
+    rows = [
+        {"step": 0, "eval/pass@8": 0.5, "eval/mean@16": 0.25},
+        {"step": 1, "train/reward_mean": 0.5},
+        {"step": 2, "train/reward_mean": 0.6, "eval/pass@8": 0.75, "eval/mean@16": 0.5},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_run(run).mean_key == "eval/mean@16"
+    md = (write_report([run], tmp_path / "out") / "report.md").read_text()
+    assert "0.500 → 0.750" in md and "0.250 → 0.500 (n=16)" in md

@@ -79,10 +79,23 @@ def test_run_directory_contents(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
     cfg = tiny_cfg.replace(
-        steps=4, eval_every=2, checkpoint_every=2, rollout="neyman", prompt="resample"
+        steps=4,
+        eval_every=2,
+        checkpoint_every=2,
+        rollout="neyman",
+        prompt="resample",
+        lr_schedule="cosine",
     )
     train(cfg, tmp_path / "full")
     full = _strip_timings(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    # the cosine schedule: lr at the first step, 0.1 x lr at the last, falling in between
+    lrs = [row["train/lr"] for row in full[1:]]
+    assert lrs[0] == cfg.lr and lrs[-1] == pytest.approx(0.1 * cfg.lr)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    state = torch.load(
+        tmp_path / "full" / "checkpoints" / "step-000004" / "trainer.pt", weights_only=True
+    )
+    assert state["optimizer"]["param_groups"][0]["lr"] == lrs[-1]  # the optimizer used it
 
     done = []
     hooks = Hooks(on_step=lambda s, total, m: done.append(s), should_stop=lambda: len(done) >= 3)
@@ -239,3 +252,28 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path: Path) -> None:
     assert 2 <= stopped < 400 and "--resume run" in err
     latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
     assert latest == f"step-{stopped:06d}"
+
+
+def test_the_warm_up_is_reported_and_recorded_in_the_run(
+    tiny_cfg: TrainConfig, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg.replace(steps=1, sft_target_loss=0.01)  # 20 steps cannot reach it
+    phases: list[str] = []
+    hooks = Hooks(on_phase=lambda name, detail: phases.append(f"{name}: {detail}"))
+    train(cfg, tmp_path / "a", hooks=hooks)
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())["sft"]
+    assert saved["steps"] == 20 and saved["max_steps"] == 20 and saved["target_loss"] == 0.01
+    done = [p for p in phases if p.startswith("sft: warm-up")]
+    assert len(done) == 1 and done[0].startswith("sft: warm-up done: 20 steps, loss ")
+    assert "its target 0.01 was not reached in 20 steps" in done[0]
+    phases.clear()
+    train(cfg, tmp_path / "b", hooks=hooks)  # the same warm-up, now from the cache
+    assert [p for p in phases if p.startswith("sft: warm-up")][0].startswith(
+        "sft: warm-up from the cache: 20 steps"
+    )
+    # a local model that carries an earlier warm-up's record and gets no SFT reports none
+    phases.clear()
+    local = tiny_cfg.replace(steps=1, model=str(tmp_path / "a" / "model"), sft_steps=0)
+    train(local, tmp_path / "c", hooks=hooks)
+    assert not [p for p in phases if "warm-up" in p]
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["sft"] is None
