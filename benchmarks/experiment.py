@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -43,14 +44,16 @@ GRIDS: dict[str, dict[str, Any]] = {
     "tiny": {"train": dict(model="tiny-llama-0.1m", task="addition:min_digits=1,max_digits=3,size=300,eval_size=16",
                            steps=2, batch_size=4, eval_every=0, checkpoint_every=0, eval_samples=8),
              "sft_steps": 20, "seeds": 2},
-    # the CPU grid: the default preset of `gdro train` (1M model, cached 2000-step SFT on 1-5
-    # digit addition, 32 prompts x 8 rollouts, lr 5e-5, no KL, variance signal), 60 steps,
-    # 5 seeds, 6 arms: about 30 minutes on 2 idle cores once the SFT is cached
-    "cpu": {"train": dict(model="tiny-llama-1m", task="addition:min_digits=1,max_digits=5",
-                          steps=60, batch_size=32, rollout_mean=8, rollout_min=2, rollout_max=16,
-                          lr=5e-5, kl_coef=0.0, signal="variance", eval_every=30,
-                          checkpoint_every=0, eval_samples=8),
-            "sft_steps": None, "seeds": 5},
+    # the CPU grid: the default preset of `gdro train` (1M model, its cached warm-up to SFT loss
+    # 0.25 on 1-5 digit addition, 32 prompts x 8 rollouts, lr 1e-4 with a cosine decay, no KL,
+    # variance signal, 500 held-out prompts x 16 samples), 100 steps, 5 seeds, 6 arms: about
+    # 35 minutes on 2 idle cores once the warm-up is cached
+    "cpu": {"train": dict(model="tiny-llama-1m", task="addition:min_digits=1,max_digits=5,eval_size=500",
+                          steps=100, batch_size=32, rollout_mean=8, rollout_min=2, rollout_max=16,
+                          lr=1e-4, lr_schedule="cosine", kl_coef=0.0, signal="variance",
+                          eval_every=50, checkpoint_every=0, eval_samples=16,
+                          sft_target_loss=0.25),
+            "sft_steps": 4000, "seeds": 5},
 }
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
             if not rows:
                 continue
             ev = final_eval(rows)
+            mean_key = next((k for k in ev if re.fullmatch(r"eval/mean@\d+", k)), "eval/mean@8")
+            mean_n = int(mean_key.rsplit("@", 1)[1])
             steps = [r for r in rows if "train/rollouts" in r]
             timed = steps[1:] if len(steps) > 1 else steps  # step 1 compiles the numba kernels
             step_s = [r["timing/step_s"] for r in timed if "timing/step_s" in r]
@@ -132,7 +137,9 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
                 "rollouts": total_rollouts(rows),
                 "steps": len(steps),
                 "pass@8": ev.get("eval/pass@8", math.nan),
-                "mean@8": ev.get("eval/mean@8", math.nan),
+                "pass@8_start": rows[0].get("eval/pass@8", math.nan) if rows[0]["step"] == 0 else math.nan,
+                "mean@n": ev.get(mean_key, math.nan),
+                "n": mean_n,
                 "pass@8_hard": float(np.mean([ev[f"eval/pass@8/level{lv}"] for lv in hard])) if hard else math.nan,
                 "pass@8_worst": float(min(ev[f"eval/pass@8/level{lv}"] for lv in levels)) if levels else math.nan,
                 "step_s": float(np.mean(step_s)) if step_s else math.nan,
@@ -144,7 +151,7 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
         if not per[a]:
             continue
         entry: dict[str, Any] = {"seeds": sorted(per[a])}
-        for key in ("pass@8", "mean@8", "pass@8_hard", "pass@8_worst", "step_s", "controller_share"):
+        for key in ("pass@8", "mean@n", "pass@8_hard", "pass@8_worst", "step_s", "controller_share"):
             vals = [per[a][s][key] for s in sorted(per[a])]
             entry[key] = mean_ci(vals).__dict__
             if a != BASELINE and per.get(BASELINE) and key.startswith(("pass", "mean")):
@@ -152,28 +159,35 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
                 base = float(np.mean([per[BASELINE][s][key] for s in per[BASELINE]]))
                 entry[f"{key}_diff"] = diff.__dict__
                 entry[f"{key}_rel"] = diff.mean / base if base else math.nan
+        # the run's own change: held-out pass@8 at the end minus at step 0, mean over seeds
+        gains = [per[a][s]["pass@8"] - per[a][s]["pass@8_start"] for s in sorted(per[a])]
+        entry["pass@8_gain"] = mean_ci(gains).__dict__
         table[a] = entry
+    samples = sorted({per[a][s]["n"] for a in arms for s in per[a]})
     return {"per_run": {a: {str(s): v for s, v in d.items()} for a, d in per.items()},
-            "arms": table, "equal_compute": len(budgets) <= 1, "rollouts_per_run": sorted(budgets)}
+            "arms": table, "equal_compute": len(budgets) <= 1, "rollouts_per_run": sorted(budgets),
+            "eval_samples": samples[0] if len(samples) == 1 else samples}
 
 
 def markdown(summary: dict[str, Any], header: str) -> str:
     def iv(d: dict[str, Any], scale: float = 100.0) -> str:
         return Interval(**d).fmt(scale)
 
-    lines = [header, "", "| arm | seeds | pass@8 (%) | mean@8 (%) | pass@8, 2 hardest levels | worst-level pass@8 |"
-             " s/step | controller share |", "|---|---|---|---|---|---|---|---|"]
+    n = summary.get("eval_samples", 8)
+    lines = [header, "", f"| arm | seeds | pass@8 (%) | pass@8 gain over the run | mean@{n} (%) | pass@8, 2 hardest"
+             " levels | worst-level pass@8 | s/step | controller share |", "|---|---|---|---|---|---|---|---|---|"]
     for a, e in summary["arms"].items():
-        lines.append(f"| {a} | {len(e['seeds'])} | {e['pass@8']['mean'] * 100:.2f} | {e['mean@8']['mean'] * 100:.2f} |"
+        lines.append(f"| {a} | {len(e['seeds'])} | {e['pass@8']['mean'] * 100:.2f} | {iv(e['pass@8_gain'])} |"
+                     f" {e['mean@n']['mean'] * 100:.2f} |"
                      f" {e['pass@8_hard']['mean'] * 100:.2f} | {e['pass@8_worst']['mean'] * 100:.2f} |"
                      f" {e['step_s']['mean']:.2f} | {e['controller_share']['mean'] * 100:.3f}% |")
     lines += ["", "Differences to GRPO, paired by seed (percentage points, mean [95% CI]); relative gain in"
-              " the paper's format:", "", "| arm | Δ pass@8 | relative | Δ mean@8 | Δ pass@8 hardest | Δ worst level |",
+              " the paper's format:", "", f"| arm | Δ pass@8 | relative | Δ mean@{n} | Δ pass@8 hardest | Δ worst level |",
               "|---|---|---|---|---|---|"]
     for a, e in summary["arms"].items():
         if "pass@8_diff" not in e:
             continue
-        lines.append(f"| {a} | {iv(e['pass@8_diff'])} | {e['pass@8_rel'] * 100:+.1f}% | {iv(e['mean@8_diff'])} |"
+        lines.append(f"| {a} | {iv(e['pass@8_diff'])} | {e['pass@8_rel'] * 100:+.1f}% | {iv(e['mean@n_diff'])} |"
                      f" {iv(e['pass@8_hard_diff'])} | {iv(e['pass@8_worst_diff'])} |")
     lines += ["", f"Equal compute: {'yes' if summary['equal_compute'] else 'NO'}; rollouts per run:"
               f" {summary['rollouts_per_run']}."]
@@ -243,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     # 1. one shared SFT warm start
     sft_dir = out / "sft_model"
     sft_cfg = TrainConfig(**{**base, "sft_steps": grid["sft_steps"]})
-    sft_key = {k: getattr(sft_cfg, k) for k in ("model", "task", "sft_steps", "sft_batch", "sft_lr")}
-    if sft_cfg.sft_max_grad_norm is not None:  # absent when unset: older stamps stay valid
-        sft_key["sft_max_grad_norm"] = sft_cfg.sft_max_grad_norm
+    from gdro_torch.build import SFT_FORMAT
+
+    sft_key = {k: getattr(sft_cfg, k) for k in ("model", "task", "sft_steps", "sft_batch", "sft_lr",
+                                                  "sft_max_grad_norm", "sft_target_loss")}
+    sft_key["sft_format"] = SFT_FORMAT
     stamp = out / "sft.json"
     if (sft_dir / "config.json").is_file():
         saved = json.loads(stamp.read_text()) if stamp.is_file() else None

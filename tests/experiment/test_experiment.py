@@ -59,6 +59,14 @@ def test_tiny_grid_runs_at_equal_compute(tmp_path: Path) -> None:
         d = summary["arms"][a]["pass@8_diff"]
         want = np.mean([per[a][s]["pass@8"] - per["grpo"][s]["pass@8"] for s in ("0", "1")])
         assert d["mean"] == pytest.approx(want) and d["n"] == 2
+    for a in arms:  # each run's own change: its last evaluation minus its step-0 one
+        gains = []
+        for s in ("0", "1"):
+            rows = [json.loads(x) for x in (tmp_path / "runs" / f"{a}-s{s}" / "metrics.jsonl").open()]
+            assert rows[0]["step"] == 0 and per[a][s]["pass@8_start"] == rows[0]["eval/pass@8"]
+            gains.append(rows[-1]["eval/pass@8"] - rows[0]["eval/pass@8"])
+        assert summary["arms"][a]["pass@8_gain"]["mean"] == pytest.approx(np.mean(gains))
+    assert summary["eval_samples"] == 8 and "mean@8 (%)" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert (tmp_path / "curves.png").stat().st_size > 0
     # a repeated command skips finished runs and gives the same summary
