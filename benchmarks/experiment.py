@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     sft_cfg = TrainConfig(**{**base, "sft_steps": grid["sft_steps"]})
     from gdro_torch.build import SFT_FORMAT
 
-    sft_key = {k: getattr(sft_cfg, k) for k in ("model", "task", "sft_steps", "sft_batch", "sft_lr",
-                                                  "sft_max_grad_norm", "sft_target_loss")}
+    sft_key = {k: getattr(sft_cfg, k) for k in ("model", "task", "sft_steps", "sft_seed", "sft_batch",
+                                                  "sft_lr", "sft_max_grad_norm", "sft_target_loss")}
     sft_key["sft_format"] = SFT_FORMAT
     stamp = out / "sft.json"
     if (sft_dir / "config.json").is_file():

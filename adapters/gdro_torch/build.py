@@ -141,7 +141,7 @@ def load_policy(
     """
     steps = sft_steps_for(cfg)
     if cfg.model in EMBEDDED_MODELS:
-        model, tok = build_embedded(cfg.model, cfg.seed)
+        model, tok = build_embedded(cfg.model, cfg.sft_seed)
         origin: dict[str, Any] = {
             "embedded": cfg.model,
             **dataclasses.asdict(EMBEDDED_MODELS[cfg.model]),
@@ -159,7 +159,7 @@ def load_policy(
             "format": SFT_FORMAT,
             "origin": origin,
             "task": [name, sft_task],
-            "seed": cfg.seed,
+            "seed": cfg.sft_seed,
             "steps": steps,
             "batch": cfg.sft_batch,
             "lr": cfg.sft_lr,
@@ -187,7 +187,7 @@ def load_policy(
         lr=cfg.sft_lr,
         max_grad_norm=cfg.sft_max_grad_norm,
         target_loss=cfg.sft_target_loss,
-        seed=cfg.seed,
+        seed=cfg.sft_seed,
         progress=None if progress is None else (lambda s, loss: progress(s, steps, loss)),
     )
     recent = losses[-TARGET_WINDOW:]

@@ -90,6 +90,7 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
         "SFT warm-up (cached)",
         [
             ("sft_steps", "SFT steps (default 2500 for embedded models, 0 for local ones)"),
+            ("sft_seed", "seed of the model's init and the SFT data (apart from --seed)"),
             ("sft_batch", "SFT batch"),
             ("sft_lr", "SFT learning rate"),
             ("sft_max_grad_norm", "SFT gradient clipping norm"),

@@ -61,6 +61,9 @@ class TrainConfig:
         max_grad_norm: Gradient clipping norm.
         max_new_tokens: Longest completion (None = the task's longest answer + 1).
         sft_steps: SFT warm-up steps (None = 2500 for an embedded model, 0 for a local one).
+        sft_seed: Seed of the embedded model's initialisation and of the SFT warm-up's data.
+            Apart from ``seed`` so that runs with different seeds start from one warmed-up
+            model, as RL runs start from one pretrained checkpoint (and share its cache entry).
         sft_batch: SFT batch size.
         sft_lr: SFT learning rate (AdamW, beta2 0.95, weight decay 0.1, constant after a
             100-step warm-up; see :func:`gdro_torch.model.sft_warmup`).
@@ -126,6 +129,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     max_new_tokens: int | None = None
     sft_steps: int | None = None
+    sft_seed: int = 0
     sft_batch: int = 64
     sft_lr: float = 1e-3
     sft_max_grad_norm: float | None = 1.0
@@ -151,7 +155,7 @@ class TrainConfig:
         ]:
             value = getattr(self, name)
             need(name, isinstance(value, int) and value >= lo, f"an integer >= {lo}")
-        for name in ("seed", "eval_every", "checkpoint_every"):
+        for name in ("seed", "sft_seed", "eval_every", "checkpoint_every"):
             value = getattr(self, name)
             need(name, isinstance(value, int) and value >= 0, "an integer >= 0")
         for name in ("sft_steps", "eval_prompts", "max_new_tokens"):

@@ -388,7 +388,7 @@ def _sft_summary(sft: dict[str, Any], cached: bool) -> str:
         else:
             line += (
                 f"; its target {target} was not reached in {sft['max_steps']} steps, so this "
-                "start is weaker than intended (see docs/torch.md; try another --seed)"
+                "start is weaker than intended (see docs/torch.md; try another --sft-seed)"
             )
     return line
 

@@ -76,6 +76,30 @@ def test_sft_is_cached_and_reused(tmp_path: Path) -> None:
     assert hit3 is False  # the key covers the SFT settings
 
 
+def test_the_warm_up_has_its_own_seed_shared_by_every_run_seed(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model="tiny-llama-0.1m", task="addition:max_digits=2,size=50", sft_steps=4, sft_batch=8
+    )
+    task = load_task(cfg.task)
+    first, _, _ = load_policy(cfg, task, cache_dir=tmp_path)
+    other_run, _, hit = load_policy(cfg.replace(seed=7), task, cache_dir=tmp_path)
+    assert hit is True  # another --seed starts from the same warmed-up model
+    for a, b in zip(first.state_dict().values(), other_run.state_dict().values()):
+        assert torch.equal(a, b)
+    other_sft, _, hit = load_policy(cfg.replace(sft_seed=7), task, cache_dir=tmp_path)
+    assert hit is False
+    assert not torch.equal(
+        next(iter(first.state_dict().values())), next(iter(other_sft.state_dict().values()))
+    )
+    # without a warm-up, sft_seed is the embedded model's initialisation seed
+    bare, _, _ = load_policy(cfg.replace(sft_steps=0, sft_seed=3), task, cache_dir=tmp_path)
+    fresh, _ = build_embedded("tiny-llama-0.1m", seed=3)
+    for a, b in zip(bare.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="--sft-seed must be an integer >= 0; got -1"):
+        cfg.replace(sft_seed=-1)
+
+
 def test_sft_gradient_clipping_is_applied_and_keyed(tmp_path: Path) -> None:
     cfg = TrainConfig(
         model="tiny-llama-0.1m", task="addition:max_digits=2,size=50", sft_steps=3, sft_batch=8
