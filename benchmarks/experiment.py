@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from gdro_cli.report import mean_key
 from gdro_core import stats
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -125,8 +125,8 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
             if not rows:
                 continue
             ev = final_eval(rows)
-            mean_key = next((k for k in ev if re.fullmatch(r"eval/mean@\d+", k)), "eval/mean@8")
-            mean_n = int(mean_key.rsplit("@", 1)[1])
+            mean_at = mean_key([ev])
+            mean_n = int(mean_at.rsplit("@", 1)[1])
             steps = [r for r in rows if "train/rollouts" in r]
             timed = steps[1:] if len(steps) > 1 else steps  # step 1 compiles the numba kernels
             step_s = [r["timing/step_s"] for r in timed if "timing/step_s" in r]
@@ -138,7 +138,7 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
                 "steps": len(steps),
                 "pass@8": ev.get("eval/pass@8", math.nan),
                 "pass@8_start": rows[0].get("eval/pass@8", math.nan) if rows[0]["step"] == 0 else math.nan,
-                "mean@n": ev.get(mean_key, math.nan),
+                "mean@n": ev.get(mean_at, math.nan),
                 "n": mean_n,
                 "pass@8_hard": float(np.mean([ev[f"eval/pass@8/level{lv}"] for lv in hard])) if hard else math.nan,
                 "pass@8_worst": float(min(ev[f"eval/pass@8/level{lv}"] for lv in levels)) if levels else math.nan,

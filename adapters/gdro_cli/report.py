@@ -27,7 +27,25 @@ import numpy as np
 
 from gdro_core.files import atomic_write, atomic_write_text
 
-__all__ = ["Run", "add_arguments", "load_run", "run", "write_report"]
+__all__ = ["Run", "add_arguments", "load_run", "mean_key", "run", "write_report"]
+
+
+def mean_key(rows: list[dict[str, Any]]) -> str:
+    """The overall held-out mean@n key logged in ``rows`` (``eval/mean@8`` if none).
+
+    ``n`` is the run's samples per held-out prompt (``--eval-samples``).
+
+    Examples:
+        >>> mean_key([{"step": 0, "eval/mean@16": 0.5, "eval/mean@16/level1": 0.9}])
+        'eval/mean@16'
+        >>> mean_key([{"step": 1, "train/reward_mean": 0.3}])  # no evaluation logged
+        'eval/mean@8'
+    """
+    for r in rows:
+        for k in r:
+            if re.fullmatch(r"eval/mean@\d+", k):
+                return k
+    return "eval/mean@8"
 
 
 @dataclass
@@ -84,15 +102,8 @@ class Run:
 
     @property
     def mean_key(self) -> str:
-        """The overall held-out mean@n key the run logged (``eval/mean@8`` if none).
-
-        ``n`` is the run's samples per held-out prompt (``--eval-samples``).
-        """
-        for r in self.rows:
-            for k in r:
-                if re.fullmatch(r"eval/mean@\d+", k):
-                    return k
-        return "eval/mean@8"
+        """The overall held-out mean@n key the run logged (see :func:`mean_key`)."""
+        return mean_key(self.rows)
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of the rows that have a finite ``key``."""

@@ -60,7 +60,7 @@ class StepContext:
         backend: A :class:`~gdro_torch.generation.VLLMBackend`, or None for ``generate``.
 
     Examples:
-        >>> from gdro_torch.build import build_controller, check_inputs, load_policy, sft_steps_for
+        >>> from gdro_torch.build import build_controller, check_inputs, load_policy
         >>> cfg = TrainConfig(
         ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
         ...     sft_steps=0, kl_coef=0.0,
@@ -107,7 +107,7 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
         Rollout-GDRO's bandit with 4 prompts and a mean of 3 rollouts: every step spends
         exactly the budget of 12 rollouts.
 
-        >>> from gdro_torch.build import build_controller, check_inputs, load_policy, sft_steps_for
+        >>> from gdro_torch.build import build_controller, check_inputs, load_policy
         >>> cfg = TrainConfig(
         ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
         ...     rollout="bandit", rollout_mean=3, sft_steps=0, kl_coef=0.0,
