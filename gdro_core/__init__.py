@@ -9,18 +9,22 @@ Importing this package never imports torch, verl or any training framework.
 """
 
 from gdro_core.classifier import ClassifierConfig, DifficultyClassifier
+from gdro_core.config import ControllerConfig
 from gdro_core.controller import GDROController, Plan
 from gdro_core.passk import pass_at_k
 from gdro_core.prompt import PromptConfig
+from gdro_core.recipes import RECIPES
 from gdro_core.rollout import RolloutConfig
 from gdro_core.signals import SIGNALS, Signal, register_signal
 
 __all__ = [
     "ClassifierConfig",
+    "ControllerConfig",
     "DifficultyClassifier",
     "GDROController",
     "Plan",
     "PromptConfig",
+    "RECIPES",
     "RolloutConfig",
     "SIGNALS",
     "Signal",

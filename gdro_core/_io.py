@@ -13,7 +13,6 @@ import numpy as np
 from gdro_core._validation import fail, type_fail
 from gdro_core.files import atomic_write_bytes
 
-FORMAT_VERSION = 1
 _SEP = "/"
 
 
@@ -22,13 +21,18 @@ def configs_json(configs: dict[str, Any]) -> str:
     return json.dumps({k: dataclasses.asdict(v) for k, v in configs.items()}, sort_keys=True)
 
 
-def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: int) -> None:
-    """Raise ``ValueError`` naming every field where the saved state differs from ``configs``."""
+def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: int) -> int:
+    """Raise ``ValueError`` naming every field where the saved state differs from ``configs``.
+
+    Returns the state's format version.
+    """
+    from gdro_core._state import READABLE_VERSIONS
+
     if not isinstance(d, dict):
         raise type_fail("state", "a dict from state_dict()", d)
     version = _scalar(d.get("format_version"))
-    if version != FORMAT_VERSION:
-        raise fail("state['format_version']", f"{FORMAT_VERSION}", version)
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise fail("state['format_version']", f"one of {list(READABLE_VERSIONS)}", version)
     saved_n = _scalar(d.get("num_prompts"))
     diffs: list[str] = []
     if saved_n != num_prompts:
@@ -52,6 +56,7 @@ def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: i
             "state was saved with a different configuration; fields that differ: "
             + "; ".join(diffs)
         )
+    return int(version)
 
 
 def _scalar(v: Any) -> Any:
@@ -63,22 +68,6 @@ def _scalar(v: Any) -> Any:
 def rng_state_json(rng: np.random.Generator) -> str:
     """The generator's full bit-generator state as JSON (128-bit words as plain integers)."""
     return json.dumps(rng.bit_generator.state, sort_keys=True)
-
-
-def rng_from_json(text: Any) -> np.random.Generator:
-    """Rebuild a ``Generator`` from ``rng_state_json`` output."""
-    state = json.loads(str(_scalar(text)))
-    name = state.get("bit_generator")
-    bitgen_cls = getattr(np.random, str(name), None)
-    if (
-        bitgen_cls is None
-        or not isinstance(bitgen_cls, type)
-        or not issubclass(bitgen_cls, np.random.BitGenerator)
-    ):
-        raise fail("state['rng']", "a numpy bit generator state", name)
-    bg = bitgen_cls()
-    bg.state = state
-    return np.random.Generator(bg)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, np.ndarray]:

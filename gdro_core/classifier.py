@@ -5,7 +5,8 @@ A prompt's pass rate is the mean of its last ``window`` step outcomes (all of th
 near an edge does not flip back and forth. An unseen prompt has rate 0 and sits in bin 0.
 
 With the defaults (``k=None``, ``window <= 128``) each prompt costs 2 words of bit-packed outcomes,
-a 2-byte count and a 1-byte bin: 19 bytes.
+a 2-byte count, a 1-byte bin and a 1-byte record of which rollout outcomes it has ever shown
+(``flags``: some correct, some wrong): 20 bytes.
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ class ClassifierState(NamedTuple):
         >>> st = init_state(ClassifierConfig(num_bins=4, window=100), num_prompts=3)
         >>> st.bits.shape, st.vals.shape, st.sums.shape  # 100 steps fit in 2 words
         ((3, 2), (3, 0), (0,))
-        >>> st.filled.tolist(), st.bins.tolist(), st.bin_counts.tolist()
-        ([0, 0, 0], [0, 0, 0], [3, 0, 0, 0])
+        >>> st.filled.tolist(), st.bins.tolist(), st.bin_counts.tolist(), st.flags.tolist()
+        ([0, 0, 0], [0, 0, 0], [3, 0, 0, 0], [0, 0, 0])
         >>> init_state(ClassifierConfig(window=0), num_prompts=3).sums.tolist()
         [0.0, 0.0, 0.0]
     """
@@ -155,6 +156,25 @@ class ClassifierState(NamedTuple):
     )  # (num_prompts,) entries held (uint32 if window 0)
     bins: NDArray[np.uint8]  # (num_prompts,) current bin, 0 = lowest pass rate
     bin_counts: NDArray[np.int64]  # (num_bins,) prompts per bin over the whole dataset
+    flags: NDArray[np.uint8]  # (num_prompts,) bit 0: a correct rollout seen, bit 1: a wrong one
+
+
+#: ``ClassifierState.flags`` bits: some rollout of the prompt was correct / was wrong, ever.
+SEEN_CORRECT = 1
+SEEN_WRONG = 2
+
+
+def seen_flags(n_correct: NDArray[np.int64], n_total: NDArray[np.int64]) -> NDArray[np.uint8]:
+    """uint8 (m,): the ``flags`` bits one visit sets (``SEEN_CORRECT`` and/or ``SEEN_WRONG``).
+
+    Examples:
+        >>> seen_flags(np.array([0, 2, 4]), np.array([4, 4, 4])).tolist()
+        [2, 3, 1]
+    """
+    out: NDArray[np.uint8] = (
+        (n_correct > 0) * SEEN_CORRECT + (n_correct < n_total) * SEEN_WRONG
+    ).astype(np.uint8)
+    return out
 
 
 class ClassifierDelta(NamedTuple):
@@ -177,6 +197,7 @@ class ClassifierDelta(NamedTuple):
     old_bins: NDArray[np.int64]  # (m,) bins before the step
     new_bins: NDArray[np.int64]  # (m,) bins after the step
     rate: NDArray[np.float64]  # (m,) pass rates after the step
+    flags: NDArray[np.uint8]  # (m,) new outcome flags
 
 
 def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
@@ -210,6 +231,7 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
         filled=filled,
         bins=np.zeros(p, dtype=np.uint8),
         bin_counts=counts,
+        flags=np.zeros(p, dtype=np.uint8),
     )
 
 
@@ -244,8 +266,11 @@ def step(
     ids: NDArray[np.int64],
     outcome: NDArray[np.float64],
     backend: str = "numba",
+    seen: NDArray[np.uint8] | None = None,
 ) -> ClassifierDelta:
     """Compute one window entry per prompt in ``ids`` without touching ``state``.
+
+    ``seen`` (uint8 (m,), from :func:`seen_flags`) is or-ed into the prompts' ``flags``.
 
     Hysteresis (``h`` = ``config.margin``, ``b`` = stored bin, ``bin(x)`` = the bin of rate ``x``):
     if ``bin(rate) > b`` move to ``bin(rate - h)`` when that is above ``b``; if ``bin(rate) < b``
@@ -290,6 +315,7 @@ def step(
         old_bins=state.bins[ids].astype(np.int64),
         new_bins=new_bins,
         rate=rate,
+        flags=state.flags[ids] if seen is None else state.flags[ids] | seen,
     )
 
 
@@ -326,6 +352,7 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
         state.sums[ids] = delta.sums
     state.filled[ids] = delta.filled
     state.bins[ids] = delta.new_bins
+    state.flags[ids] = delta.flags
     b = state.bin_counts.shape[0]
     state.bin_counts[:] += np.bincount(delta.new_bins, minlength=b) - np.bincount(
         delta.old_bins, minlength=b
@@ -412,13 +439,19 @@ class DifficultyClassifier:
         idx = as_ids("ids", ids, self.num_prompts)
         correct, total = check_counts(n_correct, n_total, idx.shape[0])
         delta = step(
-            self.config, self.state, idx, outcomes(self.config, correct, total), self.backend
+            self.config,
+            self.state,
+            idx,
+            outcomes(self.config, correct, total),
+            self.backend,
+            seen_flags(correct, total),
         )
         apply(self.state, delta)
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and plain values only; ``load_state_dict`` restores it exactly."""
-        from gdro_core._io import FORMAT_VERSION, configs_json
+        from gdro_core._io import configs_json
+        from gdro_core._state import FORMAT_VERSION
 
         d: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -431,23 +464,10 @@ class DifficultyClassifier:
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore a ``state_dict``; another config or dataset size is a ``ValueError``."""
         from gdro_core._io import check_same_config
+        from gdro_core._state import check_classifier
 
-        check_same_config(d, {"classifier": self.config}, self.num_prompts)
-        self.state = state_from_arrays(d, init_state(self.config, self.num_prompts), "classifier")
-
-
-def state_from_arrays(d: dict[str, Any], template: ClassifierState, where: str) -> ClassifierState:
-    """Rebuild a ``ClassifierState`` from saved arrays, checking shapes and dtypes against ``template``."""
-    fields = {}
-    for f in ClassifierState._fields:
-        if f not in d:
-            raise fail(f"state_dict[{where!r}]", f"a mapping with key {f!r}", sorted(d))
-        arr = np.asarray(d[f])
-        ref = getattr(template, f)
-        if arr.shape != ref.shape or arr.dtype != ref.dtype:
-            raise fail(f"{where}.{f}", f"shape {ref.shape} and dtype {ref.dtype}", arr)
-        fields[f] = np.array(arr, copy=True)
-    return ClassifierState(**fields)
+        version = check_same_config(d, {"classifier": self.config}, self.num_prompts)
+        self.state = check_classifier(d, self.config, self.num_prompts, "state", version)
 
 
 def check_counts(
@@ -484,4 +504,7 @@ __all__ = [
     "apply",
     "pass_rate",
     "bin_of_rate",
+    "seen_flags",
+    "SEEN_CORRECT",
+    "SEEN_WRONG",
 ]

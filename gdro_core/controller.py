@@ -2,115 +2,46 @@
 
 Per step: ``sample`` a batch of prompt ids, ``plan`` it (bins, rollouts and weights, decided
 before generation from the prompts' own history), generate and score, then ``update`` with the
-rewards in plan order. Both adversaries can run at once.
+rewards. Both adversaries can run at once.
+
+Feedback may come in any order: up to ``max_in_flight`` plans can await it at once, and a plan
+can be fed back in parts (a subset of its prompts per call) or have prompts cancelled. The
+classifier takes each prompt's outcome as it arrives; the adversaries update once per plan, when
+its last prompt is fed back or cancelled. Every public method holds the controller's lock, so one
+controller can be shared between threads.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import _backend
+from gdro_core import _state as _st
 from gdro_core import classifier as _clf
 from gdro_core import prompt as _prompt
 from gdro_core import rollout as _rollout
 from gdro_core import sampler as _sampler
-from gdro_core._io import (
-    FORMAT_VERSION,
-    check_same_config,
-    configs_json,
-    load_npz,
-    rng_from_json,
-    rng_state_json,
-    save_npz,
-)
-from gdro_core._validation import as_float_array, as_ids, check_int, fail, type_fail
+from gdro_core._validation import as_float_array, as_ids, check_bool, check_int, fail, type_fail
 from gdro_core.allocators import ALLOCATORS
 from gdro_core.classifier import ClassifierConfig
-from gdro_core.metrics import step_metrics
+from gdro_core.config import ControllerConfig
+from gdro_core.metrics import Feedback, initial_metrics, step_metrics
+from gdro_core.plan import InFlight, Plan, frozen, new_record
 from gdro_core.prompt import PromptConfig, PromptState
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
-from gdro_core.sampler import SamplerState
 from gdro_core.signals import SIGNALS
 
 Seed = int | np.random.SeedSequence | None
 
 __all__ = ["GDROController", "Plan", "Seed"]
 
-
-def _frozen(a: Any, dtype: Any) -> NDArray[Any]:
-    out = np.array(a, dtype=dtype, copy=True)
-    out.setflags(write=False)
-    return out
-
-
-@dataclass(frozen=True, eq=False)
-class Plan:
-    """One step's decisions, in plan order. Arrays are read-only.
-
-    Attributes:
-        prompt_ids: int64 (n,), the batch's prompt ids.
-        bins: int64 (n,), each prompt's bin at planning time.
-        rollouts: int64 (n,), responses to generate per prompt; sum == mean * n.
-        weights: float64 (n,), advantage multipliers (ones unless prompt mode is reweight).
-        step: 0-based index of the step this plan is for (= updates so far).
-        sample_probs: float64 (n,), each prompt's probability under one draw of the sampler.
-        rollout_probs: float64 (n,), probability of the prompt's rollout count given the budget
-            (1 for deterministic allocations).
-        serial: the controller's plan counter; ``update`` accepts only the latest plan.
-
-    Examples:
-        >>> ctl = GDROController(10, prompt=PromptConfig(signal="failure"),
-        ...                      rollout=RolloutConfig(mode="neyman", mean=3), seed=0)
-        >>> plan = ctl.plan([7, 2])
-        >>> plan.rollouts.tolist(), plan.offsets.tolist(), plan.num_rollouts
-        ([3, 3], [0, 3, 6], 6)
-    """
-
-    prompt_ids: NDArray[np.int64]
-    bins: NDArray[np.int64]
-    rollouts: NDArray[np.int64]
-    weights: NDArray[np.float64]
-    step: int
-    sample_probs: NDArray[np.float64]
-    rollout_probs: NDArray[np.float64]
-    serial: int = field(repr=False, default=0)
-
-    @property
-    def num_rollouts(self) -> int:
-        """Total responses to generate (the length ``update`` expects for ``rewards``)."""
-        return int(self.rollouts.sum())
-
-    @property
-    def offsets(self) -> NDArray[np.int64]:
-        """int64 (n+1,): prompt i's rewards are ``rewards[offsets[i]:offsets[i+1]]``."""
-        return np.concatenate([[0], np.cumsum(self.rollouts)]).astype(np.int64)
-
-    def _arrays(self) -> tuple[NDArray[Any], ...]:
-        return (
-            self.prompt_ids,
-            self.bins,
-            self.rollouts,
-            self.weights,
-            self.sample_probs,
-            self.rollout_probs,
-        )
-
-
-def _same_plan(a: Plan, b: Plan) -> bool:
-    if a is b:
-        return True
-    if (a.step, a.serial) != (b.step, b.serial):
-        return False
-    return all(
-        x.shape == y.shape and np.array_equal(x, y)
-        for x, y in zip(a._arrays(), b._arrays(), strict=True)
-    )
+_EXPIRED_MEMORY = 256  # how many finished plans the controller remembers for its error messages
 
 
 class GDROController:
@@ -123,6 +54,7 @@ class GDROController:
         rollout: Rollout-GDRO settings (default: fixed 4 rollouts).
         seed: seeds the controller's own ``numpy.random.Generator``; ``None`` = fresh OS entropy.
         backend: ``"numba"`` (compiled kernels, default) or ``"numpy"`` (reference kernels).
+        max_in_flight: how many plans may await feedback at once (1..1024).
 
     Examples:
         >>> ctl = GDROController(num_prompts=100, prompt=PromptConfig(signal="failure"), seed=0)
@@ -132,6 +64,16 @@ class GDROController:
         >>> ctl.update(plan, rewards=np.tile([1.0, 0.0, 0.0, 0.0], 8))  # 1 of 4 correct each
         >>> ctl.step, ctl.bins(plan.prompt_ids).tolist()                  # any-correct: rate 1
         (1, [9, 9, 9, 9, 9, 9, 9, 9])
+
+        Two plans in flight, the second fed back first and in two parts:
+
+        >>> ctl = GDROController(100, prompt=PromptConfig(signal="failure"), seed=0,
+        ...                      max_in_flight=2)
+        >>> a, b = ctl.plan([1, 2]), ctl.plan([3, 4])
+        >>> ctl.update(b, np.zeros(4), prompt_ids=[4])
+        >>> ctl.update(b, np.ones(4), prompt_ids=[3])
+        >>> ctl.step, [p.serial for p in ctl.in_flight()]
+        (1, [1])
     """
 
     def __init__(
@@ -143,46 +85,83 @@ class GDROController:
         rollout: RolloutConfig | None = None,
         seed: Seed = None,
         backend: str = "numba",
+        max_in_flight: int = 1,
     ) -> None:
-        self._num_prompts = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
-        ccfg = ClassifierConfig() if classifier is None else classifier
-        pcfg = PromptConfig() if prompt is None else prompt
-        rcfg = RolloutConfig() if rollout is None else rollout
+        n = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
         for name, cfg, cls in (
-            ("classifier", ccfg, ClassifierConfig),
-            ("prompt", pcfg, PromptConfig),
-            ("rollout", rcfg, RolloutConfig),
+            ("classifier", classifier, ClassifierConfig),
+            ("prompt", prompt, PromptConfig),
+            ("rollout", rollout, RolloutConfig),
         ):
-            if not isinstance(cfg, cls):
+            if cfg is not None and not isinstance(cfg, cls):
                 raise type_fail(name, f"a {cls.__name__}", cfg)
-        if ccfg.k is not None and rcfg.min < ccfg.k:
-            raise fail(
-                "ClassifierConfig.k and RolloutConfig.min",
-                f"k <= min (min = {rcfg.min})",
-                ccfg.k,
-                fix="every prompt needs at least k rollouts for pass@k",
-            )
         if isinstance(seed, bool) or not (
             seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence))
         ):
             raise type_fail("seed", "an int, a numpy SeedSequence or None", seed)
+        if isinstance(seed, (int, np.integer)) and seed < 0:
+            raise fail("seed", "an integer >= 0 (or a SeedSequence, or None)", int(seed))
+        config = ControllerConfig(
+            classifier=ClassifierConfig() if classifier is None else classifier,
+            prompt=PromptConfig() if prompt is None else prompt,
+            rollout=RolloutConfig() if rollout is None else rollout,
+            seed=None if isinstance(seed, np.random.SeedSequence) else seed,
+            max_in_flight=max_in_flight,
+        )
         _backend.kernels(backend)
         self.backend = backend
-        self._ccfg, self._pcfg, self._rcfg = ccfg, pcfg, rcfg
+        self._config = config
+        self._num_prompts = n
+        self._ccfg, self._pcfg, self._rcfg = config.classifier, config.prompt, config.rollout
+        self._lock = threading.RLock()
         self._rng = np.random.default_rng(seed)
-        bins = ccfg.bins
-        self._cstate = _clf.init_state(ccfg, self._num_prompts)
+        bins = self._ccfg.bins
+        self._cstate = _clf.init_state(self._ccfg, n)
         self._pstate: PromptState = _prompt.init_state(bins)
-        self._rstate: RolloutState = _rollout.init_state(rcfg, bins)
-        self._sstate: SamplerState = _sampler.init_state(
-            self._num_prompts, bins, pcfg.mode == "resample", self._rng
-        )
+        self._rstate: RolloutState = _rollout.init_state(self._rcfg, bins)
+        self._sstate = _sampler.init_state(n, bins, self._pcfg.mode == "resample", self._rng)
         self._step = 0
         self._serial = 0
-        self._pending: tuple[Plan, Allocation, NDArray[np.float64]] | None = None
+        self._visits = 0
+        self._in_flight: list[InFlight] = []
+        self._finished: OrderedDict[int, tuple[str, int]] = OrderedDict()
         self._metrics: dict[str, float] | None = None
 
+    @classmethod
+    def from_config(
+        cls, config: ControllerConfig, num_prompts: int, *, backend: str = "numba"
+    ) -> GDROController:
+        """The controller a ``ControllerConfig`` describes.
+
+        Args:
+            config: all the controller's settings.
+            num_prompts: dataset size.
+            backend: ``"numba"`` or ``"numpy"``.
+
+        Examples:
+            >>> cfg = ControllerConfig.from_mapping({"recipe": "reward", "seed": 0,
+            ...                                      "rollout": {"mode": "neyman"}})
+            >>> GDROController.from_config(cfg, 10).rollout_config.mode
+            'neyman'
+        """
+        if not isinstance(config, ControllerConfig):
+            raise type_fail("config", "a ControllerConfig", config)
+        return cls(
+            num_prompts,
+            classifier=config.classifier,
+            prompt=config.prompt,
+            rollout=config.rollout,
+            seed=config.seed,
+            backend=backend,
+            max_in_flight=config.max_in_flight,
+        )
+
     # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> ControllerConfig:
+        """All settings (the seed is the one the controller was built with)."""
+        return self._config
+
     @property
     def num_prompts(self) -> int:
         """Dataset size."""
@@ -195,8 +174,13 @@ class GDROController:
 
     @property
     def step(self) -> int:
-        """Completed updates."""
+        """Plans whose feedback is complete (the adversaries' update count)."""
         return self._step
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many plans may await feedback at once."""
+        return self._config.max_in_flight
 
     @property
     def classifier_config(self) -> ClassifierConfig:
@@ -229,99 +213,275 @@ class GDROController:
         """int64 (B,): prompts per bin over the whole dataset (a copy)."""
         return self._cstate.bin_counts.copy()
 
+    def in_flight(self) -> tuple[Plan, ...]:
+        """The plans awaiting feedback, oldest first."""
+        with self._lock:
+            return tuple(rec.plan for rec in self._in_flight)
+
+    def awaiting(self, plan: Plan) -> NDArray[np.int64]:
+        """int64: the prompt ids of an outstanding ``plan`` still awaiting feedback, in plan order."""
+        with self._lock:
+            return self._find(plan)[1].awaiting()
+
+    def _busy(self, records: list[InFlight]) -> NDArray[np.int64]:
+        if not records:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate([rec.awaiting() for rec in records]))
+
     # ------------------------------------------------------------------ the step
     def sample(self, batch_size: int) -> NDArray[np.int64]:
-        """The next batch of distinct prompt ids (int64).
+        """The next batch of distinct prompt ids (int64), none of them in a plan in flight.
 
-        In resample mode bins are drawn from q and prompts uniformly within a bin; otherwise
-        reshuffled epochs without replacement. Deterministic given the seed and the state.
+        In resample mode the batch's bins follow q and prompts are uniform within a bin;
+        otherwise reshuffled epochs without replacement. Deterministic given the seed, the state
+        and the plans in flight.
         """
-        m = check_int("batch_size", batch_size, lo=1, hi=self._num_prompts)
-        saved = self._rng.bit_generator.state
-        try:
-            if self._pcfg.mode == "resample":
-                ids = _sampler.sample_resample(self._sstate, self.q(), m, self._rng)
-            else:
-                ids, self._sstate = _sampler.sample_uniform(self._sstate, m, self._rng)
-        except BaseException:
-            self._rng.bit_generator.state = saved
-            raise
-        return ids
+        with self._lock:
+            busy = self._busy(self._in_flight)
+            hi = self._num_prompts - busy.shape[0]
+            m = check_int("batch_size", batch_size)
+            if not 1 <= m <= hi:
+                note = f" ({busy.shape[0]} prompts are in plans in flight)" if busy.shape[0] else ""
+                raise fail("batch_size", f"an integer in [1, {hi}]{note}", m)
+            saved = self._rng.bit_generator.state
+            try:
+                if self._pcfg.mode == "resample":
+                    ids = _sampler.sample_resample(self._sstate, self.q(), m, self._rng, busy)
+                else:
+                    ids, self._sstate = _sampler.sample_uniform(self._sstate, m, self._rng, busy)
+            except BaseException:
+                self._rng.bit_generator.state = saved
+                raise
+            return ids
 
-    def plan(self, prompt_ids: Any) -> Plan:
+    def plan(self, prompt_ids: Any, *, allow_overlap: bool = False) -> Plan:
         """Bins, rollout counts and weights for the batch, from the prompts' own history.
 
-        A rejected call changes nothing: the previous plan stays the one ``update`` accepts.
-        """
-        ids = as_ids("prompt_ids", prompt_ids, self._num_prompts)
-        bins = self._cstate.bins[ids].astype(np.int64)
-        q = self.q()
-        saved = self._rng.bit_generator.state
-        try:
-            alloc = ALLOCATORS[self._rcfg.mode](
-                self._rcfg, self._rstate, bins, self._rng, self.backend, ids
-            )
-        except BaseException:
-            self._rng.bit_generator.state = saved
-            raise
-        m = ids.shape[0]
-        if (
-            int(alloc.rollouts.sum()) != self._rcfg.mean * m
-            or alloc.rollouts.min() < self._rcfg.min
-            or alloc.rollouts.max() > self._rcfg.max
-        ):
-            self._rng.bit_generator.state = saved
-            raise RuntimeError("allocator broke the budget invariant; this is a bug in gdro_core")
-        w = _prompt.weights(self._pcfg, q, bins, alloc.rollouts)
-        resample_q = q if self._pcfg.mode == "resample" else None
-        probs = _sampler.sample_probs(self._sstate, resample_q, bins, self._num_prompts)
-        self._serial += 1
-        plan = Plan(
-            prompt_ids=_frozen(ids, np.int64),
-            bins=_frozen(bins, np.int64),
-            rollouts=_frozen(alloc.rollouts, np.int64),
-            weights=_frozen(w, np.float64),
-            step=self._step,
-            sample_probs=_frozen(probs, np.float64),
-            rollout_probs=_frozen(alloc.propensity, np.float64),
-            serial=self._serial,
-        )
-        self._pending = (plan, alloc, q)
-        return plan
+        Args:
+            prompt_ids: int (m,), distinct ids in ``[0, num_prompts)``.
+            allow_overlap: allow ids that are awaiting feedback in another plan in flight.
 
-    def update(self, plan: Plan, rewards: Any, losses: Any = None) -> None:
-        """Feed back a step's rewards (flat, in plan order) and optional per-prompt losses.
+        When ``max_in_flight`` plans are already in flight, the oldest expires first: its
+        prompts still awaiting feedback are cancelled, its feedback so far updates the
+        adversaries, and an ``update`` with it is a ``ValueError``. A rejected call changes
+        nothing.
+        """
+        with self._lock:
+            ids = as_ids("prompt_ids", prompt_ids, self._num_prompts)
+            check_bool("allow_overlap", allow_overlap)
+            records = list(self._in_flight)
+            expired = records.pop(0) if len(records) >= self.max_in_flight else None
+            finish = None
+            if expired is not None:
+                finish = self._finish(expired._replace(done=np.ones_like(expired.done)))
+            if not allow_overlap:
+                self._check_overlap(ids, records)
+            pstate, rstate = (self._pstate, self._rstate) if finish is None else finish[:2]
+            bins = self._cstate.bins[ids].astype(np.int64)
+            q = _prompt.probs(self._pcfg, pstate)
+            saved = self._rng.bit_generator.state
+            try:
+                alloc = ALLOCATORS[self._rcfg.mode](
+                    self._rcfg, rstate, bins, self._rng, self.backend, ids
+                )
+                _check_budget(self._rcfg, alloc, ids.shape[0])
+                w = _prompt.weights(self._pcfg, q, bins, alloc.rollouts)
+                probs = _sampler.sample_probs(
+                    self._sstate,
+                    q if self._pcfg.mode == "resample" else None,
+                    bins,
+                    self._num_prompts,
+                    ids.shape[0],
+                    self._busy(records),
+                    ids,
+                )
+            except BaseException:
+                self._rng.bit_generator.state = saved
+                raise
+            serial = self._serial + 1
+            plan = Plan(
+                prompt_ids=frozen(ids, np.int64),
+                bins=frozen(bins, np.int64),
+                rollouts=frozen(alloc.rollouts, np.int64),
+                weights=frozen(w, np.float64),
+                step=self._step if finish is None else self._step + finish[3],
+                sample_probs=frozen(probs, np.float64),
+                rollout_probs=frozen(alloc.propensity, np.float64),
+                serial=serial,
+            )
+            # commit
+            self._serial = serial
+            if expired is not None:
+                self._remember(expired.plan, "expired")
+                self._apply_finish(finish)
+            self._in_flight = [*records, new_record(plan, alloc, q, self._cstate.bin_counts)]
+            return plan
+
+    def update(
+        self, plan: Plan, rewards: Any, losses: Any = None, *, prompt_ids: Any = None
+    ) -> None:
+        """Feed back rewards (flat) and optional per-prompt losses for a plan in flight.
 
         Args:
-            plan: the latest plan from ``plan``; a stale or foreign plan is a ``ValueError``.
-            rewards: float (R,), R = ``plan.rollouts.sum()``; prompt i's rollouts are
-                ``rewards[plan.offsets[i]:plan.offsets[i+1]]``. Correct means
+            plan: a plan from this controller's ``plan`` that is still in flight (any of them,
+                in any order); an expired, finished, edited or foreign plan is a ``ValueError``.
+            rewards: float (R,), flat: prompt after prompt, each with exactly its planned
+                rollout count, in plan order (or in the order of ``prompt_ids``). Correct means
                 ``reward > success_threshold``.
-            losses: float (n,) per-prompt losses, or ``None``; required when a configured rule
+            losses: float (k,) per-prompt losses, or ``None``; required when a configured rule
                 uses them (``signal="loss"``, the default).
+            prompt_ids: ``None`` (every prompt of the plan still awaiting feedback) or a subset
+                of them, in any order.
 
-        A rejected call leaves the state exactly as it was.
+        The classifier takes the prompts' outcomes now; the adversaries update when the plan's
+        last prompt is fed back or cancelled, from all its fed-back prompts. A rejected call
+        leaves the state exactly as it was.
         """
+        with self._lock:
+            index, rec = self._find(plan)
+            pos = self._positions(rec, prompt_ids)
+            rollouts = rec.plan.rollouts[pos]
+            r = as_float_array("rewards", rewards, length=int(rollouts.sum()))
+            loss = None if losses is None else as_float_array("losses", losses, length=pos.size)
+            self._check_losses(loss, pos.size)
+            offsets = np.concatenate([[0], np.cumsum(rollouts)]).astype(np.int64)
+            starts = offsets[:-1]
+            correct = np.add.reduceat(
+                (r > self._ccfg.success_threshold).astype(np.int64), starts
+            ).astype(np.int64)
+            ids = rec.plan.prompt_ids[pos]
+            delta = _clf.step(
+                self._ccfg,
+                self._cstate,
+                ids,
+                _clf.outcomes(self._ccfg, correct, rollouts),
+                self.backend,
+                _clf.seen_flags(correct, rollouts),
+            )
+            new = _record_feedback(rec, pos, r, starts, rollouts, correct, delta, loss)
+            visits = self._visits + int(pos.size)
+            finish = self._finish(new, visits) if new.done.all() else None
+            # commit: nothing below can fail on a valid state
+            if self._pcfg.mode == "resample":
+                _backend.kernels(self.backend).move_members(
+                    self._sstate.members,
+                    self._sstate.member_pos,
+                    self._sstate.bin_start,
+                    delta.ids,
+                    delta.old_bins,
+                    delta.new_bins,
+                )
+            _clf.apply(self._cstate, delta)
+            self._visits = visits
+            self._replace_record(index, new, finish, "fed back")
+
+    def cancel(self, plan: Plan, prompt_ids: Any = None) -> None:
+        """Drop prompts of a plan in flight without feedback (failed sessions, filtered groups).
+
+        Args:
+            plan: a plan still in flight.
+            prompt_ids: ``None`` (every prompt still awaiting feedback) or a subset of them.
+
+        Cancelled prompts can be planned again at once. When nothing of the plan awaits feedback
+        any more, the adversaries update from its fed-back prompts (if any).
+
+        Examples:
+            >>> ctl = GDROController(10, prompt=PromptConfig(signal="failure"), seed=0)
+            >>> plan = ctl.plan([1, 2, 3])
+            >>> ctl.update(plan, np.zeros(8), prompt_ids=[1, 3])
+            >>> ctl.cancel(plan)                     # prompt 2's session failed
+            >>> ctl.step, ctl.in_flight()
+            (1, ())
+        """
+        with self._lock:
+            index, rec = self._find(plan)
+            pos = self._positions(rec, prompt_ids)
+            done = rec.done.copy()
+            done[pos] = True
+            new = rec._replace(done=done)
+            finish = self._finish(new) if done.all() else None
+            self._replace_record(index, new, finish, "cancelled")
+
+    def metrics(self) -> dict[str, float]:
+        """Finite floats describing the last plan whose feedback completed (or the initial state).
+
+        Keys include ``classifier/mean_bin``, ``classifier/share/{b}``, ``prompt/q/{b}``,
+        ``prompt/entropy``, ``prompt/lead_lag``, ``prompt/score/{b}``, ``rollout/n_mean/{b}``
+        (bins present), ``rollout/shadow_price``, ``rollout/budget_target``,
+        ``rollout/budget_unconstrained``, ``batch/reward_mean`` and the ``mechanism/`` keys
+        (see ``gdro_core.metrics.step_metrics``).
+        """
+        with self._lock:
+            if self._metrics is not None:
+                return dict(self._metrics)
+            shares = self._cstate.bin_counts / self._num_prompts
+            return initial_metrics(
+                self.num_bins,
+                shares,
+                self.q(),
+                self._pstate,
+                self._rcfg,
+                self._rstate,
+                self._pcfg.mode,
+            )
+
+    # ------------------------------------------------------------------ internals
+    def _find(self, plan: Plan) -> tuple[int, InFlight]:
         if not isinstance(plan, Plan):
             raise type_fail("plan", "a Plan from this controller's plan()", plan)
-        if self._pending is None or not _same_plan(plan, self._pending[0]):
-            raise fail(
-                "plan",
-                f"this controller's latest plan (step {self._step}, plan #{self._serial})",
-                f"a plan for step {plan.step}, plan #{plan.serial}",
-                fix="call plan() again and update with what it returns",
-            )
-        current, alloc, q = self._pending
-        m = current.prompt_ids.shape[0]
-        r = as_float_array("rewards", rewards, length=current.num_rollouts)
-        loss = None if losses is None else as_float_array("losses", losses, length=m)
-        needs = self._rcfg.needs_losses or (
-            self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses
+        for i, rec in enumerate(self._in_flight):
+            if rec.plan.serial == plan.serial and rec.same_plan(plan):
+                return i, rec
+        outstanding = [rec.plan.serial for rec in self._in_flight]
+        seen = self._finished.get(plan.serial)
+        why = seen[0] if seen is not None and seen[1] == _fingerprint(plan) else None
+        if why is not None:
+            detail = f"plan #{plan.serial}, already {why}"
+            if why == "expired":
+                detail += f" (max_in_flight = {self.max_in_flight} plans were made after it)"
+        else:
+            detail = f"a plan for step {plan.step}, plan #{plan.serial}, that is not in flight"
+        raise fail(
+            "plan",
+            f"a plan of this controller still in flight (plans in flight: {outstanding})",
+            detail,
+            fix="update with a plan that plan() returned and that still awaits feedback",
         )
-        if needs and loss is None:
+
+    def _positions(self, rec: InFlight, prompt_ids: Any) -> NDArray[np.int64]:
+        if prompt_ids is None:
+            return np.flatnonzero(~rec.done).astype(np.int64)
+        ids = as_ids("prompt_ids", prompt_ids, self._num_prompts)
+        pos = rec.plan.positions(ids)
+        finished = rec.done[pos]
+        if finished.any():
+            i = int(np.flatnonzero(finished)[0])
+            raise fail(
+                f"prompt_ids[{i}]",
+                f"a prompt of plan #{rec.plan.serial} still awaiting feedback",
+                int(ids[i]),
+                fix="each prompt is fed back or cancelled once",
+            )
+        return pos
+
+    def _check_overlap(self, ids: NDArray[np.int64], records: list[InFlight]) -> None:
+        for rec in records:
+            clash = np.isin(ids, rec.awaiting())
+            if clash.any():
+                i = int(np.flatnonzero(clash)[0])
+                raise fail(
+                    f"prompt_ids[{i}]",
+                    f"an id not awaiting feedback in another plan (plan #{rec.plan.serial})",
+                    int(ids[i]),
+                    fix="feed that plan back or cancel the prompt first, or pass allow_overlap=True",
+                )
+
+    def _check_losses(self, loss: NDArray[np.float64] | None, m: int) -> None:
+        prompt_needs = self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses
+        if loss is None and (prompt_needs or self._rcfg.needs_losses):
             what = (
                 f"PromptConfig.signal={self._pcfg.signal!r}"
-                if self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses
+                if prompt_needs
                 else f"RolloutConfig.arm_signal={self._rcfg.arm_signal!r}"
             )
             raise fail(
@@ -330,208 +490,176 @@ class GDROController:
                 None,
                 fix="pass losses=..., or choose a reward-derived signal ('failure', 'variance')",
             )
-        offsets = current.offsets
-        correct = np.add.reduceat((r > self._ccfg.success_threshold).astype(np.int64), offsets[:-1])
-        total = current.rollouts.astype(np.int64)
-        bins = current.bins
-        delta = _clf.step(
-            self._ccfg,
-            self._cstate,
-            current.prompt_ids,
-            _clf.outcomes(self._ccfg, correct, total),
-            self.backend,
-        )
+
+    def _finish(
+        self, rec: InFlight, visits: int | None = None
+    ) -> tuple[PromptState, RolloutState, dict[str, float] | None, int]:
+        """The adversaries' update for a plan with nothing left awaiting feedback (pure)."""
+        f = np.flatnonzero(rec.fed)
+        if f.size == 0:
+            return self._pstate, self._rstate, None, 0
+        plan = rec.plan
+        bins, correct, total = plan.bins[f], rec.correct[f], plan.rollouts[f]
+        loss = rec.losses[f] if rec.has_loss[f].all() else None
         sig = SIGNALS[self._pcfg.signal].compute(correct, total, loss)
         pstate = self._pstate
         if sig is not None:
-            if self._pcfg.mode == "resample":
-                shares = self._cstate.bin_counts / self._num_prompts
+            if self._pcfg.mode == "resample":  # the dataset's shares the plan was drawn with
+                shares = rec.bin_counts / self._num_prompts
             else:
-                shares = np.bincount(bins, minlength=self.num_bins) / m
+                shares = np.bincount(bins, minlength=self.num_bins) / f.size
             pstate = _prompt.update(self._pcfg, self._pstate, bins, sig, shares)
+        alloc = _restrict(rec.alloc, f, bins)
         rstate = _rollout.update(self._rcfg, self._rstate, alloc, bins, correct, total, loss)
         metrics = step_metrics(
             num_bins=self.num_bins,
             bins=bins,
-            rollouts=current.rollouts,
-            weights=current.weights,
-            rewards=r,
-            offsets=offsets,
-            correct=correct,
-            q=q,
+            rollouts=total,
+            weights=plan.weights[f],
+            feedback=Feedback(
+                correct=correct,
+                reward_mean=rec.reward_mean[f],
+                zero_adv=rec.zero_adv[f],
+                moved=rec.moved[f],
+                rate=rec.rate[f],
+                flags=rec.flags[f],
+            ),
+            q=rec.q,
             alloc=alloc,
             rcfg=self._rcfg,
+            prompt_mode=self._pcfg.mode,
             pstate=pstate,
-            delta=delta,
+            visits_mean=(self._visits if visits is None else visits) / self._num_prompts,
         )
-        # commit: nothing below can fail on valid state
-        if self._pcfg.mode == "resample":
-            _backend.kernels(self.backend).move_members(
-                self._sstate.members,
-                self._sstate.member_pos,
-                self._sstate.bin_start,
-                delta.ids,
-                delta.old_bins,
-                delta.new_bins,
-            )
-        _clf.apply(self._cstate, delta)
-        self._pstate, self._rstate = pstate, rstate
+        return pstate, rstate, metrics, 1
+
+    def _apply_finish(
+        self, finish: tuple[PromptState, RolloutState, dict[str, float] | None, int] | None
+    ) -> None:
+        if finish is None or finish[3] == 0:
+            return
+        self._pstate, self._rstate, self._metrics = finish[0], finish[1], finish[2]
         self._step += 1
-        self._pending = None
-        self._metrics = metrics
 
-    def metrics(self) -> dict[str, float]:
-        """Finite floats describing the last completed step (or the initial state before one).
+    def _replace_record(
+        self,
+        index: int,
+        new: InFlight,
+        finish: tuple[PromptState, RolloutState, dict[str, float] | None, int] | None,
+        why: str,
+    ) -> None:
+        if finish is None:
+            self._in_flight[index] = new
+            return
+        del self._in_flight[index]
+        self._remember(new.plan, why)
+        self._apply_finish(finish)
 
-        Keys include ``classifier/mean_bin``, ``classifier/share/{b}``, ``prompt/q/{b}``,
-        ``prompt/entropy``, ``prompt/lead_lag``, ``prompt/score/{b}``, ``rollout/n_mean/{b}``
-        (bins present), ``rollout/shadow_price``, ``rollout/budget_target``,
-        ``rollout/budget_unconstrained``, ``batch/reward_mean``.
-        """
-        if self._metrics is not None:
-            return dict(self._metrics)
-        return self._initial_metrics()
-
-    def _initial_metrics(self) -> dict[str, float]:
-        from gdro_core.metrics import initial_metrics
-
-        shares = self._cstate.bin_counts / self._num_prompts
-        return initial_metrics(
-            self.num_bins, shares, self.q(), self._pstate, self._rcfg, self._rstate
-        )
+    def _remember(self, plan: Plan, why: str) -> None:
+        self._finished[plan.serial] = (why, _fingerprint(plan))
+        while len(self._finished) > _EXPIRED_MEMORY:
+            self._finished.popitem(last=False)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume bit-exactly: arrays, numbers and strings only."""
-        d: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "config": configs_json(self._configs()),
-            "num_prompts": self._num_prompts,
-            "step": self._step,
-            "serial": self._serial,
-            "rng": rng_state_json(self._rng),
-            "classifier": {f: np.array(v, copy=True) for f, v in self._cstate._asdict().items()},
-            "prompt": {f: np.array(v, copy=True) for f, v in self._pstate._asdict().items()},
-            "rollout": {f: np.array(v, copy=True) for f, v in self._rstate._asdict().items()},
-            "sampler": {f: np.array(v, copy=True) for f, v in self._sstate._asdict().items()},
-            "metrics": "" if self._metrics is None else json.dumps(self._metrics),
-        }
-        if self._pending is not None:
-            plan, alloc, q = self._pending
-            d["pending"] = {
-                "prompt_ids": np.array(plan.prompt_ids),
-                "bins": np.array(plan.bins),
-                "rollouts": np.array(plan.rollouts),
-                "weights": np.array(plan.weights),
-                "sample_probs": np.array(plan.sample_probs),
-                "rollout_probs": np.array(plan.rollout_probs),
-                "step": plan.step,
-                "serial": plan.serial,
-                "q": np.array(q),
-                "active": np.array(alloc.active),
-                "arm_index": np.array(alloc.arm_index),
-                "unconstrained": alloc.unconstrained,
-                "mu": alloc.mu,
-            }
-        return d
+        """Everything needed to resume bit-exactly: arrays, numbers and strings only.
+
+        Plans in flight are included with the feedback they have received so far.
+        """
+        with self._lock:
+            return _st.to_state_dict(self)
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        """Restore a ``state_dict`` exactly (RNG included).
+        """Restore a ``state_dict`` exactly (RNG and plans in flight included).
 
-        A state saved with another config or ``num_prompts`` is a ``ValueError`` naming the fields
-        that differ (the seed is not compared: the saved RNG state replaces it). Nothing changes
-        unless the whole state is valid.
+        Every leaf is checked (type, shape, dtype, range and the state's own invariants) before
+        anything is assigned; a state saved with another config or ``num_prompts`` is a
+        ``ValueError`` naming the fields that differ (the seed is not compared: the saved RNG
+        state replaces it). Nothing changes unless the whole state is valid.
         """
-        check_same_config(d, self._configs(), self._num_prompts)
-        fresh = GDROController(
-            self._num_prompts,
-            classifier=self._ccfg,
-            prompt=self._pcfg,
-            rollout=self._rcfg,
-            seed=0,
-            backend=self.backend,
-        )
-        cstate = _restore(d, "classifier", fresh._cstate)
-        pstate = _restore(d, "prompt", fresh._pstate)
-        rstate = _restore(d, "rollout", fresh._rstate)
-        sstate = _restore(d, "sampler", fresh._sstate)
-        rng = rng_from_json(d.get("rng"))
-        step = check_int("state['step']", d.get("step"), lo=0)
-        serial = check_int("state['serial']", d.get("serial"), lo=0)
-        raw_metrics = str(d.get("metrics", ""))
-        metrics = json.loads(raw_metrics) if raw_metrics else None
-        pending = None
-        if isinstance(d.get("pending"), dict):
-            p = d["pending"]
-            plan = Plan(
-                prompt_ids=_frozen(p["prompt_ids"], np.int64),
-                bins=_frozen(p["bins"], np.int64),
-                rollouts=_frozen(p["rollouts"], np.int64),
-                weights=_frozen(p["weights"], np.float64),
-                step=int(p["step"]),
-                sample_probs=_frozen(p["sample_probs"], np.float64),
-                rollout_probs=_frozen(p["rollout_probs"], np.float64),
-                serial=int(p["serial"]),
-            )
-            alloc = Allocation(
-                rollouts=np.array(plan.rollouts),
-                propensity=np.array(plan.rollout_probs),
-                active=np.asarray(p["active"], dtype=np.int64),
-                arm_index=np.asarray(p["arm_index"], dtype=np.int64),
-                unconstrained=float(p["unconstrained"]),
-                mu=float(p["mu"]),
-            )
-            pending = (plan, alloc, np.asarray(p["q"], dtype=np.float64))
-        self._cstate, self._pstate, self._rstate, self._sstate = cstate, pstate, rstate, sstate
-        self._rng, self._step, self._serial = rng, step, serial
-        self._metrics, self._pending = metrics, pending
+        with self._lock:
+            _st.load_into(self, d)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``state_dict()`` to ``path`` atomically (temp file + rename), as ``.npz``."""
-        save_npz(path, self.state_dict())
+        _st.save(path, self.state_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, backend: str = "numba") -> GDROController:
-        """Rebuild a controller from a file written by ``save``."""
-        d = load_npz(path)
-        try:
-            cfg = json.loads(str(d["config"]))
-            ccfg = ClassifierConfig(**_tuples(cfg["classifier"]))
-            pcfg = PromptConfig(**cfg["prompt"])
-            rcfg = RolloutConfig(**cfg["rollout"])
-            n = int(d["num_prompts"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise fail("path", "a file written by GDROController.save", os.fspath(path)) from exc
-        ctl = cls(n, classifier=ccfg, prompt=pcfg, rollout=rcfg, seed=0, backend=backend)
+        """Rebuild a controller from a file written by ``save``; a corrupted file is a ``ValueError``."""
+        d = _st.load(path)
+        config, n = _st.config_of(d, where=os.fspath(path))
+        ctl = cls.from_config(config, n, backend=backend)
         ctl.load_state_dict(d)
         return ctl
 
-    def _configs(self) -> dict[str, Any]:
-        return {"classifier": self._ccfg, "prompt": self._pcfg, "rollout": self._rcfg}
+
+def _fingerprint(plan: Plan) -> int:
+    """A hash of a plan's identity and arrays (for error messages about finished plans)."""
+    return hash((plan.step, plan.serial, *(a.tobytes() for a in plan.arrays())))
 
 
-def _tuples(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+def _check_budget(rcfg: RolloutConfig, alloc: Allocation, m: int) -> None:
+    if (
+        int(alloc.rollouts.sum()) != rcfg.mean * m
+        or alloc.rollouts.min() < rcfg.min
+        or alloc.rollouts.max() > rcfg.max
+    ):
+        raise RuntimeError("allocator broke the budget invariant; this is a bug in gdro_core")
 
 
-def _restore(d: dict[str, Any], section: str, template: Any) -> Any:
-    """Rebuild a NamedTuple state from ``d[section]``, checking every field against ``template``."""
-    src = d.get(section)
-    if not isinstance(src, dict):
-        raise fail(f"state[{section!r}]", "a dict of arrays", type(src).__name__)
-    out = {}
-    for f, ref in template._asdict().items():
-        if f not in src:
-            raise fail(f"state[{section!r}]", f"a dict with key {f!r}", sorted(src))
-        if isinstance(ref, np.ndarray):
-            arr = np.asarray(src[f])
-            if arr.dtype != ref.dtype or arr.ndim != ref.ndim or arr.shape != ref.shape:
-                raise fail(
-                    f"state[{section!r}][{f!r}]",
-                    f"an array of shape {ref.shape} and dtype {ref.dtype}",
-                    arr,
-                )
-            out[f] = np.array(arr, copy=True)
-        else:
-            out[f] = type(ref)(np.asarray(src[f]).item())
-    return type(template)(**out)
+def _restrict(alloc: Allocation, f: NDArray[np.int64], bins: NDArray[np.int64]) -> Allocation:
+    """The allocation seen by the fed-back prompts ``f`` only (their bins, their propensities)."""
+    if f.shape[0] == alloc.rollouts.shape[0]:
+        return alloc
+    keep = np.isin(alloc.active, bins)
+    return alloc._replace(
+        rollouts=alloc.rollouts[f],
+        propensity=alloc.propensity[f],
+        active=alloc.active[keep],
+        arm_index=alloc.arm_index[keep],
+    )
+
+
+def _group_means(
+    r: NDArray[np.float64], starts: NDArray[np.int64], n: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """Each group's mean reward, finite for any finite rewards."""
+    scale = max(1.0, float(np.abs(r).max())) if r.size else 1.0
+    if scale == 1.0:
+        out: NDArray[np.float64] = np.add.reduceat(r, starts) / n
+        return out
+    out = np.add.reduceat(r / scale, starts) / n * scale
+    return out
+
+
+def _record_feedback(
+    rec: InFlight,
+    pos: NDArray[np.int64],
+    r: NDArray[np.float64],
+    starts: NDArray[np.int64],
+    rollouts: NDArray[np.int64],
+    correct: NDArray[np.int64],
+    delta: _clf.ClassifierDelta,
+    loss: NDArray[np.float64] | None,
+) -> InFlight:
+    """A new record with the feedback of the prompts at ``pos`` (``rec`` is not mutated)."""
+
+    def put(arr: NDArray[Any], values: Any) -> NDArray[Any]:
+        out = arr.copy()
+        out[pos] = values
+        return out
+
+    zero_adv = np.maximum.reduceat(r, starts) == np.minimum.reduceat(r, starts)
+    return rec._replace(
+        done=put(rec.done, True),
+        fed=put(rec.fed, True),
+        correct=put(rec.correct, correct),
+        reward_mean=put(rec.reward_mean, _group_means(r, starts, rollouts)),
+        zero_adv=put(rec.zero_adv, zero_adv),
+        moved=put(rec.moved, delta.new_bins != delta.old_bins),
+        rate=put(rec.rate, delta.rate),
+        flags=put(rec.flags, delta.flags),
+        losses=put(rec.losses, 0.0 if loss is None else loss),
+        has_loss=put(rec.has_loss, loss is not None),
+    )

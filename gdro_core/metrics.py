@@ -5,19 +5,22 @@
 * ``rollout/``: rollouts per bin, budget share per bin, the shadow price, target and proposed
   (unconstrained) budget, hits at the bounds.
 * ``batch/``: rewards and success of the step's rollouts, per bin.
+* ``mechanism/``: whether the controllers did anything (budget moved, q away from uniform, weight
+  spread, groups with no gradient, prompts stuck solved or failed, visits per prompt).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import rollout as _rollout
-from gdro_core.classifier import ClassifierDelta
 from gdro_core.prompt import PromptState, entropy
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
-__all__ = ["initial_metrics", "step_metrics"]
+__all__ = ["Feedback", "bin_mean", "initial_metrics", "stable_mean", "step_metrics"]
 
 
 def _bin_block(
@@ -39,83 +42,172 @@ def _bin_block(
     out["prompt/lead_lag"] = float(np.dot(idx, q)) - mean_bin
 
 
+class Feedback(NamedTuple):
+    """What came back for the prompts of one plan, per prompt in plan order (the fed-back ones).
+
+    Examples:
+        >>> fb = Feedback(correct=np.array([1, 0]), reward_mean=np.array([0.5, 0.0]),
+        ...               zero_adv=np.array([False, True]), moved=np.array([True, False]),
+        ...               rate=np.array([1.0, 0.0]), flags=np.array([3, 2], dtype=np.uint8))
+        >>> fb.correct.tolist(), fb.zero_adv.tolist()
+        ([1, 0], [False, True])
+    """
+
+    correct: NDArray[np.int64]  # (f,) correct rollouts per prompt
+    reward_mean: NDArray[np.float64]  # (f,) mean reward of the prompt's rollouts
+    zero_adv: NDArray[np.bool_]  # (f,) every rollout of the group got the same reward
+    moved: NDArray[np.bool_]  # (f,) the prompt's bin changed with this feedback
+    rate: NDArray[np.float64]  # (f,) the prompt's pass rate after the feedback
+    flags: NDArray[np.uint8]  # (f,) the prompt's outcome flags after the feedback
+
+
+def stable_mean(values: NDArray[np.float64], weights: NDArray[np.float64] | None = None) -> float:
+    """The (weighted) mean of finite values, finite however large they are.
+
+    Values up to 1 in magnitude are averaged as numpy does; larger ones are scaled first, so the
+    sum cannot overflow.
+
+    Examples:
+        >>> stable_mean(np.array([1.0, 0.0, 0.5])), stable_mean(np.array([1e308, 1e308]))
+        (0.5, 1e+308)
+    """
+    scale = max(1.0, float(np.abs(values).max())) if values.size else 1.0
+    if scale == 1.0:
+        return float(np.average(values, weights=weights))
+    return float(np.average(values / scale, weights=weights)) * scale
+
+
+def bin_mean(
+    bins: NDArray[np.int64], values: NDArray[np.float64], num_bins: int
+) -> NDArray[np.float64]:
+    """float64 (B,): the mean of ``values`` per bin (0 for an empty bin), finite for finite values.
+
+    Examples:
+        >>> bin_mean(np.array([0, 0, 2]), np.array([1.0, 0.0, 1e308]), 3).tolist()
+        [0.5, 0.0, 1e+308]
+    """
+    cnt = np.bincount(bins, minlength=num_bins)
+    scale = np.ones(num_bins)
+    np.maximum.at(scale, bins, np.abs(values))  # per-bin scale, 1 for values up to 1
+    tot = np.bincount(bins, weights=values / scale[bins], minlength=num_bins)
+    out: NDArray[np.float64] = np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0) * scale
+    return out
+
+
 def step_metrics(
     *,
     num_bins: int,
     bins: NDArray[np.int64],
     rollouts: NDArray[np.int64],
     weights: NDArray[np.float64],
-    rewards: NDArray[np.float64],
-    offsets: NDArray[np.int64],
-    correct: NDArray[np.int64],
+    feedback: Feedback,
     q: NDArray[np.float64],
     alloc: Allocation,
     rcfg: RolloutConfig,
+    prompt_mode: str,
     pstate: PromptState,
-    delta: ClassifierDelta,
+    visits_mean: float,
 ) -> dict[str, float]:
-    """Metrics of a completed step, from what its plan used and what came back.
+    """Metrics of a plan whose feedback is complete, over its fed-back prompts.
 
     Args:
         num_bins: number of difficulty bins.
-        bins: int64 (m,), each prompt's bin at planning time.
-        rollouts: int64 (m,), rollouts per prompt.
-        weights: float64 (m,), the plan's per-prompt weights.
-        rewards: float64 (R,), the flat rewards in plan order.
-        offsets: int64 (m+1,), prompt i's rewards are ``rewards[offsets[i]:offsets[i+1]]``.
-        correct: int64 (m,), correct rollouts per prompt.
+        bins: int64 (f,), each prompt's bin at planning time.
+        rollouts: int64 (f,), rollouts per prompt.
+        weights: float64 (f,), the plan's per-prompt weights.
+        feedback: the prompts' feedback (:class:`Feedback`).
         q: float64 (B,), the adversary's distribution the plan used.
-        alloc: the step's allocation (its price and unconstrained mean).
+        alloc: the plan's allocation (its price and unconstrained mean).
         rcfg: the allocator settings.
-        pstate: the adversary's state after the step (its scores are reported).
-        delta: the classifier's step (moves and pass rates).
+        prompt_mode: the Prompt-GDRO mode (``"off"`` applies no q: ``mechanism/q_tv`` is 0).
+        pstate: the adversary's state after the update (its scores are reported).
+        visits_mean: feedback visits per prompt of the dataset so far.
+
+    The ``mechanism/`` keys say whether the controllers did anything: ``budget_moved`` (half the
+    L1 distance between the planned and the uniform rollout counts, over the budget),
+    ``q_tv`` (total variation of the applied q from uniform), ``weight_max_ratio`` and
+    ``weight_p90_ratio`` (largest and 90th-percentile weight over the mean weight),
+    ``zero_adv_share`` (groups whose rewards were all equal: no gradient),
+    ``always_solved_share`` / ``always_failed_share`` (prompts every rollout of which, at every
+    visit so far, was correct / wrong) and ``visits_mean``.
 
     Examples:
         Two prompts of bin 0, two rollouts each; one prompt solves one of its two:
 
-        >>> from gdro_core import classifier, prompt, rollout
-        >>> ccfg, rcfg = classifier.ClassifierConfig(num_bins=2), rollout.RolloutConfig(mean=2)
-        >>> pstate, rstate = prompt.init_state(2), rollout.init_state(rcfg, 2)
-        >>> bins, correct = np.array([0, 0]), np.array([1, 0])
-        >>> alloc = rollout.plan_fixed(rcfg, rstate, bins, np.random.default_rng(0), "numba")
-        >>> delta = classifier.step(ccfg, classifier.init_state(ccfg, 3), np.array([0, 2]),
-        ...                         classifier.outcomes(ccfg, correct, alloc.rollouts))
+        >>> from gdro_core import prompt, rollout
+        >>> rcfg = rollout.RolloutConfig(mean=2)
+        >>> bins = np.array([0, 0])
+        >>> alloc = rollout.plan_fixed(rcfg, rollout.init_state(rcfg, 2), bins,
+        ...                            np.random.default_rng(0), "numba")
+        >>> fb = Feedback(correct=np.array([1, 0]), reward_mean=np.array([0.5, 0.0]),
+        ...               zero_adv=np.array([False, True]), moved=np.array([True, False]),
+        ...               rate=np.array([1.0, 0.0]), flags=np.array([3, 2], dtype=np.uint8))
         >>> out = step_metrics(
-        ...     num_bins=2, bins=bins, rollouts=alloc.rollouts, weights=np.ones(2),
-        ...     rewards=np.array([1.0, 0.0, 0.0, 0.0]), offsets=np.array([0, 2, 4]),
-        ...     correct=correct, q=np.array([0.5, 0.5]), alloc=alloc, rcfg=rcfg,
-        ...     pstate=pstate, delta=delta)
+        ...     num_bins=2, bins=bins, rollouts=alloc.rollouts, weights=np.ones(2), feedback=fb,
+        ...     q=np.array([0.5, 0.5]), alloc=alloc, rcfg=rcfg, prompt_mode="off",
+        ...     pstate=prompt.init_state(2), visits_mean=0.5)
         >>> out["classifier/share/0"], out["classifier/moved"], out["rollout/n_mean/0"]
         (1.0, 0.5, 2.0)
         >>> out["batch/success_rate"], out["batch/solved_any"], "rollout/n_mean/1" in out
         (0.25, 0.5, False)
+        >>> out["mechanism/zero_adv_share"], out["mechanism/always_failed_share"]
+        (0.5, 0.5)
     """
     m = bins.shape[0]
     cnt = np.bincount(bins, minlength=num_bins)
     shares = cnt / m
     out: dict[str, float] = {}
     _bin_block(out, shares, q, pstate)
-    out["classifier/moved"] = float(np.mean(delta.new_bins != delta.old_bins))
-    out["classifier/pass_rate"] = float(delta.rate.mean())
+    out["classifier/moved"] = float(np.mean(feedback.moved))
+    out["classifier/pass_rate"] = float(feedback.rate.mean())
     out["prompt/weight_max"] = float(weights.max())
     out["prompt/weight_min"] = float(weights.min())
     n_tot = np.bincount(bins, weights=rollouts.astype(np.float64), minlength=num_bins)
-    prompt_reward = np.add.reduceat(rewards, offsets[:-1]) / rollouts
-    r_tot = np.bincount(bins, weights=prompt_reward, minlength=num_bins)
+    r_bin = bin_mean(bins, feedback.reward_mean, num_bins)
     for b in np.flatnonzero(cnt):
         out[f"rollout/n_mean/{b}"] = float(n_tot[b] / cnt[b])
         out[f"rollout/budget_share/{b}"] = float(n_tot[b] / rollouts.sum())
-        out[f"batch/reward/{b}"] = float(r_tot[b] / cnt[b])
+        out[f"batch/reward/{b}"] = float(r_bin[b])
     out["rollout/shadow_price"] = float(alloc.mu)
     out["rollout/budget_target"] = float(rcfg.mean)
     out["rollout/budget_unconstrained"] = float(alloc.unconstrained)
     out["rollout/budget_realized"] = float(rollouts.sum() / m)
     out["rollout/at_min"] = float(np.mean(rollouts == rcfg.min))
     out["rollout/at_max"] = float(np.mean(rollouts == rcfg.max))
-    out["batch/reward_mean"] = float(rewards.mean())
-    out["batch/success_rate"] = float(correct.sum() / rollouts.sum())
-    out["batch/solved_any"] = float(np.mean(correct > 0))
+    out["batch/reward_mean"] = stable_mean(feedback.reward_mean, rollouts.astype(np.float64))
+    out["batch/success_rate"] = float(feedback.correct.sum() / rollouts.sum())
+    out["batch/solved_any"] = float(np.mean(feedback.correct > 0))
+    out.update(_mechanism(rollouts, weights, feedback, q, rcfg.mean, prompt_mode, visits_mean))
     return out
+
+
+def _mechanism(
+    rollouts: NDArray[np.int64],
+    weights: NDArray[np.float64],
+    feedback: Feedback,
+    q: NDArray[np.float64],
+    mean: int,
+    prompt_mode: str,
+    visits_mean: float,
+) -> dict[str, float]:
+    from gdro_core.classifier import SEEN_CORRECT, SEEN_WRONG
+
+    m = rollouts.shape[0]
+    w_mean = float(weights.mean())
+    flags = feedback.flags
+    applied = prompt_mode != "off"
+    return {
+        "mechanism/budget_moved": float(np.abs(rollouts - mean).sum() / (2.0 * mean * m)),
+        "mechanism/q_tv": float(0.5 * np.abs(q - 1.0 / q.shape[0]).sum()) if applied else 0.0,
+        "mechanism/weight_max_ratio": float(weights.max() / w_mean) if w_mean > 0 else 1.0,
+        "mechanism/weight_p90_ratio": float(np.quantile(weights, 0.9) / w_mean)
+        if w_mean > 0
+        else 1.0,
+        "mechanism/zero_adv_share": float(np.mean(feedback.zero_adv)),
+        "mechanism/always_solved_share": float(np.mean(flags == SEEN_CORRECT)),
+        "mechanism/always_failed_share": float(np.mean(flags == SEEN_WRONG)),
+        "mechanism/visits_mean": float(visits_mean),
+    }
 
 
 def initial_metrics(
@@ -125,6 +217,7 @@ def initial_metrics(
     pstate: PromptState,
     rcfg: RolloutConfig,
     rstate: RolloutState,
+    prompt_mode: str = "off",
 ) -> dict[str, float]:
     """What ``metrics()`` returns before the first update: the initial state's values.
 
@@ -135,6 +228,7 @@ def initial_metrics(
         pstate: the adversary's state.
         rcfg: the allocator settings.
         rstate: the allocator's state.
+        prompt_mode: the Prompt-GDRO mode (``"off"``: ``mechanism/q_tv`` is 0).
 
     Examples:
         Every prompt starts in bin 0; untrained bandits over arms 2..8 propose their mean, 5:
@@ -166,4 +260,17 @@ def initial_metrics(
     else:
         m_t = float(rcfg.mean)
     out["rollout/budget_unconstrained"] = m_t
+    tv = float(0.5 * np.abs(q - 1.0 / q.shape[0]).sum()) if prompt_mode != "off" else 0.0
+    out.update(
+        {
+            "mechanism/budget_moved": 0.0,
+            "mechanism/q_tv": tv,
+            "mechanism/weight_max_ratio": 1.0,
+            "mechanism/weight_p90_ratio": 1.0,
+            "mechanism/zero_adv_share": 0.0,
+            "mechanism/always_solved_share": 0.0,
+            "mechanism/always_failed_share": 0.0,
+            "mechanism/visits_mean": 0.0,
+        }
+    )
     return out

@@ -95,7 +95,9 @@ def test_resample_draws_bins_from_q_and_falls_back_to_the_nearest_harder_bin() -
     assert len(set(ids.tolist())) == 35
     assert (ids >= 10).sum() == 30
     plan = ctl.plan(ids)
-    np.testing.assert_allclose(plan.sample_probs[ids >= 10], q[0] / 30)
+    # every prompt of bin 0 is in every batch: each holds one slot of 35 with probability 1/35
+    np.testing.assert_allclose(plan.sample_probs[ids >= 10], 1 / 35)
+    np.testing.assert_allclose(plan.sample_probs[ids < 10], 5 / 35 / 10)
 
 
 def test_plan_uses_each_prompts_own_bin_whatever_the_order() -> None:
@@ -125,12 +127,12 @@ def test_stale_and_foreign_plans_are_rejected_without_state_change() -> None:
     new = ctl.plan(np.arange(4, 8))
     foreign = other.plan(np.arange(4, 8))
     before = ctl.state_dict()
-    for bad in (old, foreign):
-        with pytest.raises(ValueError, match="plan must be this controller's latest plan"):
+    for bad, why in ((old, r"plan #1, already expired \(max_in_flight = 1 plans"), (foreign, "a plan for step 0, plan #1, that is not in flight")):
+        with pytest.raises(ValueError, match=r"plan must be a plan of this controller still in flight \(plans in flight: \[2\]\); got '" + why):
             ctl.update(bad, np.zeros(16))
         assert_state_equal(before, ctl.state_dict())
     ctl.update(new, np.zeros(16))
-    with pytest.raises(ValueError, match="latest plan"):
+    with pytest.raises(ValueError, match="plan #2, already fed back"):
         ctl.update(new, np.zeros(16))  # already consumed
 
 

@@ -252,7 +252,7 @@ def _run(backend: str, prompt_mode: str, rollout_mode: str, selection: str, wind
         rewards = (data.random(plan.num_rollouts) < np.repeat(p_true, plan.rollouts)).astype(np.float64)
         losses = data.normal(size=plan.prompt_ids.shape[0])
         ctl.update(plan, rewards, losses=losses)
-        out.append((ids, plan._arrays(), ctl.metrics(), ctl.q()))
+        out.append((ids, plan.arrays(), ctl.metrics(), ctl.q()))
     return out
 
 

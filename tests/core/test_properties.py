@@ -846,7 +846,7 @@ def run_steps(ctl: GDROController, start: int, stop: int, batch: int = 12) -> li
         ids = ctl.sample(batch)
         plan = ctl.plan(ids)
         ctl.update(plan, *fixed_inputs(t, plan))
-        out.append((ids, plan._arrays(), plan.step, ctl.metrics()))
+        out.append((ids, plan.arrays(), plan.step, ctl.metrics()))
     return out
 
 
@@ -915,6 +915,6 @@ def test_resume_between_plan_and_update_is_bit_exact(prompt_mode: str, rollout_m
         second = GDROController.load(tmp_path / "gdro.npz")
     assert_same_state(second.state_dict(), first.state_dict())
     second.update(plan, *fixed_inputs(K_RESUME, plan))  # the restored controller accepts the saved plan
-    mid = [(ids, plan._arrays(), plan.step, second.metrics())]
+    mid = [(ids, plan.arrays(), plan.step, second.metrics())]
     tail = run_steps(second, K_RESUME + 1, T_RESUME)
     assert_same_trace(head + mid + tail, full)
