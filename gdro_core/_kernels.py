@@ -1,8 +1,11 @@
 """numba kernels: the default backend. Each has a plain-numpy twin in ``_reference.py``.
 
-The kernels are compiled lazily on first call (``cache=True`` keeps the machine code on disk), so
-importing ``gdro_core`` compiles nothing. They allocate their outputs and never mutate inputs,
-except ``move_members``, which updates the resample sampler's bucket array in place.
+The kernels are compiled lazily on first call, so importing ``gdro_core`` compiles nothing. The
+machine code is cached on disk when numba has somewhere to write it (the package's
+``__pycache__``, ``NUMBA_CACHE_DIR`` or the user's cache directory); from a read-only install
+with none of these, the kernels compile in memory each process instead of failing. They allocate
+their outputs and never mutate inputs, except ``move_members``, which updates the resample
+sampler's bucket array in place.
 """
 
 from __future__ import annotations
@@ -13,7 +16,30 @@ from numba import njit
 from gdro_core._reference import EDGE_EPS
 
 
-@njit(cache=True, inline="always")
+def can_cache() -> bool:
+    """Whether numba can cache this module's kernels on disk (it asks numba's own locators)."""
+    import inspect
+
+    def probe() -> None:  # pragma: no cover - never called, only located
+        return None
+
+    try:
+        from numba.core import caching
+
+        impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+        locators = list(impl._locator_classes) if impl is not None else None
+    except (ImportError, AttributeError):
+        locators = None
+    if locators is None:  # a numba whose internals moved: let it decide
+        return True
+    source = inspect.getfile(probe)
+    return any(cls.from_function(probe, source) is not None for cls in locators)
+
+
+CACHE = can_cache()
+
+
+@njit(cache=CACHE, inline="always")
 def _popcount(x: np.uint64) -> np.int64:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -21,7 +47,7 @@ def _popcount(x: np.uint64) -> np.int64:
     return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _bin(rate, edges):  # type: ignore[no-untyped-def]
     x = rate + EDGE_EPS
     lo, hi = 0, edges.shape[0]
@@ -34,7 +60,7 @@ def _bin(rate, edges):  # type: ignore[no-untyped-def]
     return lo
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def classifier_step(bits, vals, sums, count, bins, ids, outcomes, window, edges, hysteresis):  # type: ignore[no-untyped-def]
     m = ids.shape[0]
     w_words = bits.shape[1]
@@ -95,7 +121,7 @@ def classifier_step(bits, vals, sums, count, bins, ids, outcomes, window, edges,
     return bit_rows, val_rows, new_sums, new_count, new_bins, rate
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def window_rate(bits, vals, sums, count, ids):  # type: ignore[no-untyped-def]
     m = ids.shape[0]
     out = np.zeros(m, dtype=np.float64)
@@ -119,7 +145,7 @@ def window_rate(bits, vals, sums, count, ids):  # type: ignore[no-untyped-def]
     return out
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def move_members(members, member_pos, bin_start, ids, old_bins, new_bins):  # type: ignore[no-untyped-def]
     for i in range(ids.shape[0]):
         p = ids[i]
@@ -143,7 +169,7 @@ def move_members(members, member_pos, bin_start, ids, old_bins, new_bins):  # ty
             a -= 1
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def budget_dp_mode(counts, logp, dev, order, slack):  # type: ignore[no-untyped-def]
     num_active, k = logp.shape
     val = np.full(slack + 1, -np.inf)
@@ -192,7 +218,7 @@ def budget_dp_mode(counts, logp, dev, order, slack):  # type: ignore[no-untyped-
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _lae(a, b):  # type: ignore[no-untyped-def]
     hi = max(a, b)
     lo = min(a, b)
@@ -201,7 +227,7 @@ def _lae(a, b):  # type: ignore[no-untyped-def]
     return hi + np.log1p(np.exp(lo - hi))
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def budget_dp_sample(counts, logp, slack, uniforms):  # type: ignore[no-untyped-def]
     num_active, k = logp.shape
     fwd = np.full((num_active + 1, slack + 1), -np.inf)

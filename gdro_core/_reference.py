@@ -64,7 +64,7 @@ def classifier_step(
         if rem:
             bit_rows[:, -1] &= np.uint64((1 << rem) - 1)
         new_count = np.minimum(old_count + 1, window)
-        pop = np.bitwise_count(bit_rows).astype(np.int64).sum(axis=1)
+        pop = popcount_rows(bit_rows)
         rate = pop / new_count
     elif h > 0:
         vrows = vals[ids]
@@ -90,6 +90,19 @@ def classifier_step(
     return bit_rows, val_rows, new_sums, new_count, new_bins, rate
 
 
+def popcount_rows(bits: NDArray[np.uint64]) -> NDArray[np.int64]:
+    """int64 (m,): the number of set bits in each row (``np.bitwise_count`` where numpy has it)."""
+    if bits.shape[1] == 0:
+        return np.zeros(bits.shape[0], dtype=np.int64)
+    count = getattr(np, "bitwise_count", None)  # numpy >= 2.0
+    if count is not None:
+        out: NDArray[np.int64] = count(bits).astype(np.int64).sum(axis=1)
+        return out
+    as_bytes = np.ascontiguousarray(bits).view(np.uint8).reshape(bits.shape[0], -1)
+    out = np.unpackbits(as_bytes, axis=1).sum(axis=1, dtype=np.int64)
+    return out
+
+
 def window_rate(
     bits: NDArray[np.uint64],
     vals: NDArray[np.float64],
@@ -100,7 +113,7 @@ def window_rate(
     """Current pass rate of each prompt in ``ids`` (0 for a prompt never observed)."""
     cnt = count[ids].astype(np.int64)
     if bits.shape[1] > 0:
-        num = np.bitwise_count(bits[ids]).astype(np.int64).sum(axis=1).astype(np.float64)
+        num = popcount_rows(bits[ids]).astype(np.float64)
     elif vals.shape[1] > 0:
         rows = vals[ids]
         live = np.arange(vals.shape[1])[None, :] < cnt[:, None]

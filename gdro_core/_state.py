@@ -23,6 +23,7 @@ from gdro_core import prompt as _prompt
 from gdro_core import rollout as _rollout
 from gdro_core import sampler as _sampler
 from gdro_core._io import load_npz, rng_state_json, save_npz
+from gdro_core._reference import popcount_rows
 from gdro_core._validation import check_int, fail, type_fail
 from gdro_core.classifier import ClassifierConfig, ClassifierState
 from gdro_core.config import ControllerConfig
@@ -216,14 +217,6 @@ def _finite(a: NDArray[Any], name: str, lo: float | None = None, hi: float | Non
         raise fail(name, what, f"{a.ravel()[i]!r} at flat index {i}")
 
 
-def _popcount_rows(bits: NDArray[np.uint64]) -> NDArray[np.int64]:
-    if bits.shape[1] == 0:
-        return np.zeros(bits.shape[0], dtype=np.int64)
-    as_bytes = np.ascontiguousarray(bits).view(np.uint8).reshape(bits.shape[0], -1)
-    out: NDArray[np.int64] = np.unpackbits(as_bytes, axis=1).sum(axis=1, dtype=np.int64)
-    return out
-
-
 def check_classifier(
     src: dict[str, Any], config: ClassifierConfig, num_prompts: int, where: str, version: int
 ) -> ClassifierState:
@@ -253,7 +246,7 @@ def check_classifier(
                 f"no bits beyond the window of {window}",
                 "stray bits",
             )
-        pop = _popcount_rows(bits)
+        pop = popcount_rows(bits)
         _require(
             (pop <= filled).all(),
             f"{n}['bits']",
@@ -448,7 +441,14 @@ def _check_record(
         f"counts in [{rcfg.min}, {rcfg.max}] summing to {rcfg.mean} x {n}",
         r,
     )
-    _finite(a["weights"], f"{where}['weights']", 0.0)
+    _finite(a["weights"], f"{where}['weights']", 0.0, config.prompt.weight_cap)
+    if config.prompt.mode != "reweight":
+        _require(
+            (a["weights"] == 1.0).all(),
+            f"{where}['weights']",
+            "ones (no reweighting)",
+            a["weights"],
+        )
     _finite(a["sample_probs"], f"{where}['sample_probs']", 0.0, 1.0)
     _finite(a["rollout_probs"], f"{where}['rollout_probs']", 0.0, 1.0)
     _require(
@@ -693,6 +693,11 @@ def _config_diffs(d: dict[str, Any], ctl: GDROController) -> list[str]:
 
 def load_into(ctl: GDROController, d: Any) -> None:
     """Validate ``d`` completely, then make it the controller's state."""
+    with np.errstate(all="ignore"):  # sums over corrupted values are checked, not warned about
+        _load_into(ctl, d)
+
+
+def _load_into(ctl: GDROController, d: Any) -> None:
     if not isinstance(d, dict):
         raise type_fail("state", "a dict from state_dict()", d)
     version = _int(d, "format_version", "state", 1)

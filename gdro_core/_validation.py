@@ -91,6 +91,17 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def normalize(obj: Any, **values: Any) -> None:
+    """Store validated values on a frozen dataclass as plain Python objects.
+
+    Configs must save to JSON and compare equal however they were built, so numpy scalars,
+    ``Fraction`` and the like are replaced by the ``int``, ``float``, ``bool`` or ``str`` that the
+    check returned.
+    """
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
 def _interval(kind: str, lo: int | None, hi: int | None) -> str:
     if lo is not None and hi is not None:
         return f"{kind} in [{lo}, {hi}]"

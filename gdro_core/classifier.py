@@ -25,6 +25,7 @@ from gdro_core._validation import (
     check_float,
     check_int,
     fail,
+    normalize,
     type_fail,
 )
 from gdro_core.passk import pass_at_k
@@ -65,36 +66,49 @@ class ClassifierConfig:
         if self.edges is not None:
             if not isinstance(self.edges, tuple):
                 raise type_fail("ClassifierConfig.edges", "a tuple of floats or None", self.edges)
-            for i, e in enumerate(self.edges):
+            edges = tuple(
                 check_float(
                     f"ClassifierConfig.edges[{i}]", e, lo=0.0, hi=1.0, lo_open=True, hi_open=True
                 )
-            if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+                for i, e in enumerate(self.edges)
+            )
+            normalize(self, edges=edges)
+            if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
                 raise fail("ClassifierConfig.edges", "strictly increasing", self.edges)
-            if len(self.edges) + 1 > MAX_BINS:
-                raise fail("len(ClassifierConfig.edges)", f"<= {MAX_BINS - 1}", len(self.edges))
+            if len(edges) + 1 > MAX_BINS:
+                raise fail("len(ClassifierConfig.edges)", f"<= {MAX_BINS - 1}", len(edges))
             if self.num_bins is not None:
-                check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS)
-                if self.num_bins != len(self.edges) + 1:
+                nb = check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS)
+                normalize(self, num_bins=nb)
+                if nb != len(edges) + 1:
                     raise fail(
                         "ClassifierConfig.num_bins and ClassifierConfig.edges",
-                        f"consistent (num_bins == len(edges) + 1 = {len(self.edges) + 1})",
-                        self.num_bins,
+                        f"consistent (num_bins == len(edges) + 1 = {len(edges) + 1})",
+                        nb,
                     )
         elif self.num_bins is not None:
-            check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS)
-        check_int("ClassifierConfig.window", self.window, lo=0, hi=MAX_WINDOW)
-        check_float("ClassifierConfig.success_threshold", self.success_threshold)
+            normalize(
+                self,
+                num_bins=check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS),
+            )
+        normalize(
+            self,
+            window=check_int("ClassifierConfig.window", self.window, lo=0, hi=MAX_WINDOW),
+            success_threshold=check_float(
+                "ClassifierConfig.success_threshold", self.success_threshold
+            ),
+        )
         if self.k is not None:
-            check_int("ClassifierConfig.k", self.k, lo=1, hi=1024)
+            normalize(self, k=check_int("ClassifierConfig.k", self.k, lo=1, hi=1024))
         if self.hysteresis is not None:
             limit = self.min_width / 2
-            check_float("ClassifierConfig.hysteresis", self.hysteresis, lo=0.0)
-            if not self.hysteresis < limit:
+            h = check_float("ClassifierConfig.hysteresis", self.hysteresis, lo=0.0)
+            normalize(self, hysteresis=h)
+            if not h < limit:
                 raise fail(
                     "ClassifierConfig.hysteresis",
                     f">= 0 and below half the narrowest bin width ({limit:g})",
-                    self.hysteresis,
+                    h,
                 )
 
     @property

@@ -285,7 +285,9 @@ class GDROController:
                     self._rcfg, rstate, bins, self._rng, self.backend, ids
                 )
                 _check_budget(self._rcfg, alloc, ids.shape[0])
-                w = _prompt.weights(self._pcfg, q, bins, alloc.rollouts)
+                w = _prompt.weights(
+                    self._pcfg, q, bins, alloc.rollouts, _prompt.log_probs(self._pcfg, pstate)
+                )
                 probs = _sampler.sample_probs(
                     self._sstate,
                     q if self._pcfg.mode == "resample" else None,
@@ -624,13 +626,14 @@ def _restrict(alloc: Allocation, f: NDArray[np.int64], bins: NDArray[np.int64]) 
 def _group_means(
     r: NDArray[np.float64], starts: NDArray[np.int64], n: NDArray[np.int64]
 ) -> NDArray[np.float64]:
-    """Each group's mean reward, finite for any finite rewards."""
-    scale = max(1.0, float(np.abs(r).max())) if r.size else 1.0
-    if scale == 1.0:
+    """Each group's mean reward, finite for any finite rewards (scaled only on overflow)."""
+    with np.errstate(over="ignore", invalid="ignore"):
         out: NDArray[np.float64] = np.add.reduceat(r, starts) / n
+    if np.all(np.isfinite(out)):
         return out
-    out = np.add.reduceat(r / scale, starts) / n * scale
-    return out
+    scale = float(np.abs(r).max())
+    safe: NDArray[np.float64] = np.add.reduceat(r / scale, starts) / n * scale
+    return np.where(np.isfinite(out), out, safe)
 
 
 def _record_feedback(

@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_core._validation import check_bool, check_choice, check_float
+from gdro_core._validation import check_bool, check_choice, check_float, normalize
 from gdro_core.signals import SIGNALS, get_signal
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "ScoreRule",
     "entropy",
     "init_state",
+    "BOUND",
+    "log_probs",
     "log_softmax",
     "probs",
     "update",
@@ -81,18 +83,31 @@ class PromptConfig:
     exact_q: bool = False
 
     def __post_init__(self) -> None:
-        check_choice("PromptConfig.mode", self.mode, ("off", "reweight", "resample"))
-        check_float("PromptConfig.eta", self.eta, lo=0.0)
-        check_float("PromptConfig.gamma", self.gamma, lo=0.0, hi=1.0)
-        check_float("PromptConfig.ema", self.ema, lo=0.0, hi=1.0, lo_open=True)
-        check_float("PromptConfig.weight_cap", self.weight_cap, lo=1.0)
-        check_bool("PromptConfig.share_normalize", self.share_normalize)
+        normalize(
+            self,
+            mode=str(check_choice("PromptConfig.mode", self.mode, ("off", "reweight", "resample"))),
+            eta=check_float("PromptConfig.eta", self.eta, lo=0.0),
+            gamma=check_float("PromptConfig.gamma", self.gamma, lo=0.0, hi=1.0),
+            ema=check_float("PromptConfig.ema", self.ema, lo=0.0, hi=1.0, lo_open=True),
+            weight_cap=check_float("PromptConfig.weight_cap", self.weight_cap, lo=1.0),
+            share_normalize=check_bool("PromptConfig.share_normalize", self.share_normalize),
+            score_clip=check_float(
+                "PromptConfig.score_clip", self.score_clip, lo=0.0, lo_open=True
+            ),
+            score_rule=str(
+                check_choice("PromptConfig.score_rule", self.score_rule, ("ema", "cumulative"))
+            ),
+            exact_q=check_bool("PromptConfig.exact_q", self.exact_q),
+        )
         if self.share_floor is not None:
-            check_float("PromptConfig.share_floor", self.share_floor, lo=0.0, hi=1.0, lo_open=True)
-        check_float("PromptConfig.score_clip", self.score_clip, lo=0.0, lo_open=True)
+            normalize(
+                self,
+                share_floor=check_float(
+                    "PromptConfig.share_floor", self.share_floor, lo=0.0, hi=1.0, lo_open=True
+                ),
+            )
         get_signal("PromptConfig.signal", self.signal)
-        check_choice("PromptConfig.score_rule", self.score_rule, ("ema", "cumulative"))
-        check_bool("PromptConfig.exact_q", self.exact_q)
+        normalize(self, signal=str(self.signal))
 
     def floor(self, num_bins: int) -> float:
         """The share floor in use: ``share_floor`` or 1/(2B)."""
@@ -145,6 +160,42 @@ def log_softmax(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+#: Bound on scores, signals and logits: values beyond it (only from extreme inputs, e.g. losses
+#: near 1e308) are clipped so that sums and exponentials stay finite.
+BOUND = 1e300
+
+
+def _logits(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
+    if config.score_rule == "ema":
+        s = np.where(state.seen, np.clip(state.score, -config.score_clip, config.score_clip), 0.0)
+    else:
+        s = state.score
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = config.eta * s
+    if np.all(np.abs(x) <= BOUND):
+        out: NDArray[np.float64] = x
+        return out
+    return np.nan_to_num(np.clip(x, -BOUND, BOUND), nan=0.0)  # eta = 0 times inf
+
+
+def log_probs(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
+    """float64 (B,): ``log q``, finite even where q underflows to 0 (``gamma = 0``).
+
+    Examples:
+        >>> st = init_state(2)._replace(score=np.array([0.0, 3.0]), seen=np.ones(2, bool))
+        >>> log_probs(PromptConfig(eta=1000.0, gamma=0.0, score_clip=3.0), st).tolist()
+        [-3000.0, 0.0]
+    """
+    ls = log_softmax(_logits(config, state))
+    b = ls.shape[0]
+    if config.gamma == 0.0:
+        return ls
+    if config.gamma == 1.0:
+        return np.full(b, -np.log(b))
+    out: NDArray[np.float64] = np.logaddexp(np.log1p(-config.gamma) + ls, np.log(config.gamma / b))
+    return out
+
+
 def probs(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
     """float64 (B,): the adversary's distribution q over bins; sums to 1, each ``>= gamma/B``.
 
@@ -154,11 +205,7 @@ def probs(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
         [0.475, 0.175, 0.175, 0.175]
     """
     b = state.score.shape[0]
-    if config.score_rule == "ema":
-        s = np.where(state.seen, np.clip(state.score, -config.score_clip, config.score_clip), 0.0)
-    else:
-        s = state.score
-    soft = np.exp(log_softmax(config.eta * s))
+    soft = np.exp(log_softmax(_logits(config, state)))
     q: NDArray[np.float64] = (1.0 - config.gamma) * soft + config.gamma / b
     return q
 
@@ -166,11 +213,14 @@ def probs(config: PromptConfig, state: PromptState) -> NDArray[np.float64]:
 def bin_means(
     bins: NDArray[np.int64], values: NDArray[np.float64], num_bins: int
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Per-bin mean of ``values`` over the prompts in each bin, and which bins are present."""
+    """Per-bin mean of ``values`` over the prompts in each bin, and which bins are present.
+
+    Finite for any finite values (the sum is scaled when it would overflow).
+    """
+    from gdro_core.metrics import bin_mean
+
     cnt = np.bincount(bins, minlength=num_bins)
-    tot = np.bincount(bins, weights=values, minlength=num_bins)
-    present = cnt > 0
-    return np.where(present, tot / np.maximum(cnt, 1), 0.0), present
+    return bin_mean(bins, values, num_bins), cnt > 0
 
 
 def update(
@@ -213,7 +263,10 @@ def update(
     if config.score_rule == "ema":
         debiased = mean
         if config.share_normalize:
-            debiased = mean / np.maximum(shares, config.floor(num_bins))
+            with np.errstate(over="ignore"):
+                debiased = mean / np.maximum(shares, config.floor(num_bins))
+        if not np.all(np.abs(debiased) <= BOUND):  # only for extreme signals
+            debiased = np.clip(debiased, -BOUND, BOUND)
         fresh = present & ~state.seen
         old = present & state.seen
         score[fresh] = debiased[fresh]
@@ -230,6 +283,7 @@ def weights(
     q: NDArray[np.float64],
     bins: NDArray[np.int64],
     rollouts: NDArray[np.int64],
+    log_q: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     r"""float64 (m,): per-prompt advantage multipliers (all ones unless mode is ``reweight``).
 
@@ -245,16 +299,32 @@ def weights(
         [1.5, 1.0, 0.6667, 0.6667]
         >>> weights(PromptConfig(mode="off"), q, bins, n).tolist()
         [1.0, 1.0, 1.0, 1.0]
+
+        When q underflows to 0 on every bin of the batch (``gamma = 0``), ``log_q`` keeps the
+        weights defined:
+
+        >>> lq = np.array([-800.0, -801.0, 0.0])
+        >>> weights(PromptConfig(), np.exp(lq), np.array([0, 1]), np.array([4, 4]), lq).round(4).tolist()
+        [1.4621, 0.5379]
     """
     m = bins.shape[0]
     if config.mode != "reweight":
         return np.ones(m)
     u = q[bins]
+    share = np.bincount(bins, minlength=q.shape[0]) / m
     if config.exact_q:
-        share = np.bincount(bins, minlength=q.shape[0]) / m
         u = u / share[bins]
     n = rollouts.astype(np.float64)
-    w: NDArray[np.float64] = np.minimum(config.weight_cap, u * n.sum() / float(np.dot(n, u)))
+    denom = float(np.dot(n, u))
+    if denom > 0.0 and np.isfinite(denom):
+        w: NDArray[np.float64] = np.minimum(config.weight_cap, u * n.sum() / denom)
+        return w
+    # every bin of the batch has q == 0 in float64: the same formula in log space
+    lq = np.log(np.maximum(q, np.finfo(np.float64).tiny)) if log_q is None else log_q
+    lu = lq[bins] - (np.log(share[bins]) if config.exact_q else 0.0)
+    top = float(lu.max())
+    rel = np.exp(lu - top)
+    w = np.minimum(config.weight_cap, rel * n.sum() / float(np.dot(n, rel)))
     return w
 
 

@@ -14,6 +14,7 @@ so it moves even though every plan meets the budget exactly. ``neyman`` mode: th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -21,8 +22,36 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import _backend
-from gdro_core._validation import check_choice, check_float, check_int, fail
+from gdro_core._validation import check_choice, check_float, check_int, fail, normalize
 from gdro_core.signals import unbiased_variance
+
+#: Bound on arm loss estimates and logits: values beyond it (only from extreme inputs) are clipped
+#: so that sums and exponentials stay finite.
+BOUND = 1e300
+
+#: DP cells (bins x arms x budget states) above which planning warns that it may take seconds.
+DP_WARN_WORK = 200_000_000
+
+
+class DPCostWarning(RuntimeWarning):
+    """The exact-budget DP of this step is large enough to take seconds.
+
+    Examples:
+        Arms 2..257 at a batch of 1,024 make 300 million cells; the threshold is lowered here
+        so that the example runs fast:
+
+        >>> import warnings, gdro_core.rollout as R
+        >>> saved, R.DP_WARN_WORK = R.DP_WARN_WORK, 100
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=12)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = plan_bandit(cfg, init_state(cfg, 3), np.arange(30) % 3,
+        ...                     np.random.default_rng(0), "numpy")
+        >>> R.DP_WARN_WORK = saved
+        >>> [w.category.__name__ for w in caught]
+        ['DPCostWarning']
+    """
+
 
 RolloutMode = Literal["fixed", "bandit", "neyman"]
 Selection = Literal["mode", "sample"]
@@ -30,6 +59,7 @@ ARM_SIGNALS = ("loss", "variance")
 
 __all__ = [
     "Allocation",
+    "DPCostWarning",
     "RolloutConfig",
     "RolloutMode",
     "RolloutState",
@@ -93,10 +123,13 @@ class RolloutConfig:
     arm_rule: Literal["ema", "cumulative"] = "ema"
 
     def __post_init__(self) -> None:
-        check_choice("RolloutConfig.mode", self.mode, ("fixed", "bandit", "neyman"))
-        check_int("RolloutConfig.mean", self.mean, lo=2, hi=4096)
-        check_int("RolloutConfig.min", self.min, lo=2, hi=4096)
-        check_int("RolloutConfig.max", self.max, lo=2, hi=4096)
+        normalize(
+            self,
+            mode=str(check_choice("RolloutConfig.mode", self.mode, ("fixed", "bandit", "neyman"))),
+            mean=check_int("RolloutConfig.mean", self.mean, lo=2, hi=4096),
+            min=check_int("RolloutConfig.min", self.min, lo=2, hi=4096),
+            max=check_int("RolloutConfig.max", self.max, lo=2, hi=4096),
+        )
         if not self.min <= self.mean <= self.max:
             raise fail(
                 "RolloutConfig.min, RolloutConfig.mean and RolloutConfig.max",
@@ -109,17 +142,26 @@ class RolloutConfig:
                 "<= 256",
                 self.max - self.min + 1,
             )
-        check_float("RolloutConfig.dual_step", self.dual_step, lo=0.0)
-        check_float("RolloutConfig.mu_max", self.mu_max, lo=0.0, lo_open=True)
-        check_float(
-            "RolloutConfig.variance_floor", self.variance_floor, lo=0.0, hi=0.25, lo_open=True
+        normalize(
+            self,
+            dual_step=check_float("RolloutConfig.dual_step", self.dual_step, lo=0.0),
+            mu_max=check_float("RolloutConfig.mu_max", self.mu_max, lo=0.0, lo_open=True),
+            variance_floor=check_float(
+                "RolloutConfig.variance_floor", self.variance_floor, lo=0.0, hi=0.25, lo_open=True
+            ),
+            selection=str(
+                check_choice("RolloutConfig.selection", self.selection, ("mode", "sample"))
+            ),
+            arm_eta=check_float("RolloutConfig.arm_eta", self.arm_eta, lo=0.0),
+            arm_gamma=check_float("RolloutConfig.arm_gamma", self.arm_gamma, lo=0.0, hi=1.0),
+            arm_ema=check_float(
+                "RolloutConfig.arm_ema", self.arm_ema, lo=0.0, hi=1.0, lo_open=True
+            ),
+            arm_signal=str(check_choice("RolloutConfig.arm_signal", self.arm_signal, ARM_SIGNALS)),
+            arm_rule=str(
+                check_choice("RolloutConfig.arm_rule", self.arm_rule, ("ema", "cumulative"))
+            ),
         )
-        check_choice("RolloutConfig.selection", self.selection, ("mode", "sample"))
-        check_float("RolloutConfig.arm_eta", self.arm_eta, lo=0.0)
-        check_float("RolloutConfig.arm_gamma", self.arm_gamma, lo=0.0, hi=1.0)
-        check_float("RolloutConfig.arm_ema", self.arm_ema, lo=0.0, hi=1.0, lo_open=True)
-        check_choice("RolloutConfig.arm_signal", self.arm_signal, ARM_SIGNALS)
-        check_choice("RolloutConfig.arm_rule", self.arm_rule, ("ema", "cumulative"))
 
     @classmethod
     def variance_bandit(cls, **overrides: Any) -> RolloutConfig:
@@ -233,7 +275,12 @@ def arm_log_probs(
         [0.497, 0.26, 0.136, 0.071, 0.037]
     """
     k = arm_loss.shape[-1]
-    logits = -config.arm_eta * (arm_loss + mu * config.arms.astype(np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = -config.arm_eta * (arm_loss + mu * config.arms.astype(np.float64))
+    if not np.all(np.abs(logits) <= BOUND):  # only for extreme estimates, prices or eta
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.clip(arm_loss + mu * config.arms.astype(np.float64), -BOUND, BOUND)
+            logits = np.nan_to_num(np.clip(-config.arm_eta * x, -BOUND, BOUND), nan=0.0)
     z = logits - logits.max(axis=-1, keepdims=True)
     ls: NDArray[np.float64] = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     if config.arm_gamma == 0.0:
@@ -322,6 +369,15 @@ def plan_bandit(
     arms = config.arms.astype(np.float64)
     unconstrained = float(np.dot(counts / m, p @ arms))
     slack = int(config.mean * m - counts.sum() * config.min)
+    work = active.shape[0] * arms.shape[0] * (slack + 1)
+    if work > DP_WARN_WORK:
+        warnings.warn(
+            f"Rollout-GDRO's exact-budget DP has {work:.2g} cells this step ({active.shape[0]} "
+            f"bins x {arms.shape[0]} arms x {slack + 1} budget states) and may take seconds; "
+            "fewer arms (RolloutConfig.max - min) or a smaller batch make it cheaper",
+            DPCostWarning,
+            stacklevel=3,
+        )
     kern = _backend.kernels(backend)
     if config.selection == "mode":
         dev = counts[:, None] * np.abs(arms - config.mean)[None, :]
@@ -528,7 +584,10 @@ def update_arm_estimates(
         ([0.0, 0.0, -0.6, 0.0, 0.0], [False, False, True, False, False])
     """
     arm_loss, arm_seen = arm_loss.copy(), arm_seen.copy()
-    est = ell / propensity
+    with np.errstate(over="ignore"):
+        est = ell / propensity
+    if not np.all(np.abs(est) <= BOUND):  # a huge loss or a tiny propensity
+        est = np.clip(est, -BOUND, BOUND)
     rho = config.arm_ema
     if config.arm_rule == "cumulative":
         arm_loss[rows, cols] += est
@@ -539,6 +598,8 @@ def update_arm_estimates(
         seen = arm_seen[rows, cols]
         arm_loss[rows, cols] = np.where(seen, (1 - rho) * arm_loss[rows, cols] + rho * est, est)
     arm_seen[rows, cols] = True
+    if not np.all(np.abs(arm_loss) <= BOUND):  # cumulative sums of extreme losses
+        arm_loss = np.clip(arm_loss, -BOUND, BOUND)
     return arm_loss, arm_seen
 
 
@@ -620,22 +681,23 @@ def update(
             full = v_mean[alloc.active][:, None] / config.arms[None, :].astype(np.float64)
             arm_loss, arm_seen = update_all_arms(config, arm_loss, arm_seen, alloc.active, full)
         elif sig is not None:
-            ell = (
-                np.bincount(bins, weights=sig, minlength=num_bins)[alloc.active] / cnt[alloc.active]
-            )
+            from gdro_core.metrics import bin_mean
+
+            ell = bin_mean(bins, sig, num_bins)[alloc.active]
             pos = np.searchsorted(alloc.active, bins)
             prop = np.zeros(alloc.active.shape[0])
             prop[pos] = alloc.propensity
             arm_loss, arm_seen = update_arm_estimates(
                 config, arm_loss, arm_seen, alloc.active, alloc.arm_index, ell, prop
             )
-        mu = float(
-            np.clip(
-                state.mu + config.dual_step * (alloc.unconstrained - config.mean),
-                0.0,
-                config.mu_max,
+        with np.errstate(over="ignore"):
+            mu = float(
+                np.clip(
+                    state.mu + config.dual_step * (alloc.unconstrained - config.mean),
+                    0.0,
+                    config.mu_max,
+                )
             )
-        )
     elif config.mode == "neyman":
         mu = alloc.mu
     return RolloutState(

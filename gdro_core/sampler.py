@@ -149,9 +149,7 @@ def sample_uniform(
     need = batch_size - head.shape[0]
     perm = rng.permutation(n).astype(np.int32)
     fresh, perm = _first_free(perm, need, np.concatenate([busy, head]))
-    return np.concatenate([head, fresh]), state._replace(
-        perm=perm, pos=need, epoch=state.epoch + 1
-    )
+    return np.concatenate([head, fresh]), state._replace(perm=perm, pos=need, epoch=state.epoch + 1)
 
 
 def capped_mass(

@@ -48,7 +48,11 @@ def _loss(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -> A
 
 
 def _loss_unit(x: Array, clip: float) -> Array:
-    return (np.clip(x, -clip, clip) + clip) / (2.0 * clip)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out: Array = (np.clip(x, -clip, clip) + clip) / (2.0 * clip)
+    if np.all(np.isfinite(out)):
+        return out
+    return np.clip(x, -clip, clip) / clip * 0.5 + 0.5  # clip near the float64 maximum
 
 
 def _failure(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -> Array:
