@@ -42,11 +42,17 @@ def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: i
         saved = json.loads(str(raw))
     except (TypeError, ValueError) as exc:
         raise fail("state['config']", "the JSON string written by state_dict()", raw) from exc
-    here = json.loads(configs_json(configs))
     if not isinstance(saved, dict):
         raise fail("state['config']", "a JSON object of named configs", raw)
+    here = json.loads(configs_json(configs))
     for section in sorted(set(saved) | set(here)):
         a, b = saved.get(section, {}), here.get(section, {})
+        cls = type(configs[section]) if section in configs else None
+        if cls is not None and isinstance(a, dict):
+            try:  # compare stored configs after deriving their defaults
+                a = json.loads(configs_json({section: cls(**_tuples(a))}))[section]
+            except (TypeError, ValueError) as exc:
+                raise fail("state['config']", f"a valid {cls.__name__}", a) from exc
         for field in sorted(set(a) | set(b)):
             if a.get(field) != b.get(field):
                 name = f"{section}.{field}" if section else field
@@ -57,6 +63,10 @@ def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: i
             + "; ".join(diffs)
         )
     return int(version)
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def _scalar(v: Any) -> Any:

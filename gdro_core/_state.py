@@ -230,7 +230,7 @@ def check_classifier(
             continue
         out[f] = _array(src, f, where, ref.dtype, ref.shape)
     n = f"{where}"
-    window, b = config.window, config.bins
+    window, b = config.window, config.num_bins
     filled = out["filled"].astype(np.int64)
     if window > 0:
         _finite(filled.astype(np.float64), f"{n}['filled']", 0, window)
@@ -415,7 +415,7 @@ def _check_record(
     serial: int,
     where: str,
 ) -> InFlight:
-    rcfg, b = config.rollout, config.classifier.bins
+    rcfg, b = config.rollout, config.classifier.num_bins
     first = _array(src, "prompt_ids", where, np.int64, (None,))
     n = first.shape[0]
     _require(n >= 1, f"{where}['prompt_ids']", "at least one prompt", first)
@@ -674,17 +674,18 @@ def _config_diffs(d: dict[str, Any], ctl: GDROController) -> list[str]:
     raw = _str(d, "config", "state")
     try:
         saved = json.loads(raw)
-    except ValueError as exc:
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        sections = {k: saved[k] for k in ("classifier", "prompt", "rollout") if k in saved}
+        normal = ControllerConfig.from_mapping(sections, where="state['config']").to_dict()
+    except (ValueError, TypeError) as exc:
         raise fail(
-            "state['config']", "the JSON configuration written by state_dict()", raw
+            "state['config']", "the JSON configuration written by state_dict()", raw, fix=str(exc)
         ) from exc
-    _require(isinstance(saved, dict), "state['config']", "a JSON object", raw)
-    here = json.loads(_config_json(ctl._config))
+    here = ctl._config.to_dict()
     diffs = []
     for section in ("classifier", "prompt", "rollout"):
-        a, b = saved.get(section, {}), here[section]
-        if not isinstance(a, dict):
-            raise fail("state['config']", f"an object with a {section!r} object", raw)
+        a, b = normal[section], here[section]
         for field in sorted(set(a) | set(b)):
             if a.get(field) != b.get(field):
                 diffs.append(f"{section}.{field} (saved {a.get(field)!r}, here {b.get(field)!r})")
@@ -715,7 +716,7 @@ def _load_into(ctl: GDROController, d: Any) -> None:
             "state was saved with a different configuration; fields that differ: "
             + "; ".join(diffs)
         )
-    config, b = ctl._config, ctl._config.classifier.bins
+    config, b = ctl._config, ctl._config.classifier.num_bins
     step = _int(d, "step", "state")
     serial = _int(d, "serial", "state")
     cstate = check_classifier(

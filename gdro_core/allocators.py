@@ -1,17 +1,22 @@
-"""The registry of rollout allocators: ``ALLOCATORS[mode]`` plans a step's rollout counts.
+"""The registry of rollout allocators: one name, one ``init``/``plan``/``update`` triple.
 
-An allocator is ``plan(config, state, bins, rng, backend, prompt_ids) -> Allocation``; the state
-update is shared (``gdro_core.rollout.update``). Built-ins: ``fixed``, ``bandit``, ``neyman``.
-Tests swap entries with ``monkeypatch.setitem``.
+``RolloutConfig.mode`` names an entry. The controller builds the allocator's state with
+``init``, asks ``plan`` for each batch's rollout counts (which must meet the exact budget and the
+bounds: the controller checks), and hands each completed plan's feedback to ``update``.
+``proposal`` gives the mean the allocator would propose before any step (for the initial
+metrics); ``uses_arm_signal`` says whether ``update`` reads ``RolloutConfig.arm_signal`` (so the
+controller knows when per-prompt losses are required). Built-ins: ``fixed``, ``bandit``,
+``neyman``; :func:`register_allocator` adds more.
 
 Examples:
     >>> import numpy as np
-    >>> from gdro_core.rollout import RolloutConfig, init_state
+    >>> from gdro_core.rollout import RolloutConfig
     >>> sorted(ALLOCATORS)
     ['bandit', 'fixed', 'neyman']
     >>> cfg = RolloutConfig(mode="neyman", mean=4)
-    >>> alloc = ALLOCATORS[cfg.mode](cfg, init_state(cfg, 2), np.array([0, 1]),
-    ...                              np.random.default_rng(0), "numba", np.array([3, 9]))
+    >>> a = ALLOCATORS[cfg.mode]
+    >>> alloc = a.plan(cfg, a.init(cfg, 2), np.array([0, 1]), np.random.default_rng(0), "numba",
+    ...                np.array([3, 9]))
     >>> alloc.rollouts.tolist()  # both bins unobserved: same variance proxy, same share
     [4, 4]
 """
@@ -19,22 +24,117 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import rollout
+from gdro_core._validation import fail
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
-Allocator = Callable[
+__all__ = ["ALLOCATORS", "Allocator", "get_allocator", "register_allocator"]
+
+PlanFn = Callable[
     [RolloutConfig, RolloutState, NDArray[np.int64], np.random.Generator, str, NDArray[np.int64]],
     Allocation,
 ]
+UpdateFn = Callable[
+    [
+        RolloutConfig,
+        RolloutState,
+        Allocation,
+        NDArray[np.int64],
+        NDArray[np.int64],
+        NDArray[np.int64],
+        "NDArray[np.float64] | None",
+    ],
+    RolloutState,
+]
 
-__all__ = ["ALLOCATORS", "Allocator"]
+
+class Allocator(NamedTuple):
+    """A rollout allocator.
+
+    Attributes:
+        init: ``init(config, num_bins) -> RolloutState``, the state before any step.
+        plan: ``plan(config, state, bins, rng, backend, prompt_ids) -> Allocation``: rollout
+            counts in ``[config.min, config.max]`` summing to ``config.mean * len(bins)``.
+        update: ``update(config, state, alloc, bins, correct, total, losses) -> RolloutState``
+            after a plan's feedback (``bins``, ``correct``, ``total`` and ``losses`` over its
+            fed-back prompts; ``losses`` may be ``None``).
+        proposal: ``proposal(config, state, shares) -> float``, the mean rollouts the allocator
+            would propose for bins with the given shares (before any step: the initial metrics).
+        uses_arm_signal: whether ``update`` reads ``config.arm_signal``.
+
+    Examples:
+        >>> ALLOCATORS["bandit"].uses_arm_signal, ALLOCATORS["neyman"].uses_arm_signal
+        (True, False)
+    """
+
+    init: Callable[[RolloutConfig, int], RolloutState]
+    plan: PlanFn
+    update: UpdateFn
+    proposal: Callable[[RolloutConfig, RolloutState, NDArray[np.float64]], float]
+    uses_arm_signal: bool = False
+
 
 ALLOCATORS: dict[str, Allocator] = {
-    "fixed": rollout.plan_fixed,
-    "bandit": rollout.plan_bandit,
-    "neyman": rollout.plan_neyman,
+    "fixed": Allocator(
+        rollout.init_state, rollout.plan_fixed, rollout.update_fixed, rollout.proposal_fixed
+    ),
+    "bandit": Allocator(
+        rollout.init_state,
+        rollout.plan_bandit,
+        rollout.update_bandit,
+        rollout.proposal_bandit,
+        uses_arm_signal=True,
+    ),
+    "neyman": Allocator(
+        rollout.init_state, rollout.plan_neyman, rollout.update_neyman, rollout.proposal_neyman
+    ),
 }
+
+
+def get_allocator(owner: str, name: Any) -> Allocator:
+    """Look up an allocator; an unknown name's error lists the registered ones.
+
+    Examples:
+        >>> get_allocator("mode", "greedy")
+        Traceback (most recent call last):
+        ...
+        ValueError: mode must be one of ['bandit', 'fixed', 'neyman']; got 'greedy'
+    """
+    if not isinstance(name, str) or name not in ALLOCATORS:
+        raise fail(owner, f"one of {sorted(ALLOCATORS)}", name)
+    return ALLOCATORS[name]
+
+
+def register_allocator(name: str, allocator: Allocator) -> None:
+    """Add an allocator under ``name``; rebinding a name to a different one is a ``ValueError``.
+
+    Examples:
+        Every prompt of the lowest bin present gets ``max``, the rest share what is left:
+
+        >>> def plan(cfg, state, bins, rng, backend, ids):
+        ...     n = np.full(bins.size, cfg.min)
+        ...     n[int(np.argmin(bins))] += cfg.mean * bins.size - n.sum()
+        ...     return rollout.Allocation(n, np.ones(bins.size), np.unique(bins),
+        ...                               np.full(np.unique(bins).size, -1), float(cfg.mean), 0.0)
+        >>> register_allocator("lowest", Allocator(rollout.init_state, plan,
+        ...                    rollout.update_fixed, rollout.proposal_fixed))
+        >>> RolloutConfig(mode="lowest", mean=3).mode
+        'lowest'
+        >>> del ALLOCATORS["lowest"]
+    """
+    if not isinstance(allocator, Allocator):
+        raise TypeError(
+            f"allocator must be a gdro_core.allocators.Allocator; got {type(allocator).__name__}"
+        )
+    if not isinstance(name, str) or not name:
+        raise fail("name", "a non-empty string", name)
+    if name in ALLOCATORS and ALLOCATORS[name] != allocator:
+        raise fail(
+            "name", f"an allocator name not yet registered (registered: {sorted(ALLOCATORS)})", name
+        )
+    ALLOCATORS[name] = allocator

@@ -11,6 +11,8 @@ a 2-byte count, a 1-byte bin and a 1-byte record of which rollout outcomes it ha
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -39,30 +41,39 @@ class ClassifierConfig:
     """Settings of the online difficulty classifier.
 
     Args:
-        num_bins: number of difficulty bins, 1..255. Default: 10, or ``len(edges) + 1``.
+        num_bins: number of difficulty bins, 1..255; 0 (the default) = derived: 10, or
+            ``len(edges) + 1``. The config stores the derived value.
         edges: interior bin edges, strictly increasing in (0, 1); ``None`` = equal-width bins.
         window: steps of history per prompt, 0..4096; 0 = cumulative (all history).
         hysteresis: margin a rate must clear beyond an edge before the bin changes, ``>= 0`` and
-            below half the narrowest bin; default 0.3 x the narrowest bin width (0.03 for 10 bins).
+            below half the narrowest bin; a negative value (the default) = derived: 0.3 x the
+            narrowest bin width (0.03 for 10 bins). The config stores the derived value.
         success_threshold: a rollout is correct when ``reward > success_threshold``.
         k: ``None`` = a step's outcome is "any rollout correct" (the paper); an int = the step's
             unbiased pass@k estimate, so bins do not depend on how many rollouts a prompt got.
 
     Examples:
-        >>> ClassifierConfig().bins, ClassifierConfig().margin  # the resolved defaults
+        >>> ClassifierConfig().num_bins, ClassifierConfig().hysteresis  # derived defaults
         (10, 0.03)
-        >>> ClassifierConfig(edges=(0.2, 0.5)).bins
+        >>> ClassifierConfig(edges=(0.2, 0.5)).num_bins
         3
+        >>> ClassifierConfig() == ClassifierConfig(num_bins=10, hysteresis=0.03)
+        True
     """
 
-    num_bins: int | None = None
+    num_bins: int = 0
     edges: tuple[float, ...] | None = None
     window: int = 100
-    hysteresis: float | None = None
+    hysteresis: float = -1.0
     success_threshold: float = 0.5
     k: int | None = None
 
     def __post_init__(self) -> None:
+        derive_bins = self.num_bins is None or (
+            isinstance(self.num_bins, numbers.Integral)
+            and not isinstance(self.num_bins, bool)
+            and self.num_bins == 0
+        )
         if self.edges is not None:
             if not isinstance(self.edges, tuple):
                 raise type_fail("ClassifierConfig.edges", "a tuple of floats or None", self.edges)
@@ -77,19 +88,21 @@ class ClassifierConfig:
                 raise fail("ClassifierConfig.edges", "strictly increasing", self.edges)
             if len(edges) + 1 > MAX_BINS:
                 raise fail("len(ClassifierConfig.edges)", f"<= {MAX_BINS - 1}", len(edges))
-            if self.num_bins is not None:
-                nb = check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS)
-                normalize(self, num_bins=nb)
+            if not derive_bins:
+                nb = check_int("ClassifierConfig.num_bins", self.num_bins, lo=0, hi=MAX_BINS)
                 if nb != len(edges) + 1:
                     raise fail(
                         "ClassifierConfig.num_bins and ClassifierConfig.edges",
-                        f"consistent (num_bins == len(edges) + 1 = {len(edges) + 1})",
+                        f"consistent (num_bins == len(edges) + 1 = {len(edges) + 1}, or 0)",
                         nb,
                     )
-        elif self.num_bins is not None:
+            normalize(self, num_bins=len(edges) + 1)
+        elif derive_bins:
+            normalize(self, num_bins=10)
+        else:
             normalize(
                 self,
-                num_bins=check_int("ClassifierConfig.num_bins", self.num_bins, lo=1, hi=MAX_BINS),
+                num_bins=check_int("ClassifierConfig.num_bins", self.num_bins, lo=0, hi=MAX_BINS),
             )
         normalize(
             self,
@@ -100,30 +113,46 @@ class ClassifierConfig:
         )
         if self.k is not None:
             normalize(self, k=check_int("ClassifierConfig.k", self.k, lo=1, hi=1024))
-        if self.hysteresis is not None:
-            limit = self.min_width / 2
-            h = check_float("ClassifierConfig.hysteresis", self.hysteresis, lo=0.0)
-            normalize(self, hysteresis=h)
-            if not h < limit:
-                raise fail(
-                    "ClassifierConfig.hysteresis",
-                    f">= 0 and below half the narrowest bin width ({limit:g})",
-                    h,
-                )
+        if self.hysteresis is None:  # configs saved before the derived value was stored
+            normalize(self, hysteresis=-1.0)
+        h = check_float("ClassifierConfig.hysteresis", self.hysteresis)
+        limit = self.min_width / 2
+        if h < 0:
+            h = round(0.3 * self.min_width, 12)  # 0.03, not 0.030000000000000002
+        elif not h < limit:
+            raise fail(
+                "ClassifierConfig.hysteresis",
+                f">= 0 and below half the narrowest bin width ({limit:g}), or negative (derived)",
+                h,
+            )
+        normalize(self, hysteresis=h)
 
     @property
     def bins(self) -> int:
-        """The number of bins in use (``num_bins`` resolved)."""
-        if self.edges is not None:
-            return len(self.edges) + 1
-        return 10 if self.num_bins is None else self.num_bins
+        """Deprecated: ``num_bins``."""
+        warnings.warn(
+            "ClassifierConfig.bins is deprecated; use ClassifierConfig.num_bins",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.num_bins
+
+    @property
+    def margin(self) -> float:
+        """Deprecated: ``hysteresis``."""
+        warnings.warn(
+            "ClassifierConfig.margin is deprecated; use ClassifierConfig.hysteresis",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.hysteresis
 
     @property
     def edge_array(self) -> NDArray[np.float64]:
         """float64 (bins - 1,): interior edges; a rate equal to an edge goes to the upper bin."""
         if self.edges is not None:
             return np.asarray(self.edges, dtype=np.float64)
-        b = self.bins
+        b = self.num_bins
         return np.arange(1, b, dtype=np.float64) / b
 
     @property
@@ -131,13 +160,6 @@ class ClassifierConfig:
         """Width of the narrowest bin."""
         pts = np.concatenate([[0.0], self.edge_array, [1.0]])
         return float(np.diff(pts).min())
-
-    @property
-    def margin(self) -> float:
-        """The hysteresis in use (``hysteresis`` resolved)."""
-        if self.hysteresis is None:
-            return round(0.3 * self.min_width, 12)  # 0.03, not 0.030000000000000002
-        return float(self.hysteresis)
 
     @property
     def bit_packed(self) -> bool:
@@ -233,7 +255,7 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
     p = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
     words = -(-config.window // 64) if config.bit_packed else 0
     width = config.window if (config.k is not None and config.window > 0) else 0
-    counts = np.zeros(config.bins, dtype=np.int64)
+    counts = np.zeros(config.num_bins, dtype=np.int64)
     counts[0] = p
     filled: NDArray[np.uint16] | NDArray[np.uint32] = (
         np.zeros(p, dtype=np.uint32) if config.window == 0 else np.zeros(p, dtype=np.uint16)
@@ -286,7 +308,7 @@ def step(
 
     ``seen`` (uint8 (m,), from :func:`seen_flags`) is or-ed into the prompts' ``flags``.
 
-    Hysteresis (``h`` = ``config.margin``, ``b`` = stored bin, ``bin(x)`` = the bin of rate ``x``):
+    Hysteresis (``h`` = ``config.hysteresis``, ``b`` = stored bin, ``bin(x)`` = the bin of rate ``x``):
     if ``bin(rate) > b`` move to ``bin(rate - h)`` when that is above ``b``; if ``bin(rate) < b``
     move to ``bin(rate + h)`` when that is below ``b``; otherwise stay. A prompt's first
     classification uses no hysteresis.
@@ -338,7 +360,7 @@ def _edges_margin(config: ClassifierConfig) -> tuple[NDArray[np.float64], float]
     """The edge array and hysteresis of a config, computed once (configs are frozen and hashable)."""
     edges = config.edge_array
     edges.setflags(write=False)
-    return edges, config.margin
+    return edges, config.hysteresis
 
 
 def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
@@ -441,12 +463,12 @@ class DifficultyClassifier:
 
     def bins(self, ids: Any) -> NDArray[np.int64]:
         """int64 (m,): the current bin of each prompt (duplicates allowed here)."""
-        idx = _ids_any(ids, self.num_prompts)
+        idx = check_ids(ids, self.num_prompts)
         return self.state.bins[idx].astype(np.int64)
 
     def pass_rate(self, ids: Any) -> NDArray[np.float64]:
         """float64 (m,): the current pass rate of each prompt."""
-        return pass_rate(self.state, _ids_any(ids, self.num_prompts), self.backend)
+        return pass_rate(self.state, check_ids(ids, self.num_prompts), self.backend)
 
     def update(self, ids: Any, n_correct: Any, n_total: Any) -> None:
         """Add one window entry per prompt; ``ids`` unique, ``0 <= n_correct <= n_total``, ``n_total >= 1``."""
@@ -499,7 +521,17 @@ def check_counts(
     return c, n
 
 
-def _ids_any(ids: Any, num_prompts: int) -> NDArray[np.int64]:
+def check_ids(ids: Any, num_prompts: int) -> NDArray[np.int64]:
+    """int64 (m,): ``ids`` as prompt ids in ``[0, num_prompts)`` (repeats allowed).
+
+    Examples:
+        >>> check_ids([3, 3, 0], 4).tolist()
+        [3, 3, 0]
+        >>> check_ids([4], 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: ids must be ids in [0, 4); got 4
+    """
     idx = as_int_array("ids", ids)
     bad = (idx < 0) | (idx >= num_prompts)
     if bad.any():
@@ -518,6 +550,7 @@ __all__ = [
     "apply",
     "pass_rate",
     "bin_of_rate",
+    "check_ids",
     "seen_flags",
     "SEEN_CORRECT",
     "SEEN_WRONG",

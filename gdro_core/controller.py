@@ -25,7 +25,6 @@ from gdro_core import _backend
 from gdro_core import _state as _st
 from gdro_core import classifier as _clf
 from gdro_core import prompt as _prompt
-from gdro_core import rollout as _rollout
 from gdro_core import sampler as _sampler
 from gdro_core._validation import as_float_array, as_ids, check_bool, check_int, fail, type_fail
 from gdro_core.allocators import ALLOCATORS
@@ -115,10 +114,11 @@ class GDROController:
         self._ccfg, self._pcfg, self._rcfg = config.classifier, config.prompt, config.rollout
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(seed)
-        bins = self._ccfg.bins
+        bins = self._ccfg.num_bins
         self._cstate = _clf.init_state(self._ccfg, n)
         self._pstate: PromptState = _prompt.init_state(bins)
-        self._rstate: RolloutState = _rollout.init_state(self._rcfg, bins)
+        self._allocator = ALLOCATORS[self._rcfg.mode]
+        self._rstate: RolloutState = self._allocator.init(self._rcfg, bins)
         self._sstate = _sampler.init_state(n, bins, self._pcfg.mode == "resample", self._rng)
         self._step = 0
         self._serial = 0
@@ -170,7 +170,7 @@ class GDROController:
     @property
     def num_bins(self) -> int:
         """Number of difficulty bins."""
-        return self._ccfg.bins
+        return self._ccfg.num_bins
 
     @property
     def step(self) -> int:
@@ -203,11 +203,11 @@ class GDROController:
 
     def bins(self, ids: Any) -> NDArray[np.int64]:
         """int64 (m,): the current bin of each prompt."""
-        return self._cstate.bins[_clf._ids_any(ids, self._num_prompts)].astype(np.int64)
+        return self._cstate.bins[_clf.check_ids(ids, self._num_prompts)].astype(np.int64)
 
     def pass_rate(self, ids: Any) -> NDArray[np.float64]:
         """float64 (m,): each prompt's windowed pass rate (0 if never seen)."""
-        return _clf.pass_rate(self._cstate, _clf._ids_any(ids, self._num_prompts), self.backend)
+        return _clf.pass_rate(self._cstate, _clf.check_ids(ids, self._num_prompts), self.backend)
 
     def bin_counts(self) -> NDArray[np.int64]:
         """int64 (B,): prompts per bin over the whole dataset (a copy)."""
@@ -281,9 +281,7 @@ class GDROController:
             q = _prompt.probs(self._pcfg, pstate)
             saved = self._rng.bit_generator.state
             try:
-                alloc = ALLOCATORS[self._rcfg.mode](
-                    self._rcfg, rstate, bins, self._rng, self.backend, ids
-                )
+                alloc = self._allocator.plan(self._rcfg, rstate, bins, self._rng, self.backend, ids)
                 _check_budget(self._rcfg, alloc, ids.shape[0])
                 w = _prompt.weights(
                     self._pcfg, q, bins, alloc.rollouts, _prompt.log_probs(self._pcfg, pstate)
@@ -365,13 +363,8 @@ class GDROController:
             finish = self._finish(new, visits) if new.done.all() else None
             # commit: nothing below can fail on a valid state
             if self._pcfg.mode == "resample":
-                _backend.kernels(self.backend).move_members(
-                    self._sstate.members,
-                    self._sstate.member_pos,
-                    self._sstate.bin_start,
-                    delta.ids,
-                    delta.old_bins,
-                    delta.new_bins,
+                _sampler.apply_moves(
+                    self._sstate, delta.ids, delta.old_bins, delta.new_bins, self.backend
                 )
             _clf.apply(self._cstate, delta)
             self._visits = visits
@@ -425,6 +418,7 @@ class GDROController:
                 self._rcfg,
                 self._rstate,
                 self._pcfg.mode,
+                self._allocator.proposal(self._rcfg, self._rstate, shares),
             )
 
     # ------------------------------------------------------------------ internals
@@ -512,7 +506,7 @@ class GDROController:
                 shares = np.bincount(bins, minlength=self.num_bins) / f.size
             pstate = _prompt.update(self._pcfg, self._pstate, bins, sig, shares)
         alloc = _restrict(rec.alloc, f, bins)
-        rstate = _rollout.update(self._rcfg, self._rstate, alloc, bins, correct, total, loss)
+        rstate = self._allocator.update(self._rcfg, self._rstate, alloc, bins, correct, total, loss)
         metrics = step_metrics(
             num_bins=self.num_bins,
             bins=bins,

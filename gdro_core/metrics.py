@@ -16,7 +16,6 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_core import rollout as _rollout
 from gdro_core.prompt import PromptState, entropy
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
@@ -228,6 +227,7 @@ def initial_metrics(
     rcfg: RolloutConfig,
     rstate: RolloutState,
     prompt_mode: str = "off",
+    proposal: float | None = None,
 ) -> dict[str, float]:
     """What ``metrics()`` returns before the first update: the initial state's values.
 
@@ -239,6 +239,8 @@ def initial_metrics(
         rcfg: the allocator settings.
         rstate: the allocator's state.
         prompt_mode: the Prompt-GDRO mode (``"off"``: ``mechanism/q_tv`` is 0).
+        proposal: the mean rollouts the allocator proposes (``Allocator.proposal``); ``None`` =
+            the budget.
 
     Examples:
         Every prompt starts in bin 0; untrained bandits over arms 2..8 propose their mean, 5:
@@ -246,8 +248,9 @@ def initial_metrics(
         >>> from gdro_core import prompt, rollout
         >>> rcfg = rollout.RolloutConfig(mode="bandit", mean=4, min=2, max=8)
         >>> pstate = prompt.init_state(2)
-        >>> out = initial_metrics(2, np.array([1.0, 0.0]), np.array([0.5, 0.5]), pstate, rcfg,
-        ...                       rollout.init_state(rcfg, 2))
+        >>> rstate, shares = rollout.init_state(rcfg, 2), np.array([1.0, 0.0])
+        >>> out = initial_metrics(2, shares, np.array([0.5, 0.5]), pstate, rcfg, rstate,
+        ...                       proposal=rollout.proposal_bandit(rcfg, rstate, shares))
         >>> out["classifier/mean_bin"], out["prompt/q/1"], round(out["prompt/entropy"], 4)
         (0.0, 0.5, 0.6931)
         >>> out["rollout/shadow_price"], round(out["rollout/budget_unconstrained"], 6)
@@ -257,18 +260,7 @@ def initial_metrics(
     _bin_block(out, shares, q, pstate)
     out["rollout/shadow_price"] = float(rstate.mu)
     out["rollout/budget_target"] = float(rcfg.mean)
-    present = shares > 0
-    if rcfg.mode == "bandit":
-        p = np.exp(_rollout.arm_log_probs(rcfg, rstate.arm_loss[present], rstate.mu))
-        m_t = float(np.dot(shares[present], p @ rcfg.arms.astype(np.float64)))
-    elif rcfg.mode == "neyman":
-        v = _rollout.variance_proxy(rcfg, rstate)[present]
-        n_star, _ = _rollout.neyman_continuous(
-            v, shares[present], float(rcfg.mean), float(rcfg.min), float(rcfg.max)
-        )
-        m_t = float(np.dot(shares[present], n_star))
-    else:
-        m_t = float(rcfg.mean)
+    m_t = float(rcfg.mean) if proposal is None else float(proposal)
     out["rollout/budget_unconstrained"] = m_t
     tv = float(0.5 * np.abs(q - 1.0 / q.shape[0]).sum()) if prompt_mode != "off" else 0.0
     out.update(

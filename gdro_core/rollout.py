@@ -23,7 +23,20 @@ from numpy.typing import NDArray
 
 from gdro_core import _backend
 from gdro_core._validation import check_choice, check_float, check_int, fail, normalize
-from gdro_core.signals import unbiased_variance
+from gdro_core.signals import SIGNALS, get_signal, unbiased_variance
+
+
+def _signal_name(owner: str, name: Any) -> str:
+    get_signal(owner, name)
+    return str(name)
+
+
+def _allocator_name(owner: str, name: Any) -> str:
+    from gdro_core.allocators import get_allocator
+
+    get_allocator(owner, name)
+    return str(name)
+
 
 #: Bound on arm loss estimates and logits: values beyond it (only from extreme inputs) are clipped
 #: so that sums and exponentials stay finite.
@@ -55,7 +68,6 @@ class DPCostWarning(RuntimeWarning):
 
 RolloutMode = Literal["fixed", "bandit", "neyman"]
 Selection = Literal["mode", "sample"]
-ARM_SIGNALS = ("loss", "variance")
 
 __all__ = [
     "Allocation",
@@ -72,7 +84,13 @@ __all__ = [
     "plan_bandit",
     "plan_fixed",
     "plan_neyman",
-    "update",
+    "proposal_bandit",
+    "proposal_fixed",
+    "proposal_neyman",
+    "update_bandit",
+    "update_fixed",
+    "update_neyman",
+    "update_variance",
     "update_arm_estimates",
     "variance_proxy",
 ]
@@ -83,8 +101,9 @@ class RolloutConfig:
     """Settings of the Rollout-GDRO allocator.
 
     Args:
-        mode: ``"fixed"`` (every prompt gets ``mean``), ``"bandit"`` (the paper's per-bin
-            bandits under the exact-budget DP) or ``"neyman"`` (the square-root law).
+        mode: a name in ``gdro_core.allocators.ALLOCATORS``: ``"fixed"`` (every prompt gets
+            ``mean``), ``"bandit"`` (the paper's per-bin bandits under the exact-budget DP),
+            ``"neyman"`` (the square-root law), or one registered with ``register_allocator``.
         mean: the budget, rollouts per prompt on average (an integer; exact every step).
         min: fewest rollouts a prompt gets, ``>= 2`` (a group of 1 has no baseline).
         max: most rollouts a prompt gets.
@@ -96,7 +115,8 @@ class RolloutConfig:
         arm_eta: inverse temperature of the arm bandits, ``>= 0`` (0.65).
         arm_gamma: uniform mixing over arms, in [0, 1] (0.01).
         arm_ema: EMA rate of the arm loss estimates, in (0, 1] (0.4).
-        arm_signal: primal arm loss: ``"loss"`` (the bin's mean prompt loss, the paper's -J;
+        arm_signal: primal arm loss, a name in ``gdro_core.signals.SIGNALS``: ``"loss"`` (the
+            bin's mean prompt loss, the paper's -J;
             bandit feedback, importance-weighted) or ``"variance"`` (the bin's mean unbiased
             p(1-p) divided by n: full information, since one step's estimate of p(1-p) gives
             the loss of every arm; priced, it is minimised at the square-root law). See
@@ -125,7 +145,7 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         normalize(
             self,
-            mode=str(check_choice("RolloutConfig.mode", self.mode, ("fixed", "bandit", "neyman"))),
+            mode=str(_allocator_name("RolloutConfig.mode", self.mode)),
             mean=check_int("RolloutConfig.mean", self.mean, lo=2, hi=4096),
             min=check_int("RolloutConfig.min", self.min, lo=2, hi=4096),
             max=check_int("RolloutConfig.max", self.max, lo=2, hi=4096),
@@ -157,7 +177,7 @@ class RolloutConfig:
             arm_ema=check_float(
                 "RolloutConfig.arm_ema", self.arm_ema, lo=0.0, hi=1.0, lo_open=True
             ),
-            arm_signal=str(check_choice("RolloutConfig.arm_signal", self.arm_signal, ARM_SIGNALS)),
+            arm_signal=str(_signal_name("RolloutConfig.arm_signal", self.arm_signal)),
             arm_rule=str(
                 check_choice("RolloutConfig.arm_rule", self.arm_rule, ("ema", "cumulative"))
             ),
@@ -165,7 +185,7 @@ class RolloutConfig:
 
     @classmethod
     def variance_bandit(cls, **overrides: Any) -> RolloutConfig:
-        """Bandit mode on the variance arm loss, with knobs sized for that loss's scale.
+        """Bandit mode with the ``reward`` recipe's rollout settings (``gdro_core.recipes``).
 
         The arm loss ``v_b / n`` is at most 0.125 and differs between neighbouring arms by about
         0.01 near the square-root optimum, where the price settles near
@@ -179,9 +199,9 @@ class RolloutConfig:
             >>> cfg.mode, cfg.arm_signal, cfg.arm_eta, cfg.dual_step
             ('bandit', 'variance', 1000.0, 0.0002)
         """
-        base: dict[str, Any] = dict(
-            mode="bandit", arm_signal="variance", arm_eta=1000.0, dual_step=2e-4, mu_max=0.1
-        )
+        from gdro_core.recipes import RECIPES
+
+        base: dict[str, Any] = dict(mode="bandit", **RECIPES["reward"]["rollout"])
         base.update(overrides)
         return cls(**base)
 
@@ -193,7 +213,9 @@ class RolloutConfig:
     @property
     def needs_losses(self) -> bool:
         """True when the configured rule reads per-prompt losses."""
-        return self.mode == "bandit" and self.arm_signal == "loss"
+        from gdro_core.allocators import ALLOCATORS
+
+        return ALLOCATORS[self.mode].uses_arm_signal and SIGNALS[self.arm_signal].needs_losses
 
 
 class RolloutState(NamedTuple):
@@ -541,11 +563,16 @@ def arm_signal(
     total: NDArray[np.int64],
     losses: NDArray[np.float64] | None,
 ) -> NDArray[np.float64] | None:
-    """Per-prompt primal arm loss, or ``None`` when it needs losses that were not given."""
-    if config.arm_signal == "loss":
-        return losses
-    out: NDArray[np.float64] = unbiased_variance(correct, total) / total
-    return out
+    """Per-prompt primal arm loss from the registered signal ``config.arm_signal``.
+
+    ``None`` when the signal needs losses that were not given.
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="bandit", arm_signal="failure")
+        >>> arm_signal(cfg, np.array([1, 4]), np.array([4, 4]), None).tolist()
+        [0.75, 0.0]
+    """
+    return SIGNALS[config.arm_signal].compute(correct, total, losses)
 
 
 def update_arm_estimates(
@@ -627,7 +654,38 @@ def update_all_arms(
     return arm_loss, arm_seen
 
 
-def update(
+def update_variance(
+    config: RolloutConfig,
+    state: RolloutState,
+    bins: NDArray[np.int64],
+    correct: NDArray[np.int64],
+    total: NDArray[np.int64],
+) -> tuple[RolloutState, NDArray[np.float64]]:
+    """The state with each present bin's variance proxy updated, and the bins' mean ``p(1-p)``.
+
+    Every allocator tracks the proxy (the ``neyman`` law reads it). Returns ``(state, v_mean)``
+    with ``v_mean`` float64 (B,), 0 for bins absent from the step.
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="neyman")
+        >>> st, v = update_variance(cfg, init_state(cfg, 2), np.array([0, 0]),
+        ...                         np.array([1, 2]), np.array([4, 4]))
+        >>> st.variance.round(4).tolist(), st.var_seen.tolist(), v.round(4).tolist()
+        ([0.2917, 0.25], [True, False], [0.2917, 0.0])
+    """
+    num_bins = state.variance.shape[0]
+    cnt = np.bincount(bins, minlength=num_bins)
+    present = cnt > 0
+    pv = unbiased_variance(correct, total)
+    v_mean = np.bincount(bins, weights=pv, minlength=num_bins) / np.maximum(cnt, 1)
+    variance = state.variance.copy()
+    fresh, old = present & ~state.var_seen, present & state.var_seen
+    variance[fresh] = v_mean[fresh]
+    variance[old] = (1 - config.arm_ema) * variance[old] + config.arm_ema * v_mean[old]
+    return state._replace(variance=variance, var_seen=state.var_seen | present), v_mean
+
+
+def update_fixed(
     config: RolloutConfig,
     state: RolloutState,
     alloc: Allocation,
@@ -636,7 +694,56 @@ def update(
     total: NDArray[np.int64],
     losses: NDArray[np.float64] | None,
 ) -> RolloutState:
-    """The new state after a step: variance proxy, arm estimates, and the dual ascent on the price.
+    """``fixed`` mode: only the variance proxy moves (see :func:`update_variance`).
+
+    Examples:
+        >>> cfg = RolloutConfig()
+        >>> st = update_fixed(cfg, init_state(cfg, 1), None, np.array([0]), np.array([2]),
+        ...                   np.array([4]), None)
+        >>> st.variance.round(4).tolist(), st.mu
+        ([0.3333], 0.0)
+    """
+    return update_variance(config, state, bins, correct, total)[0]
+
+
+def update_neyman(
+    config: RolloutConfig,
+    state: RolloutState,
+    alloc: Allocation,
+    bins: NDArray[np.int64],
+    correct: NDArray[np.int64],
+    total: NDArray[np.int64],
+    losses: NDArray[np.float64] | None,
+) -> RolloutState:
+    """``neyman`` mode: the variance proxy, and the KKT price of the plan as ``mu``.
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="neyman")
+        >>> bins = np.array([0, 1])
+        >>> alloc = plan_neyman(cfg, init_state(cfg, 2), bins, np.random.default_rng(0), "numba")
+        >>> st = update_neyman(cfg, init_state(cfg, 2), alloc, bins, np.array([1, 0]),
+        ...                    alloc.rollouts, None)
+        >>> st.mu == alloc.mu, st.var_seen.tolist()
+        (True, [True, True])
+    """
+    return update_variance(config, state, bins, correct, total)[0]._replace(mu=alloc.mu)
+
+
+def update_bandit(
+    config: RolloutConfig,
+    state: RolloutState,
+    alloc: Allocation,
+    bins: NDArray[np.int64],
+    correct: NDArray[np.int64],
+    total: NDArray[np.int64],
+    losses: NDArray[np.float64] | None,
+) -> RolloutState:
+    """``bandit`` mode: variance proxy, arm estimates, and the dual ascent on the price.
+
+    A signal whose ``per_rollout_variance`` is set (``variance``: ``c(n-c)/(n(n-1))`` is
+    unbiased for ``v_b`` whatever ``n`` was played) reveals the loss ``v_b / n`` of every arm:
+    full information. Any other signal is bandit feedback for the played arm, importance
+    weighted by its propensity.
 
     Args:
         config: the allocator settings.
@@ -655,51 +762,83 @@ def update(
         >>> st = init_state(cfg, 2)._replace(arm_loss=np.tile(-np.arange(5.0), (2, 1)))
         >>> bins = np.array([0, 0, 1])
         >>> alloc = plan_bandit(cfg, st, bins, np.random.default_rng(0), "numba")
-        >>> new = update(cfg, st, alloc, bins, correct=np.array([1, 2, 0]),
-        ...              total=alloc.rollouts, losses=np.array([0.3, 0.1, 0.5]))
+        >>> new = update_bandit(cfg, st, alloc, bins, correct=np.array([1, 2, 0]),
+        ...                     total=alloc.rollouts, losses=np.array([0.3, 0.1, 0.5]))
         >>> round(new.mu, 4), new.variance.round(4).tolist(), new.var_seen.tolist()
         (0.0549, [0.3333, 0.0], [True, True])
         >>> new.arm_loss[:, [1, 4]].tolist()  # the played arms took the bins' mean loss
         [[0.2, -4.0], [-1.0, 0.5]]
     """
-    num_bins = state.variance.shape[0]
-    cnt = np.bincount(bins, minlength=num_bins)
-    present = cnt > 0
-    pv = unbiased_variance(correct, total)
-    v_mean = np.bincount(bins, weights=pv, minlength=num_bins) / np.maximum(cnt, 1)
-    variance = state.variance.copy()
-    fresh, old = present & ~state.var_seen, present & state.var_seen
-    variance[fresh] = v_mean[fresh]
-    variance[old] = (1 - config.arm_ema) * variance[old] + config.arm_ema * v_mean[old]
-    var_seen = state.var_seen | present
-    arm_loss, arm_seen, mu = state.arm_loss, state.arm_seen, state.mu
-    if config.mode == "bandit":
-        sig = arm_signal(config, correct, total, losses)
-        if config.arm_signal == "variance":
-            # full information: c(n-c)/(n(n-1)) is unbiased for v_b whatever n was played, so
-            # one step reveals the loss v_b / n of every arm
-            full = v_mean[alloc.active][:, None] / config.arms[None, :].astype(np.float64)
-            arm_loss, arm_seen = update_all_arms(config, arm_loss, arm_seen, alloc.active, full)
-        elif sig is not None:
+    state, v_mean = update_variance(config, state, bins, correct, total)
+    arm_loss, arm_seen = state.arm_loss, state.arm_seen
+    signal = SIGNALS[config.arm_signal]
+    if signal.per_rollout_variance:
+        full = v_mean[alloc.active][:, None] / config.arms[None, :].astype(np.float64)
+        arm_loss, arm_seen = update_all_arms(config, arm_loss, arm_seen, alloc.active, full)
+    else:
+        sig = signal.compute(correct, total, losses)
+        if sig is not None:
             from gdro_core.metrics import bin_mean
 
-            ell = bin_mean(bins, sig, num_bins)[alloc.active]
+            ell = bin_mean(bins, sig, state.variance.shape[0])[alloc.active]
             pos = np.searchsorted(alloc.active, bins)
             prop = np.zeros(alloc.active.shape[0])
             prop[pos] = alloc.propensity
             arm_loss, arm_seen = update_arm_estimates(
                 config, arm_loss, arm_seen, alloc.active, alloc.arm_index, ell, prop
             )
-        with np.errstate(over="ignore"):
-            mu = float(
-                np.clip(
-                    state.mu + config.dual_step * (alloc.unconstrained - config.mean),
-                    0.0,
-                    config.mu_max,
-                )
+    with np.errstate(over="ignore"):
+        mu = float(
+            np.clip(
+                state.mu + config.dual_step * (alloc.unconstrained - config.mean),
+                0.0,
+                config.mu_max,
             )
-    elif config.mode == "neyman":
-        mu = alloc.mu
-    return RolloutState(
-        arm_loss=arm_loss, arm_seen=arm_seen, mu=mu, variance=variance, var_seen=var_seen
+        )
+    return state._replace(arm_loss=arm_loss, arm_seen=arm_seen, mu=mu)
+
+
+def proposal_fixed(
+    config: RolloutConfig, state: RolloutState, shares: NDArray[np.float64]
+) -> float:
+    """The mean rollouts ``fixed`` mode proposes: the budget.
+
+    Examples:
+        >>> cfg = RolloutConfig(mean=6, max=12)
+        >>> proposal_fixed(cfg, init_state(cfg, 2), np.array([1.0, 0.0]))
+        6.0
+    """
+    return float(config.mean)
+
+
+def proposal_bandit(
+    config: RolloutConfig, state: RolloutState, shares: NDArray[np.float64]
+) -> float:
+    """The mean the bins' bandits propose before the budget repair, over bins with ``shares > 0``.
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="bandit", mean=4, min=2, max=8)
+        >>> round(proposal_bandit(cfg, init_state(cfg, 2), np.array([1.0, 0.0])), 6)  # uniform
+        5.0
+    """
+    present = shares > 0
+    p = np.exp(arm_log_probs(config, state.arm_loss[present], state.mu))
+    return float(np.dot(shares[present], p @ config.arms.astype(np.float64)))
+
+
+def proposal_neyman(
+    config: RolloutConfig, state: RolloutState, shares: NDArray[np.float64]
+) -> float:
+    """The mean of the bounded square-root law over bins with ``shares > 0`` (the budget).
+
+    Examples:
+        >>> cfg = RolloutConfig(mode="neyman")
+        >>> proposal_neyman(cfg, init_state(cfg, 2), np.array([0.5, 0.5]))
+        4.0
+    """
+    present = shares > 0
+    v = variance_proxy(config, state)[present]
+    n_star, _ = neyman_continuous(
+        v, shares[present], float(config.mean), float(config.min), float(config.max)
     )
+    return float(np.dot(shares[present], n_star))

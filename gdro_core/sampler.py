@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "SamplerState",
+    "apply_moves",
     "capped_mass",
     "init_state",
     "sample_probs",
@@ -283,6 +284,28 @@ def sample_resample(
         parts.append(state.members[pick].astype(np.int64))
     ids = np.concatenate(parts)
     return ids[rng.permutation(ids.shape[0])]
+
+
+def apply_moves(
+    state: SamplerState,
+    ids: NDArray[np.int64],
+    old_bins: NDArray[np.int64],
+    new_bins: NDArray[np.int64],
+    backend: str = "numba",
+) -> None:
+    """Move prompts between the resample sampler's bin segments, in place (O(moves x bins)).
+
+    Examples:
+        >>> st = init_state(4, num_bins=2, resample=True, rng=np.random.default_rng(0))
+        >>> apply_moves(st, np.array([1]), np.array([0]), np.array([1]))
+        >>> st.bin_start.tolist(), sorted(st.members[st.bin_start[1]:].tolist())
+        ([0, 3, 4], [1])
+    """
+    from gdro_core import _backend
+
+    _backend.kernels(backend).move_members(
+        state.members, state.member_pos, state.bin_start, ids, old_bins, new_bins
+    )
 
 
 def sample_probs(

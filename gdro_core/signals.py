@@ -31,6 +31,9 @@ class Signal(NamedTuple):
             the signal needs ``losses`` and none were given.
         to_unit: ``to_unit(bin_means, clip)`` maps bin means onto [0, 1] (the Hedge rule).
         needs_losses: whether ``compute`` reads ``losses``.
+        per_rollout_variance: the signal estimates, unbiasedly whatever the rollout count, a
+            per-prompt variance ``v`` whose rollout-GDRO arm loss is ``v / n``: one step then
+            reveals the loss of every arm (full information).
 
     Examples:
         >>> import numpy as np
@@ -41,6 +44,7 @@ class Signal(NamedTuple):
     compute: Callable[[NDArray[np.int64], NDArray[np.int64], Array | None], Array | None]
     to_unit: Callable[[Array, float], Array]
     needs_losses: bool
+    per_rollout_variance: bool = False
 
 
 def _loss(c: NDArray[np.int64], n: NDArray[np.int64], losses: Array | None) -> Array | None:
@@ -86,7 +90,7 @@ def _variance_unit(x: Array, clip: float) -> Array:
 SIGNALS: dict[str, Signal] = {
     "loss": Signal(_loss, _loss_unit, True),
     "failure": Signal(_failure, _unit, False),
-    "variance": Signal(_variance, _variance_unit, False),
+    "variance": Signal(_variance, _variance_unit, False, per_rollout_variance=True),
 }
 
 

@@ -20,7 +20,7 @@ def feed(clf: DifficultyClassifier, pid: int, outcomes: list[int]) -> list[int]:
 
 def test_defaults() -> None:
     cfg = ClassifierConfig()
-    assert (cfg.bins, cfg.window, cfg.margin, cfg.success_threshold, cfg.k) == (10, 100, pytest.approx(0.03), 0.5, None)
+    assert (cfg.num_bins, cfg.window, cfg.hysteresis, cfg.success_threshold, cfg.k) == (10, 100, 0.03, 0.5, None)
     np.testing.assert_allclose(cfg.edge_array, np.arange(1, 10) / 10)
 
 
@@ -34,7 +34,7 @@ def test_edges_go_to_the_upper_bin_exactly() -> None:
 
 def test_custom_edges() -> None:
     cfg = ClassifierConfig(edges=(0.125, 0.5, 0.875))
-    assert cfg.bins == 4
+    assert cfg.num_bins == 4
     assert bin_of_rate(cfg, [0.0, 0.125, 0.49, 0.5, 0.9, 1.0]).tolist() == [0, 1, 1, 2, 3, 3]
 
 
@@ -126,18 +126,28 @@ def test_state_is_at_most_20_bytes_per_prompt_by_default() -> None:
     assert per_prompt <= 20.1
 
 
+def test_derived_values_are_stored_and_the_old_names_warn() -> None:
+    assert ClassifierConfig(hysteresis=-1.0) == ClassifierConfig() == ClassifierConfig(num_bins=None, hysteresis=None)  # type: ignore[arg-type]
+    assert ClassifierConfig(num_bins=5).hysteresis == 0.06
+    with pytest.warns(DeprecationWarning, match="use ClassifierConfig.num_bins"):
+        assert ClassifierConfig(num_bins=4).bins == 4
+    with pytest.warns(DeprecationWarning, match="use ClassifierConfig.hysteresis"):
+        assert ClassifierConfig().margin == 0.03
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_bins": 0}, r"ClassifierConfig.num_bins must be an integer in \[1, 255\]; got 0"),
+        ({"num_bins": -1}, r"ClassifierConfig.num_bins must be an integer in \[0, 255\]; got -1"),
+        ({"num_bins": 256}, r"ClassifierConfig.num_bins must be an integer in \[0, 255\]; got 256"),
         ({"num_bins": 2.0}, "ClassifierConfig.num_bins must be an integer; got 2.0"),
         ({"window": -1}, r"ClassifierConfig.window must be an integer in \[0, 4096\]; got -1"),
         ({"edges": (0.5, 0.2)}, "ClassifierConfig.edges must be strictly increasing"),
         ({"edges": (0.0, 0.5)}, r"ClassifierConfig.edges\[0\] must be a finite number in \(0, 1\)"),
         ({"edges": [0.5]}, "ClassifierConfig.edges must be a tuple"),
         ({"edges": (0.5,), "num_bins": 3}, "num_bins == len\\(edges\\) \\+ 1 = 2"),
-        ({"hysteresis": 0.05}, r"ClassifierConfig.hysteresis must be >= 0 and below half the narrowest bin width \(0.05\); got 0.05"),
-        ({"hysteresis": -0.01}, "ClassifierConfig.hysteresis must be a finite number >= 0"),
+        ({"hysteresis": 0.05}, r"ClassifierConfig.hysteresis must be >= 0 and below half the narrowest bin width \(0.05\), or negative \(derived\); got 0.05"),
+        ({"hysteresis": float("inf")}, "ClassifierConfig.hysteresis must be a finite number; got inf"),
         ({"k": 0}, r"ClassifierConfig.k must be an integer in \[1, 1024\]; got 0"),
         ({"success_threshold": float("nan")}, "ClassifierConfig.success_threshold must be a finite number"),
     ],

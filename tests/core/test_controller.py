@@ -288,7 +288,7 @@ def test_load_from_another_config_names_the_fields() -> None:
         (lambda: RolloutConfig(min=5, mean=4), "RolloutConfig.min, RolloutConfig.mean and RolloutConfig.max must be ordered as min <= mean <= max; got \\(5, 4, 12\\)"),
         (lambda: RolloutConfig(mean=13), "min <= mean <= max; got \\(2, 13, 12\\)"),
         (lambda: RolloutConfig(mean=4.5), "RolloutConfig.mean must be an integer; got 4.5"),
-        (lambda: RolloutConfig(mode="greedy"), r"RolloutConfig.mode must be one of \['fixed', 'bandit', 'neyman'\]; got 'greedy'"),
+        (lambda: RolloutConfig(mode="greedy"), r"RolloutConfig.mode must be one of \['bandit', 'fixed', 'neyman'\]; got 'greedy'"),
         (lambda: RolloutConfig(mu_max=0), r"RolloutConfig.mu_max must be a finite number > 0; got 0"),
         (lambda: RolloutConfig(variance_floor=0.3), r"RolloutConfig.variance_floor must be a finite number in \(0, 0.25\]; got 0.3"),
         (lambda: RolloutConfig(selection="argmax"), "RolloutConfig.selection must be one of"),

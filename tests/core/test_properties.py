@@ -740,8 +740,8 @@ class ClassifierMachine(RuleBasedStateMachine):
         np.testing.assert_allclose(self.clf.pass_rate(ids), want_rate, rtol=1e-12, atol=1e-15)
         bins = self.clf.bins(ids)
         np.testing.assert_array_equal(bins, self.model.bin)
-        assert bins.min() >= 0 and bins.max() < self.clf.config.bins
-        np.testing.assert_array_equal(self.clf.state.bin_counts, np.bincount(bins, minlength=self.clf.config.bins))
+        assert bins.min() >= 0 and bins.max() < self.clf.config.num_bins
+        np.testing.assert_array_equal(self.clf.state.bin_counts, np.bincount(bins, minlength=self.clf.config.num_bins))
 
 
 TestClassifierMachine = ClassifierMachine.TestCase
