@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.gdro-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo demo-sim test lint typecheck docs experiment bench clean
+.PHONY: install demo demo-sim test test-floor lint typecheck docs experiment bench clean
 
 install: $(STAMP)
 
@@ -41,8 +41,16 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -q
 
-test: $(STAMP) lint typecheck docs
+test: $(STAMP) lint typecheck docs test-floor
 	$(BIN)/python -m pytest -q
+
+# The core's tests on the oldest numpy and numba that pyproject allows, in their own environment.
+FLOOR := .venv-floor
+test-floor:
+	test -x $(FLOOR)/bin/python || $(PYTHON) -m venv $(FLOOR)
+	test -f $(FLOOR)/.ok || ($(FLOOR)/bin/python -m pip install -q "numpy==1.24.4" "numba==0.59.1" \
+		"pytest>=8" "hypothesis>=6.100" && touch $(FLOOR)/.ok)
+	PYTHONPATH=. $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests/core
 
 # The experiment of docs/results.md: three CPU grids (6 arms x 5 seeds each, 100 steps, 500
 # held-out prompts x 16 samples), about 2.5 hours on 2 idle cores with the warm-ups cached;
@@ -60,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(FLOOR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
