@@ -8,7 +8,8 @@ A subcommand is a module with two functions::
 registered below by its dotted path, and imported only when it is the one being run or asked
 for its help (``gdro report --help``); ``gdro --help`` lists them without importing any. Errors
 a user can fix (``ValueError``, ``TypeError``, ``FileNotFoundError``, ``FileExistsError``) are
-printed as one line, without a traceback, and exit with code 2.
+printed as one line, without a traceback, and exit with code 2; so is a subcommand whose
+third-party packages are missing, with the pip extra that brings them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-__all__ = ["SUBCOMMANDS", "main"]
+__all__ = ["EXTRAS", "SUBCOMMANDS", "MissingExtraError", "main"]
+
+#: The pip extra that brings each subcommand's third-party packages.
+EXTRAS: dict[str, str] = {"train": "torch", "simulate": "cli", "report": "cli"}
 
 # name -> (module path, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -37,8 +42,39 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
     for name, (module_path, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
-            importlib.import_module(module_path).add_arguments(sp)
+            _load(name).add_arguments(sp)
     return parser
+
+
+class MissingExtraError(ImportError):
+    """A subcommand's third-party package is not installed: the message names the extra.
+
+    Examples:
+        >>> str(MissingExtraError("gdro simulate needs the 'cli' extra"))
+        "gdro simulate needs the 'cli' extra"
+        >>> EXTRAS["simulate"], EXTRAS["train"]
+        ('cli', 'torch')
+    """
+
+
+def _load(name: str) -> ModuleType:
+    """Import a subcommand's module; a missing third-party package names the extra to install."""
+    try:
+        return importlib.import_module(SUBCOMMANDS[name][0])
+    except ModuleNotFoundError as exc:
+        raise _missing_extra(name, exc) from exc
+
+
+def _missing_extra(name: str, exc: ModuleNotFoundError) -> Exception:
+    missing = (exc.name or "").split(".")[0]
+    if not missing or missing.startswith("gdro_"):
+        return exc
+    extra = EXTRAS[name]
+    hint = " (install torch==2.13.0 first for the CPU build)" if extra == "torch" else ""
+    return MissingExtraError(
+        f"gdro {name} needs the '{extra}' extra (the package {missing!r} is not installed): "
+        f"pip install 'gdro[{extra}]'{hint}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,18 +103,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = next((a for a in argv if not a.startswith("-")), None)
     if selected not in SUBCOMMANDS:
         selected = None
-    parser = _build_parser(selected)
+    try:
+        parser = _build_parser(selected)
+    except MissingExtraError as exc:
+        print(f"gdro {selected}: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
-        return int(module.run(args))
+        module = _load(args.command)
+        try:
+            return int(module.run(args))
+        except ModuleNotFoundError as exc:  # a package imported only when the command runs
+            err = _missing_extra(args.command, exc)
+            if err is exc:
+                raise
+            raise err from exc
     except KeyboardInterrupt:
         print("gdro: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, MissingExtraError) as exc:
         print(f"gdro {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
