@@ -39,7 +39,7 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
         description="Group-DRO controllers for GRPO: prompt reweighting and rollout allocation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_path, help_text) in SUBCOMMANDS.items():
+    for name, (_module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
             _load(name).add_arguments(sp)
