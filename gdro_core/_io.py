@@ -13,6 +13,9 @@ import numpy as np
 from gdro_core._validation import fail, type_fail
 from gdro_core.files import atomic_write_bytes
 
+#: The state-dict format written now, and every format still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _SEP = "/"
 
 
@@ -26,8 +29,6 @@ def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: i
 
     Returns the state's format version.
     """
-    from gdro_core._state import READABLE_VERSIONS
-
     if not isinstance(d, dict):
         raise type_fail("state", "a dict from state_dict()", d)
     version = _scalar(d.get("format_version"))

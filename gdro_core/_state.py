@@ -13,7 +13,7 @@ import json
 import os
 import zipfile
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,23 +22,29 @@ from gdro_core import classifier as _clf
 from gdro_core import prompt as _prompt
 from gdro_core import rollout as _rollout
 from gdro_core import sampler as _sampler
-from gdro_core._io import load_npz, rng_state_json, save_npz
-from gdro_core._reference import popcount_rows
-from gdro_core._validation import check_int, fail, type_fail
-from gdro_core.classifier import ClassifierConfig, ClassifierState
+from gdro_core._checks import (
+    array_leaf,
+    finite,
+    float_leaf,
+    int_leaf,
+    require,
+    section,
+    str_leaf,
+)
+from gdro_core._io import (
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    load_npz,
+    rng_state_json,
+    save_npz,
+)
+from gdro_core._validation import fail, type_fail
 from gdro_core.config import ControllerConfig
 from gdro_core.plan import InFlight, Plan, frozen
 from gdro_core.rollout import Allocation, RolloutConfig
 
-if TYPE_CHECKING:
-    from gdro_core.controller import GDROController
-
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-
 __all__ = [
     "FORMAT_VERSION",
-    "check_classifier",
     "config_of",
     "load",
     "load_into",
@@ -85,7 +91,7 @@ def _record_dict(rec: InFlight) -> dict[str, Any]:
     }
 
 
-def to_state_dict(ctl: GDROController) -> dict[str, Any]:
+def to_state_dict(ctl: Any) -> dict[str, Any]:
     """The controller's ``state_dict`` (format 2)."""
     in_flight: dict[str, Any] = {"count": len(ctl._in_flight)}
     for i, rec in enumerate(ctl._in_flight):
@@ -128,176 +134,14 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- reading
-def _scalar(v: Any) -> Any:
-    if isinstance(v, np.ndarray) and v.ndim == 0:
-        return v.item()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def _section(d: Any, key: str, where: str) -> dict[str, Any]:
-    if not isinstance(d, dict):
-        raise type_fail(where, "a dict from state_dict()", d)
-    if key not in d:
-        raise fail(where, f"a dict with key {key!r}", f"keys {sorted(map(str, d))}")
-    src = d[key]
-    if not isinstance(src, dict):
-        raise type_fail(f"{where}[{key!r}]", "a dict", src)
-    return src
-
-
-def _leaf(d: dict[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise fail(where, f"a dict with key {key!r}", f"keys {sorted(map(str, d))}")
-    return d[key]
-
-
-def _int(d: dict[str, Any], key: str, where: str, lo: int = 0, hi: int | None = None) -> int:
-    return check_int(f"{where}[{key!r}]", _scalar(_leaf(d, key, where)), lo=lo, hi=hi)
-
-
-def _float(
-    d: dict[str, Any], key: str, where: str, lo: float | None = None, hi: float | None = None
-) -> float:
-    v = _scalar(_leaf(d, key, where))
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise type_fail(f"{where}[{key!r}]", "a real number", v)
-    x = float(v)
-    if not np.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
-        rng = "a finite number" + (
-            f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else ""
-        )
-        if lo is not None and hi is None:
-            rng += f" >= {lo:g}"
-        raise fail(f"{where}[{key!r}]", rng, x)
-    return x
-
-
-def _str(d: dict[str, Any], key: str, where: str) -> str:
-    v = _scalar(_leaf(d, key, where))
-    if not isinstance(v, str):
-        raise type_fail(f"{where}[{key!r}]", "a string", v)
-    return v
-
-
-def _array(
-    d: dict[str, Any], key: str, where: str, dtype: Any, shape: tuple[int | None, ...]
-) -> NDArray[Any]:
-    raw = _leaf(d, key, where)
-    name = f"{where}[{key!r}]"
-    if not isinstance(raw, np.ndarray):
-        raise type_fail(name, f"a numpy array of dtype {np.dtype(dtype).name}", raw)
-    ok = raw.dtype == np.dtype(dtype) and raw.ndim == len(shape)
-    ok = ok and all(s is None or s == t for s, t in zip(shape, raw.shape, strict=False))
-    if not ok:
-        want = "x".join("n" if s is None else str(s) for s in shape) or "()"
-        raise fail(name, f"an array of shape ({want}) and dtype {np.dtype(dtype).name}", raw)
-    return np.array(raw, copy=True)
-
-
-def _require(ok: bool | np.bool_, name: str, allowed: str, value: Any) -> None:
-    if not ok:
-        raise fail(name, allowed, value)
-
-
-def _finite(a: NDArray[Any], name: str, lo: float | None = None, hi: float | None = None) -> None:
-    bad = ~np.isfinite(a)
-    if lo is not None:
-        bad |= a < lo
-    if hi is not None:
-        bad |= a > hi
-    if bad.any():
-        i = int(np.flatnonzero(bad.ravel())[0])
-        what = "finite values"
-        if lo is not None and hi is not None:
-            what += f" in [{lo:g}, {hi:g}]"
-        elif lo is not None:
-            what += f" >= {lo:g}"
-        raise fail(name, what, f"{a.ravel()[i]!r} at flat index {i}")
-
-
-def check_classifier(
-    src: dict[str, Any], config: ClassifierConfig, num_prompts: int, where: str, version: int
-) -> ClassifierState:
-    """A validated ``ClassifierState`` from the arrays of a state dict (copied)."""
-    tpl = _clf.init_state(config, num_prompts)
-    out: dict[str, NDArray[Any]] = {}
-    for f in ClassifierState._fields:
-        ref = getattr(tpl, f)
-        if f == "flags" and version == 1 and f not in src:
-            out[f] = np.zeros_like(ref)  # format 1 kept no flags: nothing known yet
-            continue
-        out[f] = _array(src, f, where, ref.dtype, ref.shape)
-    n = f"{where}"
-    window, b = config.window, config.num_bins
-    filled = out["filled"].astype(np.int64)
-    if window > 0:
-        _finite(filled.astype(np.float64), f"{n}['filled']", 0, window)
-    unseen = filled == 0
-    bits = out["bits"]
-    if bits.shape[1]:
-        rem = window % 64
-        if rem:
-            top = bits[:, -1] >> np.uint64(rem)
-            _require(
-                not top.any(),
-                f"{n}['bits']",
-                f"no bits beyond the window of {window}",
-                "stray bits",
-            )
-        pop = popcount_rows(bits)
-        _require(
-            (pop <= filled).all(),
-            f"{n}['bits']",
-            "at most 'filled' ones per row",
-            "more ones than entries",
-        )
-    if out["vals"].shape[1]:
-        _finite(out["vals"], f"{n}['vals']", 0.0, 1.0)
-    if out["sums"].shape[0]:
-        _finite(out["sums"], f"{n}['sums']", 0.0)
-        _require(
-            (out["sums"] <= filled).all(),
-            f"{n}['sums']",
-            "at most 'filled' per prompt",
-            "larger sums",
-        )
-    cbins = out["bins"].astype(np.int64)
-    _require((cbins < b).all(), f"{n}['bins']", f"bins in [0, {b})", int(cbins.max()))
-    _require(
-        not cbins[unseen].any(),
-        f"{n}['bins']",
-        "bin 0 for unseen prompts",
-        "an unseen prompt elsewhere",
-    )
-    counts = np.bincount(cbins, minlength=b)
-    _require(
-        np.array_equal(counts, out["bin_counts"]),
-        f"{n}['bin_counts']",
-        f"the bin counts of 'bins' ({counts.tolist()})",
-        out["bin_counts"],
-    )
-    flags = out["flags"]
-    _require(
-        not (flags & np.uint8(0xFC)).any(), f"{n}['flags']", "values in [0, 3]", int(flags.max())
-    )
-    _require(
-        not flags[unseen].any(),
-        f"{n}['flags']",
-        "0 for unseen prompts",
-        "flags of an unseen prompt",
-    )
-    return ClassifierState(**out)
-
-
 def _check_prompt(src: dict[str, Any], num_bins: int, where: str) -> _prompt.PromptState:
     tpl = _prompt.init_state(num_bins)
     out = {
-        f: _array(src, f, where, getattr(tpl, f).dtype, getattr(tpl, f).shape) for f in tpl._fields
+        f: array_leaf(src, f, where, getattr(tpl, f).dtype, getattr(tpl, f).shape)
+        for f in tpl._fields
     }
-    _finite(out["score"], f"{where}['score']")
-    _finite(out["last_gain"], f"{where}['last_gain']", 0.0, 1.0)
+    finite(out["score"], f"{where}['score']")
+    finite(out["last_gain"], f"{where}['last_gain']", 0.0, 1.0)
     return _prompt.PromptState(**out)
 
 
@@ -308,17 +152,17 @@ def _check_rollout(
     arrays = {}
     for f in ("arm_loss", "arm_seen", "variance", "var_seen"):
         ref = getattr(tpl, f)
-        arrays[f] = _array(src, f, where, ref.dtype, ref.shape)
-    _finite(arrays["arm_loss"], f"{where}['arm_loss']")
-    _finite(arrays["variance"], f"{where}['variance']", 0.0, 0.5)
-    mu = _float(src, "mu", where, 0.0, rcfg.mu_max if rcfg.mode == "bandit" else None)
+        arrays[f] = array_leaf(src, f, where, ref.dtype, ref.shape)
+    finite(arrays["arm_loss"], f"{where}['arm_loss']")
+    finite(arrays["variance"], f"{where}['variance']", 0.0, 0.5)
+    mu = float_leaf(src, "mu", where, 0.0, rcfg.mu_max if rcfg.mode == "bandit" else None)
     return _rollout.RolloutState(mu=mu, **arrays)
 
 
 def _check_sampler(
     src: dict[str, Any],
     resample: bool,
-    cstate: ClassifierState,
+    cstate: _clf.ClassifierState,
     num_prompts: int,
     num_bins: int,
     where: str,
@@ -328,33 +172,33 @@ def _check_sampler(
     arrays = {}
     for f in ("perm", "members", "member_pos", "bin_start"):
         ref = getattr(tpl, f)
-        arrays[f] = _array(src, f, where, ref.dtype, ref.shape)
-    pos = _int(src, "pos", where, 0, p)
-    epoch = _int(src, "epoch", where, 0)
+        arrays[f] = array_leaf(src, f, where, ref.dtype, ref.shape)
+    pos = int_leaf(src, "pos", where, 0, p)
+    epoch = int_leaf(src, "epoch", where, 0)
     if not resample:
         perm = arrays["perm"].astype(np.int64)
-        _require(
+        require(
             ((perm >= 0) & (perm < p)).all() and (np.bincount(perm, minlength=p) == 1).all(),
             f"{where}['perm']",
             f"a permutation of 0..{p - 1}",
             arrays["perm"],
         )
-        _require(epoch >= 1, f"{where}['epoch']", "an integer >= 1", epoch)
-        _require(
+        require(epoch >= 1, f"{where}['epoch']", "an integer >= 1", epoch)
+        require(
             np.array_equal(arrays["bin_start"], tpl.bin_start),
             f"{where}['bin_start']",
             "unused",
             arrays["bin_start"],
         )
     else:
-        _require(
+        require(
             pos == 0 and epoch == 0,
             f"{where}['pos'] and ['epoch']",
             "0 in resample mode",
             (pos, epoch),
         )
         members = arrays["members"].astype(np.int64)
-        _require(
+        require(
             ((members >= 0) & (members < p)).all()
             and (np.bincount(members, minlength=p) == 1).all(),
             f"{where}['members']",
@@ -362,7 +206,7 @@ def _check_sampler(
             arrays["members"],
         )
         mpos = arrays["member_pos"].astype(np.int64)
-        _require(
+        require(
             ((mpos >= 0) & (mpos < p)).all()
             and np.array_equal(members[np.clip(mpos, 0, p - 1)], np.arange(p)),
             f"{where}['member_pos']",
@@ -371,14 +215,14 @@ def _check_sampler(
         )
         start = arrays["bin_start"]
         sizes = np.diff(start)
-        _require(
+        require(
             start[0] == 0 and start[-1] == p and np.array_equal(sizes, cstate.bin_counts),
             f"{where}['bin_start']",
             "segment starts matching the classifier's bin counts",
             start,
         )
         seg = np.repeat(np.arange(num_bins), sizes)
-        _require(
+        require(
             np.array_equal(cstate.bins[members].astype(np.int64), seg),
             f"{where}['members']",
             "prompts grouped by their classifier bin",
@@ -416,97 +260,97 @@ def _check_record(
     where: str,
 ) -> InFlight:
     rcfg, b = config.rollout, config.classifier.num_bins
-    first = _array(src, "prompt_ids", where, np.int64, (None,))
+    first = array_leaf(src, "prompt_ids", where, np.int64, (None,))
     n = first.shape[0]
-    _require(n >= 1, f"{where}['prompt_ids']", "at least one prompt", first)
-    a = {k: _array(src, k, where, dt, (n,)) for k, dt in _RECORD_ARRAYS.items()}
+    require(n >= 1, f"{where}['prompt_ids']", "at least one prompt", first)
+    a = {k: array_leaf(src, k, where, dt, (n,)) for k, dt in _RECORD_ARRAYS.items()}
     ids = a["prompt_ids"]
-    _require(
+    require(
         ((ids >= 0) & (ids < num_prompts)).all(),
         f"{where}['prompt_ids']",
         f"ids in [0, {num_prompts})",
         ids,
     )
-    _require(np.unique(ids).shape[0] == n, f"{where}['prompt_ids']", "distinct ids", ids)
-    _require(
+    require(np.unique(ids).shape[0] == n, f"{where}['prompt_ids']", "distinct ids", ids)
+    require(
         ((a["bins"] >= 0) & (a["bins"] < b)).all(),
         f"{where}['bins']",
         f"bins in [0, {b})",
         a["bins"],
     )
     r = a["rollouts"]
-    _require(
+    require(
         ((r >= rcfg.min) & (r <= rcfg.max)).all() and int(r.sum()) == rcfg.mean * n,
         f"{where}['rollouts']",
         f"counts in [{rcfg.min}, {rcfg.max}] summing to {rcfg.mean} x {n}",
         r,
     )
-    _finite(a["weights"], f"{where}['weights']", 0.0, config.prompt.weight_cap)
+    finite(a["weights"], f"{where}['weights']", 0.0, config.prompt.weight_cap)
     if config.prompt.mode != "reweight":
-        _require(
+        require(
             (a["weights"] == 1.0).all(),
             f"{where}['weights']",
             "ones (no reweighting)",
             a["weights"],
         )
-    _finite(a["sample_probs"], f"{where}['sample_probs']", 0.0, 1.0)
-    _finite(a["rollout_probs"], f"{where}['rollout_probs']", 0.0, 1.0)
-    _require(
+    finite(a["sample_probs"], f"{where}['sample_probs']", 0.0, 1.0)
+    finite(a["rollout_probs"], f"{where}['rollout_probs']", 0.0, 1.0)
+    require(
         (a["rollout_probs"] > 0).all(), f"{where}['rollout_probs']", "positive", a["rollout_probs"]
     )
-    q = _array(src, "q", where, np.float64, (b,))
-    _finite(q, f"{where}['q']", 0.0, 1.0)
-    _require(abs(float(q.sum()) - 1.0) <= 1e-9, f"{where}['q']", "a distribution (sum 1)", q)
-    counts = _array(src, "bin_counts", where, np.int64, (b,))
-    _require(
+    q = array_leaf(src, "q", where, np.float64, (b,))
+    finite(q, f"{where}['q']", 0.0, 1.0)
+    require(abs(float(q.sum()) - 1.0) <= 1e-9, f"{where}['q']", "a distribution (sum 1)", q)
+    counts = array_leaf(src, "bin_counts", where, np.int64, (b,))
+    require(
         (counts >= 0).all() and int(counts.sum()) == num_prompts,
         f"{where}['bin_counts']",
         f"non-negative counts summing to {num_prompts}",
         counts,
     )
-    active = _array(src, "active", where, np.int64, (None,))
-    _require(
+    active = array_leaf(src, "active", where, np.int64, (None,))
+    require(
         np.array_equal(active, np.unique(a["bins"])),
         f"{where}['active']",
         f"the bins present in the plan ({np.unique(a['bins']).tolist()})",
         active,
     )
-    arm_index = _array(src, "arm_index", where, np.int64, (active.shape[0],))
+    arm_index = array_leaf(src, "arm_index", where, np.int64, (active.shape[0],))
     k = rcfg.max - rcfg.min + 1
-    _require(
+    require(
         ((arm_index >= -1) & (arm_index < k)).all(),
         f"{where}['arm_index']",
         f"values in [-1, {k})",
         arm_index,
     )
-    unconstrained = _float(src, "unconstrained", where)
-    mu = _float(src, "mu", where, 0.0)
+    unconstrained = float_leaf(src, "unconstrained", where)
+    mu = float_leaf(src, "mu", where, 0.0)
     done, fed = a["done"], a["fed"]
-    _require(
+    require(
         not (fed & ~done).any(),
         f"{where}['fed']",
         "only prompts marked done",
         "a fed prompt not done",
     )
-    _require(not done.all(), f"{where}['done']", "some prompt still awaiting feedback", "all done")
+    require(not done.all(), f"{where}['done']", "some prompt still awaiting feedback", "all done")
     c = a["correct"]
-    _require(
+    require(
         ((c >= 0) & (c <= r)).all() and not c[~fed].any(),
         f"{where}['correct']",
         "counts in [0, rollouts]",
         c,
     )
-    _finite(a["reward_mean"], f"{where}['reward_mean']")
-    _finite(a["rate"], f"{where}['rate']", 0.0, 1.0)
-    _finite(a["losses"], f"{where}['losses']")
-    _require(
+    finite(a["reward_mean"], f"{where}['reward_mean']")
+    finite(a["rate"], f"{where}['rate']", 0.0, 1.0)
+    finite(a["losses"], f"{where}['losses']")
+    require(
         not (a["flags"] & np.uint8(0xFC)).any(), f"{where}['flags']", "values in [0, 3]", a["flags"]
     )
-    _require(
+    require(
         not (a["has_loss"] & ~fed).any(), f"{where}['has_loss']", "only fed prompts", a["has_loss"]
     )
-    plan_step = _int(src, "step", where, 0, step)
-    plan_serial = _int(src, "serial", where, 1, serial)
+    plan_step = int_leaf(src, "step", where, 0, step)
+    plan_serial = int_leaf(src, "serial", where, 1, serial)
     plan = Plan(
         prompt_ids=frozen(ids, np.int64),
         bins=frozen(a["bins"], np.int64),
@@ -577,10 +421,10 @@ def _records(
                 _v1_pending(pending, bin_counts), config, n, step, serial, "state['pending']"
             )
         ]
-    src = _section(d, "in_flight", "state")
-    count = _int(src, "count", "state['in_flight']", 0, config.max_in_flight)
+    src = section(d, "in_flight", "state")
+    count = int_leaf(src, "count", "state['in_flight']", 0, config.max_in_flight)
     extra = sorted(set(src) - {"count"} - {str(i) for i in range(count)})
-    _require(
+    require(
         not extra,
         "state['in_flight']",
         f"keys 'count' and '0'..'{count - 1}'",
@@ -588,7 +432,7 @@ def _records(
     )
     records = [
         _check_record(
-            _section(src, str(i), "state['in_flight']"),
+            section(src, str(i), "state['in_flight']"),
             config,
             n,
             step,
@@ -598,7 +442,7 @@ def _records(
         for i in range(count)
     ]
     serials = [rec.plan.serial for rec in records]
-    _require(
+    require(
         serials == sorted(set(serials)),
         "state['in_flight']",
         "plans in increasing serial order",
@@ -608,7 +452,7 @@ def _records(
 
 
 def _metrics(d: dict[str, Any]) -> dict[str, float] | None:
-    raw = _str(d, "metrics", "state")
+    raw = str_leaf(d, "metrics", "state")
     if not raw:
         return None
     try:
@@ -622,7 +466,7 @@ def _metrics(d: dict[str, Any]) -> dict[str, float] | None:
         and np.isfinite(v)
         for k, v in m.items()
     )
-    _require(ok, "state['metrics']", "'' or a JSON object of finite numbers", raw)
+    require(ok, "state['metrics']", "'' or a JSON object of finite numbers", raw)
     return {k: float(v) for k, v in m.items()}
 
 
@@ -647,15 +491,15 @@ def config_of(d: Any, *, where: str = "state") -> tuple[ControllerConfig, int]:
     """The config and ``num_prompts`` a state was saved with (``where`` names it in errors)."""
     if not isinstance(d, dict):
         raise type_fail(where, "a dict from state_dict()", d)
-    version = _int(d, "format_version", where, 1)
-    _require(
+    version = int_leaf(d, "format_version", where, 1)
+    require(
         version in READABLE_VERSIONS,
         f"{where}['format_version']",
         f"one of {list(READABLE_VERSIONS)}",
         version,
     )
-    n = _int(d, "num_prompts", where, 1, 2**31 - 2)
-    raw = _str(d, "config", where)
+    n = int_leaf(d, "num_prompts", where, 1, 2**31 - 2)
+    raw = str_leaf(d, "config", where)
     try:
         saved = json.loads(raw)
         if not isinstance(saved, dict):
@@ -670,8 +514,8 @@ def config_of(d: Any, *, where: str = "state") -> tuple[ControllerConfig, int]:
         ) from exc
 
 
-def _config_diffs(d: dict[str, Any], ctl: GDROController) -> list[str]:
-    raw = _str(d, "config", "state")
+def _config_diffs(d: dict[str, Any], ctl: Any) -> list[str]:
+    raw = str_leaf(d, "config", "state")
     try:
         saved = json.loads(raw)
         if not isinstance(saved, dict):
@@ -684,31 +528,31 @@ def _config_diffs(d: dict[str, Any], ctl: GDROController) -> list[str]:
         ) from exc
     here = ctl._config.to_dict()
     diffs = []
-    for section in ("classifier", "prompt", "rollout"):
-        a, b = normal[section], here[section]
+    for part in ("classifier", "prompt", "rollout"):
+        a, b = normal[part], here[part]
         for field in sorted(set(a) | set(b)):
             if a.get(field) != b.get(field):
-                diffs.append(f"{section}.{field} (saved {a.get(field)!r}, here {b.get(field)!r})")
+                diffs.append(f"{part}.{field} (saved {a.get(field)!r}, here {b.get(field)!r})")
     return diffs
 
 
-def load_into(ctl: GDROController, d: Any) -> None:
+def load_into(ctl: Any, d: Any) -> None:
     """Validate ``d`` completely, then make it the controller's state."""
     with np.errstate(all="ignore"):  # sums over corrupted values are checked, not warned about
         _load_into(ctl, d)
 
 
-def _load_into(ctl: GDROController, d: Any) -> None:
+def _load_into(ctl: Any, d: Any) -> None:
     if not isinstance(d, dict):
         raise type_fail("state", "a dict from state_dict()", d)
-    version = _int(d, "format_version", "state", 1)
-    _require(
+    version = int_leaf(d, "format_version", "state", 1)
+    require(
         version in READABLE_VERSIONS,
         "state['format_version']",
         f"one of {list(READABLE_VERSIONS)}",
         version,
     )
-    n = _int(d, "num_prompts", "state", 1, 2**31 - 2)
+    n = int_leaf(d, "num_prompts", "state", 1, 2**31 - 2)
     diffs = [] if n == ctl._num_prompts else [f"num_prompts (saved {n}, here {ctl._num_prompts})"]
     diffs += _config_diffs(d, ctl)
     if diffs:
@@ -717,23 +561,23 @@ def _load_into(ctl: GDROController, d: Any) -> None:
             + "; ".join(diffs)
         )
     config, b = ctl._config, ctl._config.classifier.num_bins
-    step = _int(d, "step", "state")
-    serial = _int(d, "serial", "state")
-    cstate = check_classifier(
-        _section(d, "classifier", "state"), config.classifier, n, "state['classifier']", version
+    step = int_leaf(d, "step", "state")
+    serial = int_leaf(d, "serial", "state")
+    cstate = _clf.check_state(
+        section(d, "classifier", "state"), config.classifier, n, "state['classifier']", version
     )
-    visits = int(cstate.filled.sum()) if version == 1 else _int(d, "visits", "state")
-    pstate = _check_prompt(_section(d, "prompt", "state"), b, "state['prompt']")
-    rstate = _check_rollout(_section(d, "rollout", "state"), config.rollout, b, "state['rollout']")
+    visits = int(cstate.filled.sum()) if version == 1 else int_leaf(d, "visits", "state")
+    pstate = _check_prompt(section(d, "prompt", "state"), b, "state['prompt']")
+    rstate = _check_rollout(section(d, "rollout", "state"), config.rollout, b, "state['rollout']")
     sstate = _check_sampler(
-        _section(d, "sampler", "state"),
+        section(d, "sampler", "state"),
         config.prompt.mode == "resample",
         cstate,
         n,
         b,
         "state['sampler']",
     )
-    rng = rng_from_json(_str(d, "rng", "state"))
+    rng = rng_from_json(str_leaf(d, "rng", "state"))
     metrics = _metrics(d)
     records = _records(d, version, config, n, step, serial, cstate.bin_counts)
     # commit

@@ -26,31 +26,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
-from numpy.typing import NDArray
-
-from gdro_core import rollout
 from gdro_core._validation import fail
-from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
 __all__ = ["ALLOCATORS", "Allocator", "get_allocator", "register_allocator"]
 
-PlanFn = Callable[
-    [RolloutConfig, RolloutState, NDArray[np.int64], np.random.Generator, str, NDArray[np.int64]],
-    Allocation,
-]
-UpdateFn = Callable[
-    [
-        RolloutConfig,
-        RolloutState,
-        Allocation,
-        NDArray[np.int64],
-        NDArray[np.int64],
-        NDArray[np.int64],
-        "NDArray[np.float64] | None",
-    ],
-    RolloutState,
-]
+# The registry sits below gdro_core.rollout, which registers the built-ins when it is imported:
+# configs validate their mode against it without an import cycle. In these signatures ``Config``
+# is ``RolloutConfig``, ``State`` is ``RolloutState`` and ``Alloc`` is ``Allocation``.
+PlanFn = Callable[..., Any]  # (Config, State, bins, rng, backend, prompt_ids) -> Alloc
+UpdateFn = Callable[..., Any]  # (Config, State, Alloc, bins, correct, total, losses) -> State
 
 
 class Allocator(NamedTuple):
@@ -72,28 +56,15 @@ class Allocator(NamedTuple):
         (True, False)
     """
 
-    init: Callable[[RolloutConfig, int], RolloutState]
+    init: Callable[..., Any]  # (Config, num_bins) -> State
     plan: PlanFn
     update: UpdateFn
-    proposal: Callable[[RolloutConfig, RolloutState, NDArray[np.float64]], float]
+    proposal: Callable[..., float]  # (Config, State, shares) -> float
     uses_arm_signal: bool = False
 
 
-ALLOCATORS: dict[str, Allocator] = {
-    "fixed": Allocator(
-        rollout.init_state, rollout.plan_fixed, rollout.update_fixed, rollout.proposal_fixed
-    ),
-    "bandit": Allocator(
-        rollout.init_state,
-        rollout.plan_bandit,
-        rollout.update_bandit,
-        rollout.proposal_bandit,
-        uses_arm_signal=True,
-    ),
-    "neyman": Allocator(
-        rollout.init_state, rollout.plan_neyman, rollout.update_neyman, rollout.proposal_neyman
-    ),
-}
+#: name -> allocator; ``gdro_core.rollout`` registers ``fixed``, ``bandit`` and ``neyman``.
+ALLOCATORS: dict[str, Allocator] = {}
 
 
 def get_allocator(owner: str, name: Any) -> Allocator:
@@ -116,6 +87,7 @@ def register_allocator(name: str, allocator: Allocator) -> None:
     Examples:
         Every prompt of the lowest bin present gets ``max``, the rest share what is left:
 
+        >>> from gdro_core import rollout
         >>> def plan(cfg, state, bins, rng, backend, ids):
         ...     n = np.full(bins.size, cfg.min)
         ...     n[int(np.argmin(bins))] += cfg.mean * bins.size - n.sum()
@@ -123,7 +95,7 @@ def register_allocator(name: str, allocator: Allocator) -> None:
         ...                               np.full(np.unique(bins).size, -1), float(cfg.mean), 0.0)
         >>> register_allocator("lowest", Allocator(rollout.init_state, plan,
         ...                    rollout.update_fixed, rollout.proposal_fixed))
-        >>> RolloutConfig(mode="lowest", mean=3).mode
+        >>> rollout.RolloutConfig(mode="lowest", mean=3).mode
         'lowest'
         >>> del ALLOCATORS["lowest"]
     """

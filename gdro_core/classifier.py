@@ -21,6 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import _backend
+from gdro_core._checks import array_leaf, finite, require
+from gdro_core._io import FORMAT_VERSION, check_same_config, configs_json
+from gdro_core._reference import bin_of, popcount_rows
 from gdro_core._validation import (
     as_ids,
     as_int_array,
@@ -423,8 +426,6 @@ def bin_of_rate(config: ClassifierConfig, rate: Any) -> NDArray[np.int64]:
         >>> bin_of_rate(ClassifierConfig(num_bins=100), [0.57, 0.999, 1.0]).tolist()
         [57, 99, 99]
     """
-    from gdro_core._reference import bin_of
-
     return bin_of(np.asarray(rate, dtype=np.float64), config.edge_array)
 
 
@@ -486,9 +487,6 @@ class DifficultyClassifier:
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and plain values only; ``load_state_dict`` restores it exactly."""
-        from gdro_core._io import configs_json
-        from gdro_core._state import FORMAT_VERSION
-
         d: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "config": configs_json({"classifier": self.config}),
@@ -499,11 +497,104 @@ class DifficultyClassifier:
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore a ``state_dict``; another config or dataset size is a ``ValueError``."""
-        from gdro_core._io import check_same_config
-        from gdro_core._state import check_classifier
-
         version = check_same_config(d, {"classifier": self.config}, self.num_prompts)
-        self.state = check_classifier(d, self.config, self.num_prompts, "state", version)
+        self.state = check_state(d, self.config, self.num_prompts, "state", version)
+
+
+def check_state(
+    src: dict[str, Any], config: ClassifierConfig, num_prompts: int, where: str, version: int
+) -> ClassifierState:
+    """A validated ``ClassifierState`` from the arrays of a state dict (copied).
+
+    Every field is checked against the state ``init_state`` would build (dtype, shape), then the
+    values: counts within the window, no bits beyond it and no more ones than entries, rates in
+    [0, 1], bins in range (bin 0 for unseen prompts), bin counts that match the bins, flags in
+    [0, 3]. Format 1 states carry no flags; they start at 0.
+
+    Args:
+        src: the arrays (a state dict's classifier section).
+        config: the classifier settings the state must fit.
+        num_prompts: dataset size.
+        where: how errors name ``src`` (e.g. ``"state['classifier']"``).
+        version: the state-dict format.
+
+    Examples:
+        >>> cfg = ClassifierConfig(num_bins=3)
+        >>> st = init_state(cfg, 2)
+        >>> d = st._asdict(); d["bins"] = np.array([0, 7], dtype=np.uint8)
+        >>> check_state(d, cfg, 2, "state", 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: state['bins'] must be bins in [0, 3); got 7
+    """
+    tpl = init_state(config, num_prompts)
+    out: dict[str, NDArray[Any]] = {}
+    for f in ClassifierState._fields:
+        ref = getattr(tpl, f)
+        if f == "flags" and version == 1 and f not in src:
+            out[f] = np.zeros_like(ref)  # format 1 kept no flags: nothing known yet
+            continue
+        out[f] = array_leaf(src, f, where, ref.dtype, ref.shape)
+    n = f"{where}"
+    window, b = config.window, config.num_bins
+    filled = out["filled"].astype(np.int64)
+    if window > 0:
+        finite(filled.astype(np.float64), f"{n}['filled']", 0, window)
+    unseen = filled == 0
+    bits = out["bits"]
+    if bits.shape[1]:
+        rem = window % 64
+        if rem:
+            top = bits[:, -1] >> np.uint64(rem)
+            require(
+                not top.any(),
+                f"{n}['bits']",
+                f"no bits beyond the window of {window}",
+                "stray bits",
+            )
+        pop = popcount_rows(bits)
+        require(
+            (pop <= filled).all(),
+            f"{n}['bits']",
+            "at most 'filled' ones per row",
+            "more ones than entries",
+        )
+    if out["vals"].shape[1]:
+        finite(out["vals"], f"{n}['vals']", 0.0, 1.0)
+    if out["sums"].shape[0]:
+        finite(out["sums"], f"{n}['sums']", 0.0)
+        require(
+            (out["sums"] <= filled).all(),
+            f"{n}['sums']",
+            "at most 'filled' per prompt",
+            "larger sums",
+        )
+    cbins = out["bins"].astype(np.int64)
+    require((cbins < b).all(), f"{n}['bins']", f"bins in [0, {b})", int(cbins.max()))
+    require(
+        not cbins[unseen].any(),
+        f"{n}['bins']",
+        "bin 0 for unseen prompts",
+        "an unseen prompt elsewhere",
+    )
+    counts = np.bincount(cbins, minlength=b)
+    require(
+        np.array_equal(counts, out["bin_counts"]),
+        f"{n}['bin_counts']",
+        f"the bin counts of 'bins' ({counts.tolist()})",
+        out["bin_counts"],
+    )
+    flags = out["flags"]
+    require(
+        not (flags & np.uint8(0xFC)).any(), f"{n}['flags']", "values in [0, 3]", int(flags.max())
+    )
+    require(
+        not flags[unseen].any(),
+        f"{n}['flags']",
+        "0 for unseen prompts",
+        "flags of an unseen prompt",
+    )
+    return ClassifierState(**out)
 
 
 def check_counts(
@@ -551,6 +642,7 @@ __all__ = [
     "pass_rate",
     "bin_of_rate",
     "check_ids",
+    "check_state",
     "seen_flags",
     "SEEN_CORRECT",
     "SEEN_WRONG",

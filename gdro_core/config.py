@@ -18,6 +18,7 @@ import numpy as np
 from gdro_core._validation import check_int, fail, type_fail
 from gdro_core.classifier import ClassifierConfig
 from gdro_core.prompt import PromptConfig
+from gdro_core.recipes import recipe_mapping
 from gdro_core.rollout import RolloutConfig
 
 __all__ = ["ControllerConfig", "MAX_IN_FLIGHT"]
@@ -134,8 +135,6 @@ class ControllerConfig:
             >>> cfg.rollout.arm_signal, cfg.rollout.arm_eta, cfg.rollout.mean
             ('variance', 1000.0, 8)
         """
-        from gdro_core.recipes import recipe_mapping
-
         top = _as_dict(mapping, where)
         unknown = sorted(set(top) - set(_SECTIONS) - set(_SCALARS) - {"recipe"})
         if unknown:

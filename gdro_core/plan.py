@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from gdro_core._validation import as_int_array, fail
 from gdro_core.rollout import Allocation
 
 __all__ = ["InFlight", "Plan", "frozen", "new_record"]
@@ -81,8 +82,6 @@ class Plan:
 
     def positions(self, prompt_ids: Any) -> NDArray[np.int64]:
         """int64 (k,): where each of ``prompt_ids`` sits in the plan (a ``ValueError`` if absent)."""
-        from gdro_core._validation import as_int_array, fail
-
         ids = as_int_array("prompt_ids", prompt_ids)
         order = np.argsort(self.prompt_ids, kind="stable")
         srt = self.prompt_ids[order]

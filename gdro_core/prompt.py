@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from gdro_core._numeric import bin_mean
 from gdro_core._validation import check_bool, check_choice, check_float, normalize
 from gdro_core.signals import SIGNALS, get_signal
 
@@ -217,8 +218,6 @@ def bin_means(
 
     Finite for any finite values (the sum is scaled when it would overflow).
     """
-    from gdro_core.metrics import bin_mean
-
     cnt = np.bincount(bins, minlength=num_bins)
     return bin_mean(bins, values, num_bins), cnt > 0
 

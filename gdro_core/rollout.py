@@ -22,7 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import _backend
+from gdro_core._numeric import bin_mean
 from gdro_core._validation import check_choice, check_float, check_int, fail, normalize
+from gdro_core.allocators import ALLOCATORS, Allocator, get_allocator, register_allocator
+from gdro_core.recipes import RECIPES
 from gdro_core.signals import SIGNALS, get_signal, unbiased_variance
 
 
@@ -32,8 +35,6 @@ def _signal_name(owner: str, name: Any) -> str:
 
 
 def _allocator_name(owner: str, name: Any) -> str:
-    from gdro_core.allocators import get_allocator
-
     get_allocator(owner, name)
     return str(name)
 
@@ -199,8 +200,6 @@ class RolloutConfig:
             >>> cfg.mode, cfg.arm_signal, cfg.arm_eta, cfg.dual_step
             ('bandit', 'variance', 1000.0, 0.0002)
         """
-        from gdro_core.recipes import RECIPES
-
         base: dict[str, Any] = dict(mode="bandit", **RECIPES["reward"]["rollout"])
         base.update(overrides)
         return cls(**base)
@@ -213,8 +212,6 @@ class RolloutConfig:
     @property
     def needs_losses(self) -> bool:
         """True when the configured rule reads per-prompt losses."""
-        from gdro_core.allocators import ALLOCATORS
-
         return ALLOCATORS[self.mode].uses_arm_signal and SIGNALS[self.arm_signal].needs_losses
 
 
@@ -778,8 +775,6 @@ def update_bandit(
     else:
         sig = signal.compute(correct, total, losses)
         if sig is not None:
-            from gdro_core.metrics import bin_mean
-
             ell = bin_mean(bins, sig, state.variance.shape[0])[alloc.active]
             pos = np.searchsorted(alloc.active, bins)
             prop = np.zeros(alloc.active.shape[0])
@@ -842,3 +837,14 @@ def proposal_neyman(
         v, shares[present], float(config.mean), float(config.min), float(config.max)
     )
     return float(np.dot(shares[present], n_star))
+
+
+for _name, _allocator in (
+    ("fixed", Allocator(init_state, plan_fixed, update_fixed, proposal_fixed)),
+    (
+        "bandit",
+        Allocator(init_state, plan_bandit, update_bandit, proposal_bandit, uses_arm_signal=True),
+    ),
+    ("neyman", Allocator(init_state, plan_neyman, update_neyman, proposal_neyman)),
+):
+    register_allocator(_name, _allocator)

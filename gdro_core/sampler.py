@@ -21,6 +21,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from gdro_core import _backend
+
 __all__ = [
     "SamplerState",
     "apply_moves",
@@ -301,8 +303,6 @@ def apply_moves(
         >>> st.bin_start.tolist(), sorted(st.members[st.bin_start[1]:].tolist())
         ([0, 3, 4], [1])
     """
-    from gdro_core import _backend
-
     _backend.kernels(backend).move_members(
         state.members, state.member_pos, state.bin_start, ids, old_bins, new_bins
     )
