@@ -7,30 +7,42 @@ class (``data.custom_cls``) that builds the controller::
       custom_cls: {path: pkg://gdro_verl.dataset, name: GDRODataset}
       dataloader_num_workers: 0
       gdro:
+        recipe: reward                                # a gdro_core recipe (default: reward)
         seed: 0
         classifier: {num_bins: 10, window: 100}       # gdro_core.ClassifierConfig fields
-        prompt: {mode: reweight, signal: failure}     # gdro_core.PromptConfig fields
+        prompt: {mode: reweight}                      # gdro_core.PromptConfig fields
         rollout: {mode: bandit, min: 2, max: 12}      # gdro_core.RolloutConfig; mean = rollout.n
+        max_in_flight: null                           # plans awaiting feedback (null: from verl)
         correctness: auto                             # auto | acc | score
         pass_at_k: [1, 2]
 
-Every option of the three core configs is accepted under its section with the core's own default
-and validation. ``rollout.mean`` defaults to ``actor_rollout_ref.rollout.n``, the mean budget.
+The controller's part (``recipe``, ``classifier``, ``prompt``, ``rollout``, ``seed``,
+``max_in_flight``) is read by ``gdro_core``'s ``ControllerConfig.from_mapping``, so the same
+mapping gives the same controller as in every other gdro entry point; ``correctness``,
+``loss_key`` and ``pass_at_k`` are verl's own. ``rollout.mean`` defaults to
+``actor_rollout_ref.rollout.n``, the mean budget. verl reports no per-prompt losses at feedback
+time, so without ``loss_key`` the default recipe is ``reward`` (reward-derived signals with the
+bandit knobs sized to them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gdro_verl import _compat
 
-__all__ = ["SUPPORTED_ESTIMATORS", "GDROSettings", "check_trainer_config"]
+__all__ = ["SUPPORTED_ESTIMATORS", "GDROSettings", "RunShape", "check_trainer_config"]
 
 Correctness = Literal["auto", "acc", "score"]
 _CORRECTNESS = ("auto", "acc", "score")
-_TOP_KEYS = ("seed", "classifier", "prompt", "rollout", "correctness", "loss_key", "pass_at_k")
+_CORE_KEYS = ("recipe", "classifier", "prompt", "rollout", "seed", "max_in_flight")
+_ADAPTER_KEYS = ("correctness", "loss_key", "pass_at_k")
+_V1_MODES = ("sync", "colocate_async", "separate_async")
+#: The recipe verl runs without ``data.gdro.loss_key`` (and without a recipe named).
+DEFAULT_RECIPE = "reward"
 #: Advantage estimators that group by uid with a mean/std baseline, so unequal groups (n >= 2)
 #: get correct advantages (docs/verl.md).
 SUPPORTED_ESTIMATORS = ("grpo", "grpo_vectorized")
@@ -43,20 +55,19 @@ class GDROSettings:
     """gdro's settings for one verl run, parsed from ``data.gdro``.
 
     Attributes:
-        classifier: Difficulty-classifier config (``data.gdro.classifier``).
-        prompt: Prompt-GDRO config (``data.gdro.prompt``).
-        rollout: Rollout-GDRO config (``data.gdro.rollout``); ``rollout.mean`` is the mean budget
-            and must equal ``actor_rollout_ref.rollout.n``.
-        seed: Controller seed; the same seed gives the same prompt order and plans on every run.
+        controller: The controller's ``gdro_core`` ``ControllerConfig`` (its ``max_in_flight`` is
+            replaced by the run's bound when the trainer is known).
         correctness: Where a rollout's reward comes from: ``"acc"`` (the scorer's ``acc``),
             ``"score"`` (the summed token-level score) or ``"auto"`` (``acc`` when every row has it).
         loss_key: Optional per-response reward-extra field holding a loss; averaged per prompt it is
-            the controller's ``losses`` (needed for ``prompt.signal="loss"``).
+            the controller's ``losses`` (needed for the loss signals).
         pass_at_k: The k of the logged unbiased ``gdro/pass@k`` metrics.
+        max_in_flight: ``data.gdro.max_in_flight`` when given; None derives the bound from the
+            trainer's settings (see :func:`check_trainer_config`).
 
     Examples:
         Inside verl, ``data`` is attached to the full config, so the mean budget comes from
-        ``actor_rollout_ref.rollout.n``; the loss-driven signals default to reward-derived ones:
+        ``actor_rollout_ref.rollout.n``; without ``loss_key`` the ``reward`` recipe applies:
 
         >>> from omegaconf import OmegaConf
         >>> cfg = OmegaConf.create({
@@ -67,18 +78,36 @@ class GDROSettings:
         >>> settings.mean, settings.rollout.mode, settings.rollout.min, settings.rollout.max
         (8, 'bandit', 2, 16)
         >>> settings.prompt.mode, settings.prompt.signal, settings.rollout.arm_signal
-        ('reweight', 'failure', 'variance')
-        >>> settings.seed, settings.correctness, settings.pass_at_k
-        (0, 'auto', (1, 2))
+        ('reweight', 'variance', 'variance')
+        >>> settings.rollout.arm_eta, settings.seed, settings.correctness, settings.pass_at_k
+        (1000.0, 0, 'auto', (1, 2))
     """
 
-    classifier: Any
-    prompt: Any
-    rollout: Any
-    seed: int = 0
+    controller: Any
     correctness: Correctness = "auto"
     loss_key: str | None = None
     pass_at_k: tuple[int, ...] = (1,)
+    max_in_flight: int | None = None
+
+    @property
+    def classifier(self) -> Any:
+        """The difficulty classifier's ``ClassifierConfig``."""
+        return self.controller.classifier
+
+    @property
+    def prompt(self) -> Any:
+        """The Prompt-GDRO ``PromptConfig``."""
+        return self.controller.prompt
+
+    @property
+    def rollout(self) -> Any:
+        """The Rollout-GDRO ``RolloutConfig``."""
+        return self.controller.rollout
+
+    @property
+    def seed(self) -> int | None:
+        """The controller's seed."""
+        return self.controller.seed  # type: ignore[no-any-return]
 
     @property
     def mean(self) -> int:
@@ -87,7 +116,7 @@ class GDROSettings:
 
     @classmethod
     def from_data_config(cls, data_config: Any) -> GDROSettings:
-        """Parse ``data.gdro`` (absent: all defaults) into core configs.
+        """Parse ``data.gdro`` (absent: all defaults).
 
         Args:
             data_config: verl's ``data`` section (a ``DictConfig``, or a mapping in tests).
@@ -96,8 +125,8 @@ class GDROSettings:
             The settings.
 
         Raises:
-            ValueError: an unknown option, a bad value (the core config's message, prefixed with the
-                config key), or a missing mean budget.
+            ValueError: an unknown option, a bad value (named by its ``data.gdro`` key), a
+                loss signal without ``loss_key``, or a missing mean budget.
             ImportError: gdro_core is not installed.
 
         Examples:
@@ -110,44 +139,51 @@ class GDROSettings:
             >>> GDROSettings.from_data_config(typo)  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            ValueError: data.gdro has no option 'promt'; valid options: seed, classifier, ...
+            ValueError: data.gdro has no option 'promt'; valid options: recipe, classifier, ...
             >>> GDROSettings.from_data_config({"gdro": {"rollout": {"mean": 4, "min": 0}}})
             Traceback (most recent call last):
             ...
             ValueError: data.gdro.rollout: RolloutConfig.min must be an integer in [2, 4096]; got 0
         """
-        from gdro_core import ClassifierConfig, PromptConfig, RolloutConfig
+        from gdro_core.config import ControllerConfig
 
         raw = _compat.to_plain(_compat.select(data_config, "gdro")) or {}
         if not isinstance(raw, Mapping):
             raise ValueError(f"data.gdro must be a mapping of options; got {raw!r}")
-        _reject_unknown("data.gdro", raw, _TOP_KEYS)
-        rollout_raw = dict(raw.get("rollout") or {})
-        if rollout_raw.get("mean") is None:
+        unknown = sorted(set(raw) - set(_CORE_KEYS) - set(_ADAPTER_KEYS))
+        if unknown:
+            raise ValueError(
+                f"data.gdro has no option {unknown[0]!r}; valid options: "
+                f"{', '.join((*_CORE_KEYS, *_ADAPTER_KEYS))}"
+            )
+        core = {k: v for k, v in raw.items() if k not in _ADAPTER_KEYS}
+        loss_key = raw.get("loss_key")
+        if loss_key is not None and (not isinstance(loss_key, str) or not loss_key):
+            raise ValueError(
+                f"data.gdro.loss_key must be a non-empty string or null; got {loss_key!r}"
+            )
+        rollout = dict(core.get("rollout") or {})
+        if rollout.get("mean") is None:
             root_n = _compat.select(_compat.root_config(data_config), "actor_rollout_ref.rollout.n")
             if root_n is None:
                 raise ValueError(
                     "data.gdro.rollout.mean must be set (an integer, the mean rollouts per prompt) "
                     "when the data config is not attached to a full verl config; got None"
                 )
-            rollout_raw["mean"] = int(root_n)
-        loss_key = raw.get("loss_key")
-        if loss_key is not None and (not isinstance(loss_key, str) or not loss_key):
-            raise ValueError(
-                f"data.gdro.loss_key must be a non-empty string or null; got {loss_key!r}"
-            )
-        prompt_raw = dict(raw.get("prompt") or {})
+            rollout["mean"] = int(root_n)
+        core["rollout"] = rollout
         if loss_key is None:  # verl reports no per-prompt losses: reward-derived signals
-            _default_signal("data.gdro.prompt", "signal", prompt_raw, PromptConfig, "failure")
-            _default_signal(
-                "data.gdro.rollout", "arm_signal", rollout_raw, RolloutConfig, "variance"
-            )
-        classifier = _build("data.gdro.classifier", ClassifierConfig, raw.get("classifier"))
-        prompt = _build("data.gdro.prompt", PromptConfig, prompt_raw)
-        rollout = _build("data.gdro.rollout", RolloutConfig, rollout_raw)
-        seed = raw.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"data.gdro.seed must be an integer >= 0; got {seed!r}")
+            core.setdefault("recipe", DEFAULT_RECIPE)
+        core.setdefault("seed", 0)
+        max_in_flight = core.pop("max_in_flight", None)
+        try:
+            controller = ControllerConfig.from_mapping(core, where="data.gdro")
+            if max_in_flight is not None:
+                controller = controller.replace(max_in_flight=max_in_flight)
+        except (ValueError, TypeError) as err:
+            raise type(err)(_named(err, core)) from err
+        if loss_key is None:
+            _reject_loss_signals(controller)
         correctness = raw.get("correctness", "auto")
         if correctness not in _CORRECTNESS:
             raise ValueError(
@@ -157,59 +193,97 @@ class GDROSettings:
         ks = [ks] if isinstance(ks, int) else list(ks)
         if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"data.gdro.pass_at_k must be a list of integers >= 1; got {ks!r}")
-        if max(ks) > rollout.min:
+        if max(ks) > controller.rollout.min:
             raise ValueError(
-                f"data.gdro.pass_at_k must be <= data.gdro.rollout.min ({rollout.min}) so every "
-                f"prompt has enough rollouts for an unbiased estimate; got {ks!r}"
+                "data.gdro.pass_at_k must be <= data.gdro.rollout.min "
+                f"({controller.rollout.min}) so every prompt has enough rollouts for an unbiased "
+                f"estimate; got {ks!r}"
             )
         return cls(
-            classifier=classifier,
-            prompt=prompt,
-            rollout=rollout,
-            seed=seed,
+            controller=controller,
             correctness=correctness,
             loss_key=loss_key,
             pass_at_k=tuple(sorted(set(ks))),
+            max_in_flight=None if max_in_flight is None else controller.max_in_flight,
         )
 
 
-def _reject_unknown(where: str, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{where} has no option {unknown[0]!r}; valid options: {', '.join(allowed)}"
-        )
+def _named(err: Exception, core: Mapping[str, Any]) -> str:
+    """The core's error, prefixed with the ``data.gdro`` key it concerns when it lacks one."""
+    text = str(err)
+    if text.startswith("data.gdro"):
+        return text
+    if text.startswith("ControllerConfig."):
+        return "data.gdro." + text.removeprefix("ControllerConfig.")
+    owner = text.split(".", 1)[0]
+    sections = {
+        "ClassifierConfig": "classifier",
+        "PromptConfig": "prompt",
+        "RolloutConfig": "rollout",
+    }
+    if owner in sections and sections[owner] in core:
+        return f"data.gdro.{sections[owner]}: {text}"
+    return f"data.gdro: {text}"
 
 
-def _default_signal(where: str, field: str, raw: dict[str, Any], cls: type, default: str) -> None:
-    """Default a loss-driven signal to a reward-derived one; reject an explicit ``"loss"``."""
-    if field not in {f.name for f in dataclasses.fields(cls)}:
+def _reject_loss_signals(controller: Any) -> None:
+    """Without ``loss_key`` verl gives the controller no losses: no signal may need them."""
+    from gdro_core import SIGNALS
+
+    prompt, rollout = controller.prompt, controller.rollout
+    if prompt.mode != "off" and SIGNALS[prompt.signal].needs_losses:
+        key, value = "data.gdro.prompt.signal", prompt.signal
+    elif rollout.needs_losses:
+        key, value = "data.gdro.rollout.arm_signal", rollout.arm_signal
+    else:
         return
-    if raw.get(field) == "loss":
-        raise ValueError(
-            f"{where}.{field}='loss' needs per-prompt losses, which verl does not report at "
-            "feedback time; set data.gdro.loss_key to a per-response reward-extra field holding "
-            f"a loss, or use a reward-derived signal such as {where}.{field}={default}; "
-            "got loss_key=None"
-        )
-    raw.setdefault(field, default)
+    raise ValueError(
+        f"{key}={value!r} needs per-prompt losses, which verl does not report at feedback time; "
+        "set data.gdro.loss_key to a per-response reward-extra field holding a loss, or use a "
+        f"reward-derived signal (the {DEFAULT_RECIPE!r} recipe's, e.g. {key}=variance); "
+        "got loss_key=None"
+    )
 
 
-def _build(where: str, cls: type, raw: Any) -> Any:
-    raw = dict(raw or {})
-    allowed = tuple(f.name for f in dataclasses.fields(cls))
-    _reject_unknown(where, raw, allowed)
-    for key, value in raw.items():  # YAML lists -> tuples so configs stay hashable
-        if isinstance(value, list):
-            raw[key] = tuple(value)
-    try:
-        return cls(**raw)
-    except (ValueError, TypeError) as err:
-        raise type(err)(f"{where}: {err}") from err
+class RunShape(NamedTuple):
+    """How feedback reaches the controller in a given verl run (from :func:`check_trainer_config`).
+
+    Examples:
+        >>> RunShape(max_in_flight=1, feedback_at_advantage=False)
+        RunShape(max_in_flight=1, feedback_at_advantage=False)
+    """
+
+    max_in_flight: int  # plans that may await feedback at once
+    feedback_at_advantage: bool  # V1 with a colocated reward model: scores arrive after sampling
 
 
-def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
-    """Fail fast on verl settings gdro cannot work with.
+def _needed_in_flight(root: Any, mode: str, dapo: bool, refill: bool) -> int:
+    """Plans that may await feedback at once for verl's sampling settings (a generous bound).
+
+    One block is ``train_batch_size`` prompts planned together; a plan stays in flight until each
+    of its prompts is fed back or cancelled, so one slow group keeps its block open while later
+    blocks are handed out. Sync mode scores each block before the next (1). DAPO refills and
+    failed-group refills pull prompts of later blocks while a step is being scored, with up to
+    ``max_inflight_gen_batches`` batches generating at once. The async modes keep
+    ``num_warmup_batches`` batches ahead, and verl drops a group that lives longer than
+    ``max_off_policy_threshold`` steps. A plan in flight costs O(batch) memory.
+    """
+    if mode == "sync":
+        if dapo:
+            inflight = int(
+                _compat.select(root, "algorithm.filter_groups.max_inflight_gen_batches", 1)
+            )
+            return 8 * (inflight + 1)
+        return 8 if refill else 1
+    warmup = float(_compat.select(root, f"trainer.v1.{mode}.num_warmup_batches", 1) or 0)
+    threshold = _compat.select(root, "trainer.v1.sampler.max_off_policy_threshold")
+    strategy = _compat.select(root, "trainer.v1.sampler.max_off_policy_strategy", "drop")
+    lifetime = int(threshold) if threshold is not None and strategy == "drop" else 8
+    return lifetime + math.ceil(warmup) + 3
+
+
+def check_trainer_config(data_config: Any, settings: GDROSettings) -> RunShape:
+    """Fail fast on verl settings gdro cannot work with, and say how feedback will flow.
 
     Data-level checks always run; trainer-level checks run when ``data_config`` is attached to the
     full verl config (as it is inside verl's trainers).
@@ -217,6 +291,10 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
     Args:
         data_config: verl's ``data`` section.
         settings: The parsed gdro settings.
+
+    Returns:
+        The run's :class:`RunShape`: ``data.gdro.max_in_flight`` (or the bound verl's sampling
+        settings need) and whether scores are fed back at the advantage computation.
 
     Raises:
         ValueError: naming the config key, the allowed value(s) and the value found.
@@ -238,7 +316,15 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
         ValueError: trainer.v1.sampler.custom_sampler must select gdro's replay buffer, ...
         >>> cfg.trainer.v1.sampler = {"custom_sampler": {
         ...     "path": "pkg://gdro_verl.replay_buffer", "name": "GDROReplayBuffer"}}
-        >>> check_trainer_config(cfg.data, settings)  # passes: returns None
+        >>> check_trainer_config(cfg.data, settings)
+        RunShape(max_in_flight=1, feedback_at_advantage=False)
+
+        A colocated reward model scores after the replay buffer's ``sample``: its scores are fed
+        back at the advantage computation.
+
+        >>> cfg.reward = {"reward_model": {"enable": True, "enable_resource_pool": False}}
+        >>> check_trainer_config(cfg.data, settings)
+        RunShape(max_in_flight=1, feedback_at_advantage=True)
         >>> cfg.algorithm.adv_estimator = "gae"
         >>> check_trainer_config(cfg.data, settings)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -254,7 +340,7 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
         )
     root = _compat.root_config(data_config)
     if root is None:
-        return
+        return RunShape(max_in_flight=settings.max_in_flight or 1, feedback_at_advantage=False)
     n = _compat.select(root, "actor_rollout_ref.rollout.n")
     if n is not None and int(n) != settings.mean:
         raise ValueError(
@@ -267,27 +353,23 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
             f"algorithm.adv_estimator must be one of {SUPPORTED_ESTIMATORS} with gdro (group "
             f"baselines keyed by uid handle unequal group sizes); got {estimator!r}"
         )
-    if _compat.select(root, "algorithm.filter_groups.enable", False):
-        raise ValueError(
-            "algorithm.filter_groups.enable must be false with gdro: DAPO refills pull prompts "
-            "outside the planned batch; got true"
-        )
     use_v1 = _compat.select(root, "trainer.use_v1")
     if use_v1 is None:  # verl < 0.9 has no V1 trainer (and no trainer.use_v1 key)
         use_v1 = _compat.verl_version()[:2] >= (0, 9)
-    if not use_v1:
-        return
-    mode = _compat.select(root, "trainer.v1.trainer_mode", "sync")
-    if mode != "sync":
+    if not use_v1:  # V0 scores before the advantage step and has no DAPO or refills
+        return RunShape(max_in_flight=settings.max_in_flight or 1, feedback_at_advantage=False)
+    mode = str(_compat.select(root, "trainer.v1.trainer_mode", "sync"))
+    if mode not in _V1_MODES:
         raise ValueError(
-            "trainer.v1.trainer_mode must be 'sync' with gdro: async modes plan the next batch "
-            f"before the previous one is scored; got {mode!r}"
+            f"trainer.v1.trainer_mode must be one of {_V1_MODES} with gdro; got {mode!r}"
         )
-    if _compat.select(root, "trainer.v1.sampler.sync_refill_failed_groups", False):
-        raise ValueError(
-            "trainer.v1.sampler.sync_refill_failed_groups must be false with gdro: refills pull "
-            "prompts outside the planned batch; got true"
-        )
+    colocated = bool(_compat.select(root, "reward.reward_model.enable", False)) and not bool(
+        _compat.select(root, "reward.reward_model.enable_resource_pool", False)
+    )
+    dapo = bool(_compat.select(root, "algorithm.filter_groups.enable", False))
+    refill = bool(_compat.select(root, "trainer.v1.sampler.sync_refill_failed_groups", False))
+    if colocated:
+        _check_colocated_reward(settings, mode=mode, dapo=dapo)
     path = _compat.select(root, "trainer.v1.sampler.custom_sampler.path")
     name = _compat.select(root, "trainer.v1.sampler.custom_sampler.name")
     if not path or not name or not _is_gdro_buffer(str(path), str(name)):
@@ -295,6 +377,40 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> None:
             "trainer.v1.sampler.custom_sampler must select gdro's replay buffer, which feeds "
             f"rewards back to the controller: path={REPLAY_BUFFER_PATH}, name={REPLAY_BUFFER_NAME}; "
             f"got path={path!r}, name={name!r}"
+        )
+    needed = _needed_in_flight(root, mode, dapo, refill and mode == "sync")
+    return RunShape(max_in_flight=settings.max_in_flight or needed, feedback_at_advantage=colocated)
+
+
+def _check_colocated_reward(settings: GDROSettings, *, mode: str, dapo: bool) -> None:
+    """A colocated reward model writes ``rm_scores`` after V1's replay buffer has sampled."""
+    where = (
+        "a colocated reward model (reward.reward_model.enable=true, "
+        "reward.reward_model.enable_resource_pool=false) on verl's V1 trainer"
+    )
+    if mode == "separate_async":
+        raise ValueError(
+            f"trainer.v1.trainer_mode='separate_async' cannot run {where}: the standalone rollout "
+            "never pauses to free GPU memory for it; set "
+            "reward.reward_model.enable_resource_pool=true; got trainer_mode='separate_async'"
+        )
+    if dapo:
+        raise ValueError(
+            f"algorithm.filter_groups.enable=true cannot run with {where}: groups are filtered by "
+            "their reward while sampling, before that reward model scores them; set "
+            "reward.reward_model.enable_resource_pool=true; got filter_groups.enable=true"
+        )
+    if settings.correctness == "acc":
+        raise ValueError(
+            f"data.gdro.correctness='acc' cannot run with {where}: it writes only rm_scores, "
+            "which gdro reads at the advantage computation; set data.gdro.correctness=score or "
+            "auto, or reward.reward_model.enable_resource_pool=true; got 'acc'"
+        )
+    if settings.loss_key is not None:
+        raise ValueError(
+            f"data.gdro.loss_key cannot be used with {where}: gdro reads only its rm_scores; "
+            "set data.gdro.loss_key=null or reward.reward_model.enable_resource_pool=true; "
+            f"got {settings.loss_key!r}"
         )
 
 
@@ -304,9 +420,7 @@ def _is_gdro_buffer(path: str, name: str) -> bool:
     try:
         from verl.utils.import_utils import load_extern_type
 
-        from gdro_verl.replay_buffer import GDROReplayBuffer
-
         cls = load_extern_type(path, name)
     except Exception:  # noqa: BLE001 - any failure to load means "not ours"
         return False
-    return isinstance(cls, type) and issubclass(cls, GDROReplayBuffer)
+    return isinstance(cls, type) and bool(getattr(cls, _compat.BUFFER_MARKER, False))

@@ -12,11 +12,14 @@ builds the run's :class:`~gdro_verl.runtime.GDRORuntime` and stamps every row wi
 * ``__rollout_n__``: its planned rollout count, which verl V1's agent loop pops to decide how many
   sessions to run (V0: gdro's ``_get_gen_batch`` hook turns it into ``sample_level_repeat``).
 
-Validation rows are left untouched, so validation keeps verl's uniform ``val_kwargs.n``.
+Validation rows are left untouched, so validation keeps verl's uniform ``val_kwargs.n``. When verl
+dumps rollouts (``trainer.rollout_data_dir``), the runtime appends every plan to
+``gdro_plans.jsonl`` in the same folder.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from gdro_verl import _compat
@@ -25,6 +28,7 @@ _compat.require_verl()
 
 from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
 
+from gdro_verl import hooks  # noqa: E402
 from gdro_verl import runtime as _runtime  # noqa: E402
 from gdro_verl.config import GDROSettings, check_trainer_config  # noqa: E402
 
@@ -62,6 +66,9 @@ def _role(data_files: Any, config: Any) -> Role:
 
 class GDRODataset(RLHFDataset):
     """verl's ``RLHFDataset`` whose train rows carry gdro's per-prompt plan.
+
+    The class carries the marker attribute ``__gdro_dataset__``, by which verl's sampler factory
+    (as routed by :mod:`gdro_verl.hooks`) recognises a gdro train dataset.
 
     Args:
         data_files: Parquet/JSON file(s); compared with ``config.train_files`` and
@@ -134,6 +141,8 @@ class GDRODataset(RLHFDataset):
         >>> tmp.cleanup()
     """
 
+    __gdro_dataset__ = True
+
     def __init__(
         self,
         data_files: Any,
@@ -144,10 +153,10 @@ class GDRODataset(RLHFDataset):
     ) -> None:
         self.role: Role = _role(data_files, config)
         self.runtime: _runtime.GDRORuntime | None = None
-        settings = None
+        settings = shape = None
         if self.role == "train":  # validate before the (possibly slow) file loading
             settings = GDROSettings.from_data_config(config)
-            check_trainer_config(config, settings)
+            shape = check_trainer_config(config, settings)
         super().__init__(
             data_files=data_files,
             tokenizer=tokenizer,
@@ -155,11 +164,19 @@ class GDRODataset(RLHFDataset):
             processor=processor,
             max_samples=max_samples,
         )
-        if settings is not None:
+        if settings is not None and shape is not None:
             block = int(_compat.select(config, "train_batch_size"))
-            self.runtime = _runtime.GDRORuntime(settings, num_prompts=len(self), block_size=block)
+            dumps = _compat.select(_compat.root_config(config), "trainer.rollout_data_dir")
+            self.runtime = _runtime.GDRORuntime(
+                settings,
+                num_prompts=len(self),
+                block_size=block,
+                max_in_flight=shape.max_in_flight,
+                plan_log=os.path.join(str(dumps), "gdro_plans.jsonl") if dumps else None,
+            )
+            self.runtime.feedback_at_advantage = shape.feedback_at_advantage
             _runtime.activate(self.runtime)
-            _compat.install_trainer_hooks()
+            hooks.install_trainer_hooks()
 
     @property
     def is_train(self) -> bool:
@@ -182,5 +199,5 @@ class GDRODataset(RLHFDataset):
 
     def on_batch_end(self, batch: Any) -> None:
         """verl V0's per-step hook: feed back the step unless the advantage hook already did."""
-        if self.runtime is not None:
+        if self.runtime is not None and self.runtime.owns_batch(batch):
             self.runtime.feedback_from_batch(batch)

@@ -8,17 +8,62 @@ position in the batch.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gdro_verl._compat import PROMPT_ID_FIELD
 
-if TYPE_CHECKING:
-    from gdro_verl.runtime import Group
+__all__ = [
+    "Group",
+    "choose_rewards",
+    "final_output_keys",
+    "groups_from_batch",
+    "groups_from_rows",
+    "step_metrics",
+]
 
-__all__ = ["choose_rewards", "groups_from_batch", "groups_from_rows", "step_metrics"]
+
+class Group(NamedTuple):
+    """One prompt's scored rollouts in one step (a verl uid group).
+
+    Examples:
+        >>> group = Group(prompt_id=3, rewards=np.array([1.0, 0.0, 1.0]), loss=None)
+        >>> group.prompt_id, group.rewards.tolist(), group.loss
+        (3, [1.0, 0.0, 1.0], None)
+        >>> prompt_id, rewards, loss = group  # a NamedTuple
+        >>> prompt_id, float(rewards.mean())
+        (3, 0.6666666666666666)
+    """
+
+    prompt_id: int  # stable prompt id (dataset position)
+    rewards: NDArray[np.float64]  # (n_received,) one per rollout, session order
+    loss: float | None  # mean per-response loss, when data.gdro.loss_key is set
+
+
+def final_output_keys(keys: Sequence[str]) -> list[str]:
+    """The last output of each session (the one that carries the score), in key order.
+
+    Args:
+        keys: verl V1 trajectory keys ``f"{uid}_{session}_{index}"``.
+
+    Returns:
+        One key per ``(uid, session)``: the highest ``index``.
+
+    Examples:
+        Session 0 of ``u-1`` had two outputs (a multi-turn session); its last one carries the score:
+
+        >>> final_output_keys(["u-1_0_0", "u-1_0_1", "u-1_1_0", "u-2_0_0"])
+        ['u-1_0_1', 'u-1_1_0', 'u-2_0_0']
+    """
+    best: dict[str, tuple[int, str]] = {}
+    for key in keys:
+        uid, session, index = key.rsplit("_", 2)
+        session_key = f"{uid}_{session}"
+        if session_key not in best or best[session_key][0] < int(index):
+            best[session_key] = (int(index), key)
+    return [key for _, key in best.values()]
 
 
 def choose_rewards(
@@ -100,8 +145,6 @@ def groups_from_rows(
         ...
         ValueError: gdro: uid 'u1' has rows of prompt ids 7 and 8
     """
-    from gdro_verl.runtime import Group
-
     if not len(uids) == len(prompt_ids) == len(rewards):
         raise ValueError(
             f"gdro: {len(uids)} uids, {len(prompt_ids)} prompt ids and {len(rewards)} rewards"

@@ -1,19 +1,32 @@
-"""verl V1 feedback: a ``ReplayBuffer`` that reports each step's scored groups to the controller.
+"""verl V1 feedback: a ``ReplayBuffer`` that reports each group's outcome to the controller.
 
 Select it with::
 
     trainer.v1.sampler.custom_sampler.path=pkg://gdro_verl.replay_buffer
     trainer.v1.sampler.custom_sampler.name=GDROReplayBuffer
 
-In verl's ``sync`` mode, ``sample()`` returns the step's finished groups before the trainer asks the
-dataloader for the next batch, so the controller has step t's rewards before it plans step t+1, and
-before the step's checkpoint (resumes are exact). The returned metrics dict is merged into the
-step's logged metrics by verl.
+verl builds the buffer of every V1 trainer mode from that one class path; :class:`GDROReplayBuffer`
+becomes :class:`GDROReplayBufferAsync` (verl's ``ReplayBufferAsync`` plus the same feedback) in the
+async modes. verl hands a custom buffer none of its group-filtering settings, so the buffer reads
+``algorithm.filter_groups`` and ``trainer.v1.sampler.sync_refill_failed_groups`` from the config
+itself and passes them to verl's own sampling code.
+
+Every train group the trainer dispatched ends in exactly one of two places, and is fed back there,
+keyed by its ``gdro_prompt_id``:
+
+* **selected** for an optimiser step (``sample``): its scores are fed back before the trainer
+  asks the dataloader for more prompts and before the step's checkpoint;
+* **cleared** without training (``_clear_groups``): DAPO-filtered groups, a sync DAPO step's
+  surplus and async groups past the off-policy bound are fed back (their rewards are real
+  outcomes); a group whose sessions all failed is cancelled, and verl refills it.
+
+Each ``sample`` call also logs the optimiser step's realised budget against the target
+(``gdro/budget/*``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,13 +36,13 @@ from gdro_verl import _compat
 _compat.require_verl()
 
 import transfer_queue as tq  # noqa: E402
-from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer  # noqa: E402
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync  # noqa: E402
 
 from gdro_verl import feedback  # noqa: E402
 from gdro_verl import runtime as _runtime  # noqa: E402
-from gdro_verl.runtime import Group  # noqa: E402
+from gdro_verl.feedback import Group  # noqa: E402
 
-__all__ = ["GDROReplayBuffer"]
+__all__ = ["GDROReplayBuffer", "GDROReplayBufferAsync"]
 
 _FIELDS = ("uid", _compat.PROMPT_ID_FIELD, "rm_scores", "extra_fields")
 
@@ -46,49 +59,25 @@ def _rows(value: Any) -> list[Any]:
     return list(value)
 
 
-def final_output_keys(keys: Sequence[str]) -> list[str]:
-    """The last output of each session (the one that carries the score), in key order.
-
-    Args:
-        keys: TransferQueue keys ``f"{uid}_{session}_{index}"``.
-
-    Returns:
-        One key per ``(uid, session)``: the highest ``index``.
-
-    Examples:
-        Session 0 of ``u-1`` had two outputs (a multi-turn session); its last one carries the score:
-
-        >>> final_output_keys(["u-1_0_0", "u-1_0_1", "u-1_1_0", "u-2_0_0"])
-        ['u-1_0_1', 'u-1_1_0', 'u-2_0_0']
-    """
-    best: dict[str, tuple[int, str]] = {}
-    for key in keys:
-        uid, session, index = key.rsplit("_", 2)
-        session_key = f"{uid}_{session}"
-        if session_key not in best or best[session_key][0] < int(index):
-            best[session_key] = (int(index), key)
-    return [key for _, key in best.values()]
-
-
-def read_groups(
+def _read_groups(
     keys: Sequence[str], *, partition_id: str, correctness: str, loss_key: str | None
 ) -> dict[str, Group]:
     """Read the scored sessions of ``keys`` from TransferQueue and group them by uid.
 
     Args:
-        keys: The sampled batch's trajectory keys.
+        keys: Trajectory keys ``f"{uid}_{session}_{index}"`` (all outputs of the sessions).
         partition_id: TransferQueue partition (``"train"``).
         correctness: ``data.gdro.correctness``.
         loss_key: ``data.gdro.loss_key`` (a ``reward_extra_info`` field) or None.
 
     Returns:
-        uid -> Group, one reward per session.
+        uid -> Group, one reward per session (its last output's).
 
     Raises:
         ValueError: trajectories carry no ``gdro_prompt_id`` (the dataset is not gdro's), or a key
             does not match its row's uid.
     """
-    finals = final_output_keys(keys)
+    finals = feedback.final_output_keys(keys)
     if not finals:
         return {}
     data = tq.kv_batch_get(keys=finals, partition_id=partition_id, select_fields=list(_FIELDS))
@@ -116,16 +105,43 @@ def read_groups(
     )
 
 
+def _filter_kwargs(trainer_mode: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The group-filtering keywords verl gives its own buffer, read from the full config."""
+    root = _compat.root_config(kwargs.get("trainer_config")) or _compat.root_config(
+        kwargs.get("sampler_kwargs")
+    )
+    if root is None or "filter_groups_metric" in kwargs:
+        return {}
+    dapo = bool(_compat.select(root, "algorithm.filter_groups.enable", False))
+    metric = _compat.select(root, "algorithm.filter_groups.metric") if dapo else None
+    refill = bool(_compat.select(root, "trainer.v1.sampler.sync_refill_failed_groups", False))
+    out: dict[str, Any] = {
+        "filter_groups_metric": None if metric is None else str(metric),
+        "sync_refill_failed_groups": refill,
+    }
+    if trainer_mode == "sync":
+        train_batch_size = int(_compat.select(root, "data.train_batch_size"))
+        gen_batch_size = _compat.select(root, "data.gen_batch_size") or train_batch_size
+        out.update(
+            train_batch_size=train_batch_size,
+            gen_batch_size=1 if dapo or refill else int(gen_batch_size),
+            max_inflight_gen_batches=int(
+                _compat.select(root, "algorithm.filter_groups.max_inflight_gen_batches", 1)
+            )
+            if dapo
+            else 1,
+        )
+    return out
+
+
 class GDROReplayBuffer(ReplayBuffer):
-    """verl's sync ``ReplayBuffer`` plus controller feedback for the ``"train"`` partition.
+    """verl's ``ReplayBuffer`` plus controller feedback for the ``"train"`` partition.
 
     Constructed by verl with the keywords of ``ReplayBuffer`` (``trainer_mode``,
     ``trainer_config``, ``max_off_policy_threshold``, ``max_off_policy_strategy``,
-    ``sampler_kwargs``, ``refill_fn``). Validation batches (``partition_id="val"``) pass through
+    ``sampler_kwargs``, ``refill_fn``); in an async ``trainer_mode`` the instance is a
+    :class:`GDROReplayBufferAsync`. Validation batches (``partition_id="val"``) pass through
     untouched.
-
-    Raises:
-        ValueError: ``trainer_mode`` is not ``"sync"``.
 
     Examples:
         Building one needs no cluster (``sample`` reads TransferQueue and needs a running one):
@@ -138,42 +154,134 @@ class GDROReplayBuffer(ReplayBuffer):
         ...     sampler_kwargs=OmegaConf.create({}),
         ... )
         >>> buffer = GDROReplayBuffer(trainer_mode="sync", **kwargs)
-        >>> buffer.trainer_mode, isinstance(buffer, ReplayBuffer)
-        ('sync', True)
-        >>> GDROReplayBuffer(trainer_mode="separate_async", **kwargs)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: trainer.v1.trainer_mode must be 'sync' with gdro's replay buffer ...'separate_async'
+        >>> buffer.trainer_mode, type(buffer).__name__, isinstance(buffer, ReplayBuffer)
+        ('sync', 'GDROReplayBuffer', True)
+        >>> buffer = GDROReplayBuffer(trainer_mode="colocate_async", **kwargs)
+        >>> type(buffer).__name__, isinstance(buffer, ReplayBufferAsync)
+        ('GDROReplayBufferAsync', True)
     """
 
+    __gdro_replay_buffer__ = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> GDROReplayBuffer:
+        mode = kwargs.get("trainer_mode", args[0] if args else "sync")
+        if cls is GDROReplayBuffer and mode != "sync":
+            cls = GDROReplayBufferAsync
+        return super().__new__(cls)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        mode = kwargs.get("trainer_mode", args[0] if args else None)
-        if mode != "sync":
-            raise ValueError(
-                "trainer.v1.trainer_mode must be 'sync' with gdro's replay buffer (async modes plan "
-                f"the next batch before the previous one is scored); got {mode!r}"
-            )
+        if args:  # verl passes keywords; accept ReplayBuffer's positional order too
+            names = ("trainer_mode", "trainer_config", "max_off_policy_threshold")
+            kwargs.update(dict(zip(names, args, strict=False)))
+            args = args[len(names) :]
+        kwargs.update(_filter_kwargs(str(kwargs.get("trainer_mode")), kwargs))
         super().__init__(*args, **kwargs)
+        self._selected: list[str] = []
+        self._cleared: dict[str, Group] = {}  # dropped groups, fed back at the end of sample()
+        self._silent: set[str] = set()  # dropped groups without any rollout: cancelled then
+
+    def _materialize_batch(
+        self,
+        partition_id: str,
+        selected_prompt_uids: list[str],
+        partition_snapshot: dict[str, dict[str, Any]],
+    ) -> Any:
+        self._selected = list(selected_prompt_uids)
+        return super()._materialize_batch(partition_id, selected_prompt_uids, partition_snapshot)
+
+    def _clear_groups(self, partition_id: str, uids: set[str]) -> None:
+        if partition_id == "train" and uids:
+            self._keep_cleared(partition_id, uids)
+        super()._clear_groups(partition_id, uids)
+
+    def _keep_cleared(self, partition_id: str, uids: Iterable[str]) -> None:
+        """Read the outcomes of groups verl is about to drop before training."""
+        rt = _runtime.require_active()
+        uids = set(uids)
+        groups: dict[str, Group] = {}
+        if not rt.feedback_at_advantage:  # a colocated reward model has not scored them yet
+            keys = [k for k in self.partitions[partition_id] if k.split("_")[0] in uids]
+            groups = _read_groups(
+                keys,
+                partition_id=partition_id,
+                correctness=rt.settings.correctness,
+                loss_key=rt.settings.loss_key,
+            )
+        self._cleared.update(groups)
+        self._silent.update(uids - set(groups))
 
     def sample(
         self, global_steps: int, partition_id: str, batch_size: int
     ) -> tuple[Any, dict[str, Any]]:
-        """verl's ``sample``; for ``"train"``, also score the groups and update the controller.
+        """verl's ``sample``; for ``"train"``, also feed back every group it ended.
+
+        The selected groups and those verl dropped while sampling are fed back in one call, so the
+        controller's state does not depend on which of several equally old groups verl picked.
+        Groups without any rollout are cancelled (verl refills them when
+        ``sync_refill_failed_groups`` is set, and trains on nothing of them otherwise).
 
         Returns:
-            The batch metadata and verl's metrics, plus the step's ``gdro/`` metrics on the call
-            that completes the step's batch.
+            The batch metadata and verl's metrics, plus the optimiser step's budget
+            (``gdro/budget/{planned,realised,target}``: planned and returned rollouts of the
+            selected groups, and ``batch_size`` times the mean) and the ``gdro/`` metrics of any
+            plan that completed.
         """
+        self._selected = []
         meta, metrics = super().sample(global_steps, partition_id, batch_size)
         if partition_id != "train":
             return meta, metrics
         rt = _runtime.require_active()
-        groups = read_groups(
-            meta.keys,
-            partition_id=partition_id,
-            correctness=rt.settings.correctness,
-            loss_key=rt.settings.loss_key,
-        )
-        # verl selected ``batch_size`` groups; a group whose sessions all failed has no trajectory
-        empty = batch_size - len(groups)
-        return meta, {**metrics, **rt.feedback_groups(groups, num_empty=max(empty, 0))}
+        keys = [k for k in meta.keys if not k.startswith(_compat.PADDING_UID_PREFIX)]
+        with_rollouts = {k.rsplit("_", 2)[0] for k in keys}
+        selected = self._selected or sorted(with_rollouts)
+        groups: dict[str, Group] = {}
+        if not rt.feedback_at_advantage:  # else the scores exist only at the advantage step
+            groups = _read_groups(
+                keys,
+                partition_id=partition_id,
+                correctness=rt.settings.correctness,
+                loss_key=rt.settings.loss_key,
+            )
+        planned = 0
+        for uid in selected:
+            pid = groups[uid].prompt_id if uid in groups else rt.prompt_of(uid)
+            if pid is None:
+                raise ValueError(f"gdro: selected group {uid!r} was never dispatched by gdro")
+            planned += rt.planned_rollouts(pid)
+            if uid not in with_rollouts:  # every session failed: nothing to train on
+                self._silent.add(uid)
+        self._flush(rt, groups)
+        budget = {
+            "gdro/budget/planned": float(planned),
+            "gdro/budget/realised": float(len(feedback.final_output_keys(keys))),
+            "gdro/budget/target": float(batch_size * rt.mean),
+        }
+        return meta, {**metrics, **budget, **rt.pop_metrics()}
+
+    def _flush(self, rt: Any, selected: dict[str, Group]) -> None:
+        """Feed back the selected and the dropped groups at once; cancel those without rollouts."""
+        cleared, silent = self._cleared, self._silent
+        self._cleared, self._silent = {}, set()
+        rt.feedback_groups({**cleared, **selected}, untrained=set(cleared))
+        prompt_ids = {uid: rt.prompt_of(uid) for uid in silent}
+        unknown = sorted(uid for uid, pid in prompt_ids.items() if pid is None)
+        if unknown:
+            raise ValueError(f"gdro: group {unknown[0]!r} was never dispatched by gdro")
+        rt.cancel(sorted(int(pid) for pid in prompt_ids.values() if pid is not None))
+
+
+class GDROReplayBufferAsync(GDROReplayBuffer, ReplayBufferAsync):
+    """verl's ``ReplayBufferAsync`` (the async trainer modes) with :class:`GDROReplayBuffer`'s feedback.
+
+    Examples:
+        >>> from omegaconf import OmegaConf
+        >>> buffer = GDROReplayBufferAsync(
+        ...     trainer_mode="separate_async",
+        ...     trainer_config=OmegaConf.create({}),
+        ...     max_off_policy_threshold=4,
+        ...     max_off_policy_strategy="drop",
+        ...     sampler_kwargs=OmegaConf.create({}),
+        ... )
+        >>> hasattr(buffer, "wait_for_sampleable"), buffer.max_off_policy_threshold
+        (True, 4)
+    """

@@ -7,26 +7,29 @@ and the advantage hooks find it with :func:`active`. Workers never hold a contro
 reach them through the batch (``gdro_prompt_id`` and ``__rollout_n__`` on each row).
 
 Bookkeeping is keyed by stable prompt id (the prompt's dataset position) and by verl's ``uid``
-(one per prompt per step), never by batch position.
+(one per prompt per dispatch), never by batch position. Everything the runtime keeps besides the
+controller is sized by the plans in flight, never by the dataset: a step's work and memory are
+O(batch).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gdro_verl import _compat, feedback
 from gdro_verl.config import GDROSettings
+from gdro_verl.feedback import Group
 
 __all__ = ["GDRORuntime", "Group", "activate", "active", "deactivate", "require_active"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _ACTIVE: GDRORuntime | None = None
 
 
@@ -110,40 +113,78 @@ def require_active() -> GDRORuntime:
     return _ACTIVE
 
 
-class Group(NamedTuple):
-    """One prompt's results in one step (a verl uid group).
+def _append_plan(path: str, plan: Any) -> None:
+    """One JSON line per plan (O(batch)); a resumed run appends, re-planned serials repeat."""
+    import json
+    import os
 
-    Examples:
-        >>> group = Group(prompt_id=3, rewards=np.array([1.0, 0.0, 1.0]), loss=None)
-        >>> group.prompt_id, group.rewards.tolist(), group.loss
-        (3, [1.0, 0.0, 1.0], None)
-        >>> prompt_id, rewards, loss = group  # a NamedTuple
-        >>> prompt_id, float(rewards.mean())
-        (3, 0.6666666666666666)
-    """
+    record = {
+        "serial": int(plan.serial),
+        "step": int(plan.step),
+        "prompt_ids": plan.prompt_ids.tolist(),
+        "bins": plan.bins.tolist(),
+        "rollouts": plan.rollouts.tolist(),
+        "weights": [round(float(w), 6) for w in plan.weights],
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
-    prompt_id: int  # stable prompt id (dataset position)
-    rewards: NDArray[np.float64]  # (n_received,) one per rollout, session order
-    loss: float | None  # mean per-response loss, when data.gdro.loss_key is set
+
+class _Flight:
+    """One outstanding plan: which of its prompts were handed out and which still await feedback."""
+
+    __slots__ = ("awaiting", "cancelled", "handed", "missing", "plan", "received", "row_of")
+
+    def __init__(self, plan: Any, handed: int = 0) -> None:
+        self.plan = plan
+        self.row_of = {int(p): i for i, p in enumerate(plan.prompt_ids)}
+        self.awaiting = set(self.row_of)
+        self.received: dict[int, Group] = {}  # fed back, padded to the planned count
+        self.cancelled: set[int] = set()
+        self.handed = handed  # prompts the sampler has handed out, in plan order
+        self.missing = 0  # planned rollouts that never came back (failed sessions)
+
+    @property
+    def serial(self) -> int:
+        return int(self.plan.serial)
+
+
+class _Binding:
+    """A uid's prompt and Prompt-GDRO weight, kept from dispatch until its advantages are weighted."""
+
+    __slots__ = ("fed", "prompt_id", "weight", "weighted")
+
+    def __init__(self, prompt_id: int, weight: float) -> None:
+        self.prompt_id = prompt_id
+        self.weight = weight
+        self.fed = False
+        self.weighted = False
 
 
 class GDRORuntime:
-    """Plans each step's prompts and rollout counts, and feeds the step's rewards back.
+    """Plans each block of prompts and their rollout counts, and feeds the scored groups back.
 
-    A *block* is one step's prompts (``data.train_batch_size`` of them): the controller samples
-    and plans it when the sampler asks for its first id, and updates once every prompt of it has
-    been scored. One block is pending at a time (verl's sync trainers).
+    A *block* is ``data.train_batch_size`` prompts planned together by the controller: the
+    sampler hands its ids out one at a time, and the controller plans the next block when the
+    current one is used up. Scored groups come back keyed by prompt id, in any order and over
+    any number of calls; a plan is complete when each of its prompts was fed back (or cancelled).
+    Up to ``max_in_flight`` plans may await feedback at once (1: verl's sync trainers).
 
     Args:
         settings: Parsed ``data.gdro``.
         num_prompts: Train dataset size; prompt ids are ``0..num_prompts-1``.
-        block_size: Prompts per step (``data.train_batch_size``).
+        block_size: Prompts per block (``data.train_batch_size``).
+        max_in_flight: Plans that may await feedback at once.
+        plan_log: A JSONL file to append every plan to (serial, controller step, prompt ids,
+            bins, rollout counts and weights), or None. The dataset sets
+            ``<trainer.rollout_data_dir>/gdro_plans.jsonl`` when verl dumps rollouts.
 
     Raises:
-        ValueError: ``block_size`` is not in ``[1, num_prompts]``.
+        ValueError: ``block_size`` is not in ``[1, num_prompts]``, or ``max_in_flight < 1``.
 
     Examples:
-        Six prompts, three per step, four rollouts each. The sampler's calls plan a block; the
+        Six prompts, three per block, four rollouts each. The sampler's calls plan a block; the
         next block waits until this one is scored:
 
         >>> from gdro_verl.config import GDROSettings
@@ -159,13 +200,14 @@ class GDRORuntime:
         ...
         RuntimeError: gdro: the batch planned for step 0 was never scored, yet verl asked for ...
 
-        Scored groups may arrive over several calls; the controller updates once all are in. A
-        group with fewer rollouts than planned counts the missing ones as failures:
+        Scored groups may arrive over several calls, keyed by prompt id; the controller updates
+        once all are in. A group with fewer rollouts than planned counts the missing ones as
+        failures:
 
         >>> rt.feedback_groups({"u0": Group(0, np.ones(4), None)})
         Traceback (most recent call last):
         ...
-        ValueError: gdro: uid 'u0' carries prompt id 0, which is not in the planned batch of step 0
+        ValueError: gdro: uid 'u0' carries prompt id 0, which awaits no feedback
         >>> rt.feedback_groups({"u3": Group(3, np.array([1.0, 1.0, 0.0, 1.0]), None)})
         {}
         >>> metrics = rt.feedback_groups({
@@ -178,7 +220,15 @@ class GDRORuntime:
         (4, 1)
     """
 
-    def __init__(self, settings: GDROSettings, *, num_prompts: int, block_size: int) -> None:
+    def __init__(
+        self,
+        settings: GDROSettings,
+        *,
+        num_prompts: int,
+        block_size: int,
+        max_in_flight: int = 1,
+        plan_log: str | None = None,
+    ) -> None:
         from gdro_core import GDROController
 
         if not 1 <= block_size <= num_prompts:
@@ -189,25 +239,20 @@ class GDRORuntime:
         self.settings = settings
         self.num_prompts = int(num_prompts)
         self.block_size = int(block_size)
-        self.controller = GDROController(
-            num_prompts=self.num_prompts,
-            classifier=settings.classifier,
-            prompt=settings.prompt,
-            rollout=settings.rollout,
-            seed=settings.seed,
+        self.controller = GDROController.from_config(
+            settings.controller.replace(max_in_flight=max_in_flight), self.num_prompts
         )
-        self._plan: Any = None
-        self._row_of: dict[int, int] = {}
-        self._position = 0
-        self._fed = True
-        self._snapshot: dict[str, Any] | None = None
-        self._abandon_ok = False
-        self._uid_prompt: dict[str, int] = {}
-        self._uid_weight: dict[str, float] = {}
-        self._received: dict[int, Group] = {}
-        self._empty = 0
-        self._missing = 0
+        self.max_in_flight = int(self.controller.max_in_flight)
+        self.plan_log = plan_log
+        self._flights: dict[int, _Flight] = {}  # serial -> outstanding plan, oldest first
+        self._flight_of: dict[int, int] = {}  # awaiting prompt id -> serial
+        self._current: _Flight | None = None  # the block the sampler hands out
+        self._last_plan: Any = None
+        self._bindings: dict[str, _Binding] = {}
         self._metrics: dict[str, float] = {}
+        #: Whether scores arrive only at the advantage computation (V1 with a colocated reward
+        #: model); the replay buffer then feeds back only the groups that returned no rollout.
+        self.feedback_at_advantage = False
 
     # ------------------------------------------------------------------ planning
 
@@ -223,89 +268,118 @@ class GDRORuntime:
 
     @property
     def plan(self) -> Any:
-        """The pending (or last) ``gdro_core.Plan``; None before the first block."""
-        return self._plan
+        """The most recent ``gdro_core.Plan`` (the block being handed out); None before any."""
+        return self._last_plan
+
+    def in_flight(self) -> tuple[Any, ...]:
+        """The plans awaiting feedback, oldest first."""
+        return tuple(f.plan for f in self._flights.values())
+
+    def awaiting(self) -> int:
+        """Prompts planned but not yet fed back or cancelled, over all plans in flight."""
+        return len(self._flight_of)
 
     def next_prompt_id(self) -> int:
         """The next prompt id to load, planning a new block when the current one is used up.
 
         Raises:
-            RuntimeError: the previous block was never scored (no feedback path is configured, or
-                verl asked for prompts beyond the planned batch, e.g. a DAPO refill).
+            RuntimeError: ``max_in_flight`` plans already await feedback (no feedback path is
+                configured, or verl asked for prompts the configured bound does not allow).
         """
-        if self._plan is None or self._position >= len(self._plan.prompt_ids):
-            if self._plan is not None and not self._fed:
-                if not self._abandon_ok:
-                    raise RuntimeError(
-                        f"gdro: the batch planned for step {self._plan.step} was never scored, "
-                        "yet verl asked for more prompts. Feedback comes from gdro's replay buffer "
-                        "(V1: trainer.v1.sampler.custom_sampler.path=pkg://gdro_verl.replay_buffer, "
-                        "name=GDROReplayBuffer) or the advantage hook (V0); prompts beyond the "
-                        "planned batch (DAPO, failed-group refills) are not supported."
-                    )
-                logger.warning(
-                    "gdro: step %d restored without its feedback; skipping its update",
-                    self._plan.step,
-                )
-            self._start_block()
-        pid = int(self._plan.prompt_ids[self._position])
-        self._position += 1
+        current = self._current
+        if current is None or current.handed >= len(current.plan.prompt_ids):
+            current = self._start_block()
+        pid = int(current.plan.prompt_ids[current.handed])
+        current.handed += 1
         return pid
 
-    def _start_block(self) -> None:
-        self._snapshot = self.controller.state_dict()
+    def _start_block(self) -> _Flight:
+        if len(self._flights) >= self.max_in_flight:
+            oldest = next(iter(self._flights.values()))
+            if self.max_in_flight == 1:
+                raise RuntimeError(
+                    f"gdro: the batch planned for step {oldest.plan.step} was never scored, "
+                    "yet verl asked for more prompts. Feedback comes from gdro's replay buffer "
+                    "(V1: trainer.v1.sampler.custom_sampler.path=pkg://gdro_verl.replay_buffer, "
+                    "name=GDROReplayBuffer) or the advantage hook (V0)."
+                )
+            raise RuntimeError(
+                f"gdro: {len(self._flights)} planned batches await feedback, the most "
+                f"data.gdro.max_in_flight={self.max_in_flight} allows, yet verl asked for more "
+                f"prompts ({len(oldest.awaiting)} prompts of the oldest, planned at controller "
+                f"step {oldest.plan.step}, are unscored); raise data.gdro.max_in_flight"
+            )
         ids = self.controller.sample(self.block_size)
-        self._set_plan(self.controller.plan(ids))
+        flight = _Flight(self.controller.plan(ids))
+        self._add_flight(flight)
+        if self.plan_log is not None:
+            _append_plan(self.plan_log, flight.plan)
+        self._current, self._last_plan = flight, flight.plan
+        return flight
 
-    def _set_plan(self, plan: Any) -> None:
-        self._plan = plan
-        self._row_of = {int(p): i for i, p in enumerate(plan.prompt_ids)}
-        self._position = 0
-        self._fed = False
-        self._abandon_ok = False
-        self._uid_prompt.clear()
-        self._uid_weight.clear()
-        self._received.clear()
-        self._empty = 0
-        self._missing = 0
+    def _add_flight(self, flight: _Flight) -> None:
+        self._flights[flight.serial] = flight
+        for pid in flight.awaiting:
+            self._flight_of[pid] = flight.serial
+
+    def _flight_for(self, prompt_id: int) -> _Flight | None:
+        serial = self._flight_of.get(prompt_id)
+        return None if serial is None else self._flights[serial]
+
+    def _dispatched_flight(self, uid: str, prompt_id: int) -> _Flight:
+        """The plan of a prompt the sampler handed out and that awaits feedback, else raise."""
+        flight = self._flight_for(prompt_id)
+        if flight is None:
+            raise ValueError(
+                f"gdro: uid {uid!r} carries prompt id {prompt_id}, which awaits no feedback"
+            )
+        if flight.row_of[prompt_id] >= flight.handed:
+            raise ValueError(
+                f"gdro: uid {uid!r} carries prompt id {prompt_id}, which the sampler has not "
+                "handed out yet"
+            )
+        return flight
 
     def planned_rollouts(self, prompt_id: int) -> int:
-        """The planned rollout count of a prompt of the pending block.
+        """The planned rollout count of a prompt awaiting feedback.
 
         Raises:
-            KeyError: the prompt is not in the pending block (the dataset was indexed by something
+            KeyError: the prompt is in no plan in flight (the dataset was indexed by something
                 other than gdro's sampler).
         """
-        row = self._row_of.get(int(prompt_id)) if self._plan is not None else None
-        if row is None:
+        flight = self._flight_for(int(prompt_id))
+        if flight is None:
             raise KeyError(
                 f"gdro: prompt id {prompt_id} is not in the planned batch; the train dataset must "
                 "be read through gdro's sampler (create_rl_sampler is routed to it by the "
                 "gdro_verl plugin; check that VERL_USE_EXTERNAL_PLUGINS does not exclude 'gdro')"
             )
-        return int(self._plan.rollouts[row])
+        return int(flight.plan.rollouts[flight.row_of[int(prompt_id)]])
 
     # ------------------------------------------------------------------ uids and weights
 
-    def _check_uid(self, uid: str, prompt_id: int, pending: Mapping[str, int] | None = None) -> int:
-        """The plan row of ``prompt_id``, checking the uid binding; changes nothing."""
-        row = self._row_of.get(prompt_id)
-        if row is None:
-            raise ValueError(
-                f"gdro: uid {uid!r} carries prompt id {prompt_id}, which is not in the planned "
-                f"batch of step {self._plan.step if self._plan is not None else '-'}"
-            )
-        known = self._uid_prompt.get(uid, (pending or {}).get(uid, prompt_id))
-        if known != prompt_id:
-            raise ValueError(f"gdro: uid {uid!r} maps to two prompt ids ({known} and {prompt_id})")
-        return row
+    def _check_binding(self, uid: str, prompt_id: int, pending: Mapping[str, int]) -> None:
+        """Raise unless ``uid`` may carry ``prompt_id``; changes nothing."""
+        known = self._bindings.get(uid)
+        bound = pending.get(uid, known.prompt_id if known is not None else prompt_id)
+        if bound != prompt_id:
+            raise ValueError(f"gdro: uid {uid!r} maps to two prompt ids ({bound} and {prompt_id})")
 
-    def _bind_uid(self, uid: str, prompt_id: int) -> None:
-        self._uid_prompt[uid] = prompt_id
-        self._uid_weight[uid] = float(self._plan.weights[self._row_of[prompt_id]])
+    def _bind(self, uid: str, prompt_id: int) -> _Binding:
+        binding = self._bindings.get(uid)
+        if binding is None:
+            flight = self._flight_for(prompt_id)
+            assert flight is not None  # checked by the caller
+            weight = float(flight.plan.weights[flight.row_of[prompt_id]])
+            binding = self._bindings[uid] = _Binding(prompt_id, weight)
+        return binding
 
     def register_batch(self, uids: Sequence[Any], prompt_ids: Sequence[Any]) -> NDArray[np.int64]:
-        """Bind a step's uids to prompt ids (V0, before generation) and return their counts.
+        """Bind dispatched uids to prompt ids and return the rows' planned counts.
+
+        Called for every train batch sent to generation (V0 ``_get_gen_batch``, V1
+        ``_submit_batch_to_rollout``), so a group that returns without any rollout can still be
+        named by its uid.
 
         Args:
             uids: One verl uid per prompt row.
@@ -313,184 +387,241 @@ class GDRORuntime:
 
         Returns:
             int64 (len(uids),): planned rollouts per row, in the given (batch) order.
+
+        Raises:
+            ValueError: lengths differ, a prompt awaits no feedback, or a uid is bound to
+                another prompt. A rejected call binds nothing.
         """
         if len(uids) != len(prompt_ids):
             raise ValueError(f"gdro: {len(uids)} uids but {len(prompt_ids)} prompt ids")
         pairs = [(str(u), int(p)) for u, p in zip(uids, prompt_ids, strict=True)]
         pending: dict[str, int] = {}
-        rows = []
+        counts = []
         for uid, pid in pairs:  # check everything first: a rejected call changes nothing
-            rows.append(self._check_uid(uid, pid, pending))
+            self._dispatched_flight(uid, pid)
+            self._check_binding(uid, pid, pending)
             pending[uid] = pid
+            counts.append(self.planned_rollouts(pid))
         for uid, pid in pairs:
-            self._bind_uid(uid, pid)
-        return np.asarray(self._plan.rollouts, dtype=np.int64)[rows]
+            self._bind(uid, pid)
+        return np.asarray(counts, dtype=np.int64)
+
+    def prompt_of(self, uid: str) -> int | None:
+        """The prompt id a uid was bound to at dispatch, or None."""
+        binding = self._bindings.get(str(uid))
+        return None if binding is None else binding.prompt_id
 
     def owns_batch(self, data: Any) -> bool:
-        """Whether a verl ``DataProto`` holds this step's gdro rows (any uid bound here)."""
+        """Whether a verl ``DataProto`` holds gdro rows of this run (any uid bound here)."""
         uids = getattr(data, "non_tensor_batch", {}).get("uid")
-        return uids is not None and any(str(u) in self._uid_prompt for u in uids)
+        return uids is not None and any(str(u) in self._bindings for u in uids)
 
     def apply_weights(self, data: Any) -> None:
         """Multiply ``data.batch["advantages"]`` row-wise by the Prompt-GDRO weight of its uid.
 
-        A no-op unless ``prompt.mode == "reweight"`` and the batch's uids belong to this step.
-        verl's synthetic padding rows (uid ``pad...``, masked out of the loss) keep weight 1.
+        Multiplies only when ``prompt.mode == "reweight"`` and the batch's uids belong to this run;
+        verl's synthetic padding rows (uid ``pad...``, masked out of the loss) keep weight 1. The
+        uids' bindings are released once they are both weighted and fed back.
 
         Raises:
             ValueError: some but not all real uids of the batch are known to the controller.
         """
-        if self.settings.prompt.mode != "reweight" or not self._uid_weight:
-            return
         uids = [str(u) for u in data.non_tensor_batch["uid"]]
-        known = [u in self._uid_weight for u in uids]
+        known = [u in self._bindings for u in uids]
         if not any(known):
             return
         padding = [u.startswith(_compat.PADDING_UID_PREFIX) for u in uids]
         if not all(k or p for k, p in zip(known, padding, strict=True)):
             missing = next(u for u, k, p in zip(uids, known, padding, strict=True) if not (k or p))
             raise ValueError(f"gdro: no Prompt-GDRO weight for uid {missing!r} in a gdro batch")
-        adv = data.batch["advantages"]
-        weights = np.array([self._uid_weight.get(u, 1.0) for u in uids], dtype=np.float64)
-        scale = adv.new_tensor(weights).reshape(-1, *([1] * (adv.dim() - 1)))
-        data.batch["advantages"] = adv * scale
+        if self.settings.prompt.mode == "reweight":
+            adv = data.batch["advantages"]
+            weights = [
+                self._bindings[u].weight if k else 1.0 for u, k in zip(uids, known, strict=True)
+            ]
+            scale = adv.new_tensor(weights).reshape(-1, *([1] * (adv.dim() - 1)))
+            data.batch["advantages"] = adv * scale
+        for uid in {u for u, k in zip(uids, known, strict=True) if k}:
+            binding = self._bindings[uid]
+            binding.weighted = True
+            if binding.fed:
+                del self._bindings[uid]
 
     # ------------------------------------------------------------------ feedback
 
     def feedback_groups(
-        self, groups: Mapping[str, Group], *, num_empty: int = 0
+        self, groups: Mapping[str, Group], *, untrained: Collection[str] = ()
     ) -> dict[str, float]:
-        """Record scored groups; update the controller once the whole block is in.
+        """Record scored groups, keyed by uid and prompt id, in any order.
 
         Args:
-            groups: uid -> :class:`Group`. Groups may arrive over several calls (V1 with
-                ``parameter_sync_step > 1``); each prompt exactly once per step.
-            num_empty: Groups verl handed over without any trajectory (every session failed).
-                Their prompts cannot be named, but once all other prompts are in they are the
-                unscored rest of the block, and count as all-incorrect.
+            groups: uid -> :class:`Group`. Groups of one plan may arrive over several calls and
+                mixed with other plans' groups; each prompt is fed back once. A group with fewer
+                rollouts than planned (failed sessions) counts the missing ones as incorrect.
+            untrained: uids of groups whose advantages verl will not compute (groups it drops
+                before training, e.g. DAPO-filtered ones, and groups without any rollout):
+                their bindings are released now.
+
+        Plans this call completes are completed in the order they were made, so the result does
+        not depend on the order of ``groups``.
 
         Returns:
-            The step's ``gdro/`` metrics when this call completed the block, else ``{}``.
+            The ``gdro/`` metrics of the last plan this call completed, else ``{}``.
 
         Raises:
-            ValueError: a group's prompt is not planned, arrives twice, or has more rollouts
-                than planned.
-            RuntimeError: no block is awaiting feedback.
+            ValueError: a group's prompt awaits no feedback, arrives twice, has more rollouts than
+                planned or a reward that is not finite, or its uid is bound to another prompt.
+                A rejected call changes nothing.
         """
-        if self._plan is None or self._fed:
-            raise RuntimeError("gdro: received scored groups but no planned batch awaits feedback")
-        if num_empty < 0:
-            raise ValueError(f"gdro: num_empty must be >= 0; got {num_empty}")
-        # Validate the whole call before changing anything: a rejected call changes nothing.
-        accepted: dict[int, tuple[str, Group]] = {}
+        accepted: dict[int, tuple[str, Group, int]] = {}
         pending: dict[str, int] = {}
-        missing = 0
-        for raw_uid, group in groups.items():
+        for raw_uid, group in groups.items():  # validate the whole call before changing anything
             uid = str(raw_uid)
-            checked = self._checked_group(uid, group, pending)
-            if checked.prompt_id in self._received or checked.prompt_id in accepted:
+            pid = int(group.prompt_id)
+            flight = self._dispatched_flight(uid, pid)
+            if pid in accepted:
+                raise ValueError(f"gdro: prompt id {pid} was scored twice in one call")
+            self._check_binding(uid, pid, pending)
+            rewards = np.asarray(group.rewards, dtype=np.float64).reshape(-1)
+            if not np.isfinite(rewards).all():
                 raise ValueError(
-                    f"gdro: prompt id {checked.prompt_id} was scored twice in one step"
+                    f"gdro: prompt id {pid} (uid {uid!r}) has a reward that is not finite: "
+                    f"{rewards.tolist()}"
                 )
-            pending[uid] = checked.prompt_id
-            accepted[checked.prompt_id] = (uid, checked)
-            missing += len(checked.rewards) - len(group.rewards)
-        size = len(self._plan.prompt_ids)
-        done = len(self._received) + len(accepted) + self._empty + num_empty
-        if done > size:
-            raise ValueError(
-                f"gdro: {len(self._received) + len(accepted)} scored and "
-                f"{self._empty + num_empty} empty groups for a batch of {size} prompts"
-            )
-        for pid, (uid, group) in accepted.items():
-            self._bind_uid(uid, pid)
-            self._received[pid] = group
-        self._missing += missing
-        self._empty += num_empty
-        if done < size:
-            return {}
-        for pid in self._plan.prompt_ids:  # the empty groups: all sessions failed
-            if int(pid) not in self._received:
-                planned = int(self._plan.rollouts[self._row_of[int(pid)]])
-                self._missing += planned
-                self._received[int(pid)] = Group(int(pid), np.zeros(planned), None)
-        return self._update()
+            planned, got = int(flight.plan.rollouts[flight.row_of[pid]]), rewards.size
+            if got > planned:
+                raise ValueError(
+                    f"gdro: prompt id {pid} (uid {uid!r}) returned {got} rollouts; "
+                    f"{planned} were planned"
+                )
+            if got < planned:
+                logger.warning(
+                    "gdro: prompt id %d returned %d of %d rollouts; the rest count as failures "
+                    "(reward 0)",
+                    pid,
+                    got,
+                    planned,
+                )
+                rewards = np.concatenate([rewards, np.zeros(planned - got)])
+            if self.settings.loss_key is not None and group.loss is None:
+                raise ValueError(
+                    f"gdro: data.gdro.loss_key={self.settings.loss_key!r} is missing from the "
+                    f"rollouts of prompt id {pid}"
+                )
+            pending[uid] = pid
+            accepted[pid] = (uid, Group(pid, rewards, group.loss), planned - got)
+        by_flight: dict[int, list[int]] = {}
+        for pid in accepted:
+            by_flight.setdefault(self._flight_of[pid], []).append(pid)
+        for serial in sorted(by_flight):
+            pids = sorted(by_flight[serial])
+            self._core_update(self._flights[serial], pids, [accepted[p][1] for p in pids])
+        metrics: dict[str, float] = {}
+        for serial in sorted(by_flight):
+            flight, pids = self._flights[serial], by_flight[serial]
+            for pid in pids:
+                uid, group, missing = accepted[pid]
+                flight.missing += missing
+                binding = self._bind(uid, pid)
+                binding.fed = True
+                if binding.weighted or uid in untrained:
+                    del self._bindings[uid]
+                flight.received[pid] = group
+                flight.awaiting.discard(pid)
+                del self._flight_of[pid]
+            if not flight.awaiting:
+                metrics = self._complete(flight)
+        return metrics
 
-    def _checked_group(self, uid: str, group: Group, pending: Mapping[str, int]) -> Group:
-        """``group`` validated against the plan, padded with failures to its planned size."""
-        pid = int(group.prompt_id)
-        row = self._check_uid(uid, pid, pending)
-        rewards = np.asarray(group.rewards, dtype=np.float64)
-        if not np.all(np.isfinite(rewards)):
-            raise ValueError(
-                f"gdro: prompt id {pid} (uid {uid!r}) has a reward that is not finite: "
-                f"{rewards.tolist()}"
-            )
-        planned, got = int(self._plan.rollouts[row]), len(rewards)
-        if got > planned:
-            raise ValueError(
-                f"gdro: prompt id {pid} (uid {uid!r}) returned {got} rollouts; {planned} were planned"
-            )
-        if got < planned:  # failed sessions: verl pads them downstream; count them as failures
-            logger.warning(
-                "gdro: prompt id %d returned %d of %d rollouts; the rest count as failures "
-                "(reward 0)",
-                pid,
-                got,
-                planned,
-            )
-            rewards = np.concatenate([rewards, np.zeros(planned - got)])
-        return Group(prompt_id=pid, rewards=rewards, loss=group.loss)
-
-    def _update(self) -> dict[str, float]:
-        plan = self._plan
-        ordered = [self._received[int(p)] for p in plan.prompt_ids]
-        rewards = np.concatenate([g.rewards for g in ordered]).astype(np.float64)
+    def _core_update(self, flight: _Flight, pids: list[int], groups: list[Group]) -> None:
+        rewards = np.concatenate([g.rewards for g in groups]).astype(np.float64)
         losses = None
         if self.settings.loss_key is not None:
-            if any(g.loss is None for g in ordered):
-                raise ValueError(
-                    f"gdro: data.gdro.loss_key={self.settings.loss_key!r} is missing "
-                    "from some scored rollouts"
-                )
-            losses = np.array([g.loss for g in ordered], dtype=np.float64)
-        self.controller.update(plan, rewards, losses=losses)
-        self._fed = True
-        self._snapshot = None
-        threshold = self.settings.classifier.success_threshold
+            losses = np.array([g.loss for g in groups], dtype=np.float64)
+        self.controller.update(
+            flight.plan, rewards, losses=losses, prompt_ids=np.asarray(pids, dtype=np.int64)
+        )
+
+    def cancel(self, prompt_ids: Iterable[int]) -> dict[str, float]:
+        """Drop prompts that will bring no feedback (all their sessions failed, verl refills them).
+
+        Returns:
+            The ``gdro/`` metrics of the last plan this call completed, else ``{}``.
+
+        Raises:
+            ValueError: a prompt awaits no feedback.
+        """
+        pids = [int(p) for p in prompt_ids]
+        if len(set(pids)) != len(pids):
+            raise ValueError(f"gdro: prompt ids to cancel must be distinct; got {pids}")
+        for pid in pids:
+            self._dispatched_flight(f"of prompt {pid}", pid)
+        by_flight: dict[int, list[int]] = {}
+        for pid in pids:
+            by_flight.setdefault(self._flight_of[pid], []).append(pid)
+        metrics: dict[str, float] = {}
+        for serial in sorted(by_flight):
+            group_pids = sorted(by_flight[serial])
+            flight = self._flights[serial]
+            self.controller.cancel(flight.plan, np.asarray(group_pids, dtype=np.int64))
+            for pid in group_pids:
+                flight.cancelled.add(pid)
+                flight.awaiting.discard(pid)
+                del self._flight_of[pid]
+            if not flight.awaiting:
+                metrics = self._complete(flight)
+        dropped = set(pids)
+        for uid in [u for u, b in self._bindings.items() if b.prompt_id in dropped]:
+            del self._bindings[uid]
+        return metrics
+
+    def _complete(self, flight: _Flight) -> dict[str, float]:
+        """A plan's last prompt came back (the controller updated its adversaries): log it."""
+        del self._flights[flight.serial]
+        if self._current is flight:
+            self._current = None
+        plan = flight.plan
+        scored = [int(p) for p in plan.prompt_ids if int(p) in flight.received]
+        if not scored:
+            return {}
+        rows = [flight.row_of[p] for p in scored]
+        flat = np.concatenate([flight.received[p].rewards for p in scored])
+        planned = np.asarray(plan.rollouts, dtype=np.int64)[rows]
+        starts = np.concatenate([[0], np.cumsum(planned)[:-1]]).astype(np.int64)
+        correct = flat > self.settings.classifier.success_threshold
         self._metrics = feedback.step_metrics(
-            rollouts=np.asarray(plan.rollouts, dtype=np.int64),
-            n_correct=np.array(
-                [int(np.sum(g.rewards > threshold)) for g in ordered], dtype=np.int64
-            ),
+            rollouts=planned,
+            n_correct=np.add.reduceat(correct.astype(np.int64), starts),
             controller_metrics=self.controller.metrics(),
             ks=self.settings.pass_at_k,
-            missing=self._missing,
+            missing=flight.missing,
         )
         return dict(self._metrics)
 
     def feedback_from_batch(self, data: Any) -> dict[str, float]:
-        """Feed back a full post-reward V0 ``DataProto`` (one row per response), once per step.
+        """Feed back a post-reward V0 ``DataProto`` (one row per response).
 
         Rows are grouped by ``uid``; each group's prompt id comes from the row stamp when present,
-        else from the uid bound before generation. Calling it again for a step already scored
-        (e.g. from ``on_batch_end`` after the advantage hook) does nothing.
+        else from the uid bound before generation. Groups already fed back are skipped, so a
+        second call for the same step (verl's ``on_batch_end`` after the advantage hook) does
+        nothing.
 
         Returns:
-            The step's ``gdro/`` metrics, or ``{}`` when nothing was fed back.
+            The ``gdro/`` metrics of the plan it completed, or ``{}``.
         """
-        if self._plan is None or self._fed:
-            return {}
+        uid_prompt = {u: b.prompt_id for u, b in self._bindings.items()}
         groups = feedback.groups_from_batch(
             data,
-            uid_prompt=self._uid_prompt,
+            uid_prompt=uid_prompt,
             correctness=self.settings.correctness,
             loss_key=self.settings.loss_key,
         )
+        if not any(int(g.prompt_id) in self._flight_of for g in groups.values()):
+            return {}  # this batch was fed back already
         return self.feedback_groups(groups)
 
     def pop_metrics(self) -> dict[str, float]:
-        """The last completed step's metrics, once (V0 returns them through verl's metrics)."""
+        """The last completed plan's metrics, once (V0 returns them through verl's metrics)."""
         metrics, self._metrics = self._metrics, {}
         return metrics
 
@@ -499,50 +630,95 @@ class GDRORuntime:
     def state_dict(self) -> dict[str, Any]:
         """Checkpointable state: numpy arrays, numbers and strings (nested dicts).
 
-        When a block is pending, the controller state is the one taken right before it was
-        planned, and the block is re-planned on load (planning is deterministic given the state),
-        so the restored controller accepts that block's feedback.
+        The controller saves its plans in flight itself; besides it, the state holds only what the
+        plans in flight need (their arrays, the feedback received so far, the uids bound to their
+        prompts and how far the current block was handed out), so its size beyond the
+        controller's is O(batch).
         """
-        pending = self._plan is not None and not self._fed
+        flights = {}
+        for serial, flight in self._flights.items():
+            got = [int(p) for p in flight.plan.prompt_ids if int(p) in flight.received]
+            groups = [flight.received[p] for p in got]
+            flights[str(serial)] = {
+                "received_ids": np.asarray(got, dtype=np.int64),
+                "received_rewards": (
+                    np.concatenate([g.rewards for g in groups]) if groups else np.zeros(0)
+                ),
+                "received_losses": np.array(
+                    [np.nan if g.loss is None else g.loss for g in groups], dtype=np.float64
+                ),
+                "cancelled": np.array(sorted(flight.cancelled), dtype=np.int64),
+                "handed": int(flight.handed),
+                "missing": int(flight.missing),
+            }
+        bound = [u for u, b in self._bindings.items() if not b.fed]
         return {
             "format_version": _FORMAT_VERSION,
             "num_prompts": self.num_prompts,
             "block_size": self.block_size,
-            "controller": self._snapshot if pending else self.controller.state_dict(),
-            "pending_ids": (
-                np.array(self._plan.prompt_ids, dtype=np.int64)
-                if pending
-                else np.zeros(0, dtype=np.int64)
-            ),
-            "position": int(self._position) if pending else 0,
+            "controller": self.controller.state_dict(),
+            "flights": flights,
+            "current": -1 if self._current is None else self._current.serial,
+            "uids": list(bound),
+            "uid_prompts": np.array([self._bindings[u].prompt_id for u in bound], dtype=np.int64),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output.
 
         Raises:
-            ValueError: another format version, dataset size or train batch size.
+            ValueError: another format version, dataset size or train batch size, or plans that do
+                not match the controller's.
         """
-        for key, mine in (
-            ("format_version", _FORMAT_VERSION),
-            ("num_prompts", self.num_prompts),
-            ("block_size", self.block_size),
-        ):
+        version = int(state.get("format_version", 0))
+        if version != _FORMAT_VERSION:
+            raise ValueError(
+                f"gdro checkpoint: format_version is {version} but this gdro_verl reads "
+                f"{_FORMAT_VERSION}; resume with the gdro_verl that wrote it, or start afresh"
+            )
+        for key, mine in (("num_prompts", self.num_prompts), ("block_size", self.block_size)):
             if int(state[key]) != mine:
                 raise ValueError(
                     f"gdro checkpoint: {key} is {int(state[key])} but this run has "
                     f"{mine}; resume with the same data files and data.train_batch_size"
                 )
         self.controller.load_state_dict(state["controller"])
-        self._plan, self._row_of, self._fed, self._snapshot = None, {}, True, None
-        self._position = 0
-        pending = np.asarray(state["pending_ids"], dtype=np.int64)
-        if pending.size:
-            self._start_block()
-            if not np.array_equal(np.asarray(self._plan.prompt_ids), pending):
-                raise RuntimeError(
-                    "gdro checkpoint: re-planning the pending batch gave other "
-                    "prompts; the checkpoint does not match this controller"
-                )
-            self._position = int(state["position"])
-            self._abandon_ok = self._position >= len(pending)
+        plans = self._restored_plans(state["flights"])
+        self._flights, self._flight_of, self._bindings = {}, {}, {}
+        self._current, self._last_plan = None, None
+        for key, saved in state["flights"].items():
+            flight = _Flight(plans[int(key)], handed=int(saved["handed"]))
+            flight.missing = int(saved["missing"])
+            got = np.asarray(saved["received_ids"], dtype=np.int64)
+            flat = np.asarray(saved["received_rewards"], dtype=np.float64)
+            losses = np.asarray(saved["received_losses"], dtype=np.float64)
+            start = 0
+            for i, pid in enumerate(got.tolist()):
+                n = int(flight.plan.rollouts[flight.row_of[pid]])
+                loss = None if np.isnan(losses[i]) else float(losses[i])
+                flight.received[pid] = Group(pid, flat[start : start + n], loss)
+                flight.awaiting.discard(pid)
+                start += n
+            for pid in np.asarray(saved["cancelled"], dtype=np.int64).tolist():
+                flight.cancelled.add(int(pid))
+                flight.awaiting.discard(int(pid))
+            self._add_flight(flight)
+        current = int(state["current"])
+        if current >= 0:
+            self._current = self._flights.get(current)
+            if self._current is None:
+                raise ValueError("gdro checkpoint: the block being handed out is not in flight")
+            self._last_plan = self._current.plan
+        for uid, pid in zip(state["uids"], np.asarray(state["uid_prompts"]).tolist(), strict=True):
+            if self._flight_for(int(pid)) is not None:
+                self._bind(str(uid), int(pid))
+
+    def _restored_plans(self, flights: Mapping[str, Any]) -> dict[int, Any]:
+        """The controller's plans in flight after its restore, keyed by serial."""
+        plans = {int(p.serial): p for p in self.controller.in_flight()}
+        if sorted(plans) != sorted(int(k) for k in flights):
+            raise ValueError(
+                "gdro checkpoint: the controller's plans in flight "
+                f"{sorted(plans)} do not match the runtime's {sorted(int(k) for k in flights)}"
+            )
+        return plans

@@ -6,8 +6,10 @@ Usage::
     python examples/verl/inspect_checkpoint.py <folder or data.pt> --expect-step 4
 
 verl saves ``train_dataloader.state_dict()`` as ``global_step_N/data.pt``; gdro's sampler state,
-and in it the controller's, is nested inside. gdro feeds each step back before verl checkpoints
-it, so the controller of ``global_step_N`` has completed exactly N updates.
+and in it the controller's, is nested inside. With verl's sync trainers gdro feeds each step back
+before verl checkpoints it, so the controller of ``global_step_N`` has completed exactly N plans
+(``controller_step``). With DAPO refills or the async modes, plans and optimiser steps do not
+line up one to one, and plans may be in flight at a checkpoint (``plans_in_flight``).
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ def load_gdro_state(path: str) -> dict[str, Any]:
 
 
 def summary(runtime_state: dict[str, Any]) -> dict[str, Any]:
-    """Updates done, batch size, bin histogram and the pending batch of a runtime state."""
+    """Plans completed, batch size, bin histogram and the plans in flight of a runtime state."""
     import numpy as np
 
     controller = runtime_state["controller"]
     bins = np.asarray(controller["classifier"]["bins"])
+    flights = runtime_state["flights"]
     return {
         "controller_step": int(controller["step"]),
         "num_prompts": int(runtime_state["num_prompts"]),
         "train_batch_size": int(runtime_state["block_size"]),
         "bin_counts": np.bincount(bins.astype(np.int64)).tolist(),
-        "pending_prompts": int(np.asarray(runtime_state["pending_ids"]).size),
+        "plans_in_flight": len(flights),
+        "prompts_handed_out_in_flight": sum(int(f["handed"]) for f in flights.values()),
     }
 
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "--expect-step",
         type=int,
         default=None,
-        help="exit 1 unless the controller completed exactly this many updates",
+        help="exit 1 unless the controller completed exactly this many plans",
     )
     args = parser.parse_args(argv)
     info = summary(load_gdro_state(args.path))

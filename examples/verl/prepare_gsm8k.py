@@ -3,6 +3,7 @@
 Usage::
 
     python examples/verl/prepare_gsm8k.py --out ~/data/gsm8k
+    python examples/verl/prepare_gsm8k.py --out /tmp/gsm8k-32 --train-limit 32 --test-limit 64
 
 Rows follow verl's preprocessing convention: a chat ``prompt``, ``data_source="openai/gsm8k"``
 (so verl's built-in rule scorer grades them: 1.0 when the number after ``####`` is right),
@@ -27,11 +28,13 @@ def extract_answer(solution: str) -> str:
     return match.group(1).replace(",", "")
 
 
-def to_verl(split: str):  # noqa: ANN201 - a datasets.Dataset
-    """One GSM8K split in verl's row format."""
+def to_verl(split: str, limit: int | None = None):  # noqa: ANN201 - a datasets.Dataset
+    """One GSM8K split in verl's row format (its first ``limit`` rows when given)."""
     import datasets
 
     raw = datasets.load_dataset("openai/gsm8k", "main", split=split)
+    if limit is not None:
+        raw = raw.select(range(min(limit, len(raw))))
 
     def convert(example: dict, idx: int) -> dict:
         return {
@@ -48,11 +51,13 @@ def to_verl(split: str):  # noqa: ANN201 - a datasets.Dataset
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.expanduser("~/data/gsm8k"), help="output folder")
+    parser.add_argument("--train-limit", type=int, default=None, help="keep the first N train rows")
+    parser.add_argument("--test-limit", type=int, default=None, help="keep the first N test rows")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    for split in ("train", "test"):
+    for split, limit in (("train", args.train_limit), ("test", args.test_limit)):
         path = os.path.join(args.out, f"{split}.parquet")
-        to_verl(split).to_parquet(path)
+        to_verl(split, limit).to_parquet(path)
         print(f"wrote {path}")
 
 

@@ -6,8 +6,9 @@
 # Needs: a CUDA machine with verl 0.9.1 and vLLM installed (pip install "verl[vllm]==0.9.1"),
 # gdro installed in the same environment (pip install -e ".[verl]" from the gdro checkout, which
 # registers the verl.plugins entry point), and the data from examples/verl/prepare_gsm8k.py.
-# Environment: DATA_DIR (default ~/data/gsm8k), N_GPUS (default: all visible GPUs),
-# TRAINER=v1 (default, verl's V1 sync trainer) or TRAINER=v0 (legacy RayPPOTrainer).
+# Environment: DATA_DIR (default ~/data/gsm8k), N_GPUS (default: all visible GPUs; sets
+# trainer.n_gpus_per_node, so do not pass that override too), TRAINER=v1 (default, verl's V1
+# sync trainer) or TRAINER=v0 (legacy RayPPOTrainer).
 # Checkpoints go to checkpoints/<project>/<experiment>; rerunning resumes (trainer.resume_mode=auto),
 # gdro's controller included.
 set -euo pipefail
@@ -33,6 +34,8 @@ fi
 # The plugin must be importable wherever Ray starts a verl process.
 python3 -c "import gdro_verl.plugin" || { echo "gdro_verl is not installed in this environment" >&2; exit 1; }
 
+# An empty array expands with ${a[@]+"${a[@]}"}: bash before 4.4 treats "${a[@]}" of an empty
+# array as an unbound variable under set -u.
 TRAINER_ARGS=()
 if [[ "$TRAINER" == "v0" ]]; then
   TRAINER_ARGS=(trainer.use_v1=false)
@@ -45,5 +48,5 @@ python3 -m verl.trainer.main_ppo \
   data.val_files="$DATA_DIR/test.parquet" \
   trainer.n_gpus_per_node="$N_GPUS" \
   trainer.experiment_name="qwen2.5-0.5b-gsm8k-gdro-$MODE-$TRAINER" \
-  "${TRAINER_ARGS[@]}" \
+  ${TRAINER_ARGS[@]+"${TRAINER_ARGS[@]}"} \
   "$@"

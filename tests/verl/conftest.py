@@ -2,18 +2,21 @@
 
 Everything here is verl's own machinery: the Hydra config composed from verl's packaged
 ``ppo_trainer.yaml``, ``RLHFDataset`` (through ``GDRODataset``) over a parquet file written per test,
-verl's ``collate_fn`` and torchdata's ``StatefulDataLoader`` built as verl builds them.
+verl's ``collate_fn`` and torchdata's ``StatefulDataLoader`` built as verl builds them. The tests that
+run verl's training loops use ``harness.py`` (see its docstring for what stands in there), a Ray
+cluster on loopback and a TransferQueue, started once per session.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import datasets
 import numpy as np
 import pytest
 import verl
@@ -22,11 +25,18 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from verl import DataProto
 from verl.utils.dataset.rl_dataset import collate_fn
 
-from gdro_verl import _compat, runtime
+from gdro_verl import hooks, runtime
 
 NUM_PROMPTS = 24
 BATCH = 6
 MEAN = 4
+
+_spec = importlib.util.spec_from_file_location(
+    "gdro_verl_harness", Path(__file__).with_name("harness.py")
+)
+assert _spec is not None and _spec.loader is not None
+HARNESS: ModuleType = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(HARNESS)
 
 
 @pytest.fixture(scope="session")
@@ -56,18 +66,7 @@ def base_config() -> Any:
 
 def write_parquet(path: Path, num_rows: int, tag: str) -> str:
     """A small math-style dataset in verl's preprocessed layout (``extra_info.index`` all 0)."""
-    rows = {
-        "data_source": ["synthetic/math"] * num_rows,
-        "prompt": [
-            [{"role": "user", "content": f"{tag}: what is {i} + {i}?"}] for i in range(num_rows)
-        ],
-        "ability": ["math"] * num_rows,
-        "reward_model": [{"style": "rule", "ground_truth": str(2 * i)} for i in range(num_rows)],
-        # verl's "index" comes from here; it is deliberately NOT the dataset position.
-        "extra_info": [{"index": 0, "split": tag} for _ in range(num_rows)],
-    }
-    datasets.Dataset.from_dict(rows).to_parquet(str(path))
-    return str(path)
+    return HARNESS.write_parquet(path, num_rows, tag)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -93,7 +92,42 @@ def _clean_gdro() -> Iterator[None]:
     """Each test starts without an active controller or installed verl hooks."""
     yield
     runtime.deactivate()
-    _compat.uninstall()
+    hooks.uninstall()
+
+
+@pytest.fixture(scope="session")
+def transfer_queue() -> Iterator[Any]:
+    """A two-CPU local Ray cluster on loopback with a TransferQueue in it; shut down afterwards."""
+    import ray
+    import transfer_queue as tq
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
+        yield tq
+    finally:
+        try:
+            tq.close()
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """gdro's embedded tiny Llama and character tokenizer as a local model directory."""
+    return HARNESS.write_model(tmp_path_factory.mktemp("model") / "tiny-llama")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def harness() -> ModuleType:
+    """tests/verl/harness.py: verl's own training loops on CPU."""
+    return HARNESS
 
 
 def build_datasets(cfg: Any) -> tuple[Any, Any]:
@@ -129,19 +163,9 @@ def with_uids(batch_dict: dict[str, Any]) -> DataProto:
     return batch
 
 
-def reference_controller(runtime: Any) -> Any:
-    """A controller with the adapter's settings and seed 0, fed by hand as the test's oracle."""
-    from gdro_core import GDROController
-
-    st = runtime.settings
-    return GDROController(
-        num_prompts=NUM_PROMPTS, classifier=st.classifier, prompt=st.prompt, rollout=st.rollout, seed=0
-    )
-
-
 def success_prob(prompt_id: int) -> float:
     """A fixed per-prompt success probability, so difficulty differs between prompts."""
-    return (prompt_id % 6) / 5.0
+    return HARNESS.success_prob(prompt_id)  # type: ignore[no-any-return]
 
 
 class Helpers:
@@ -154,7 +178,6 @@ class Helpers:
     build_loader = staticmethod(build_loader)
     with_uids = staticmethod(with_uids)
     success_prob = staticmethod(success_prob)
-    reference_controller = staticmethod(reference_controller)
     write_parquet = staticmethod(write_parquet)
 
 

@@ -1,12 +1,19 @@
-"""Config errors: raised when the train dataset is built, naming the key, the allowed values and the value."""
+"""Config: errors raised when the train dataset is built, naming the key, the allowed values and the
+value; the run shape (plans in flight, where feedback happens) derived from verl's settings."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from omegaconf import OmegaConf
 
-from gdro_verl.config import GDROSettings
+from gdro_verl.config import GDROSettings, check_trainer_config
+
+COLOCATED_RM = {
+    "reward.reward_model.enable": True,
+    "reward.reward_model.enable_resource_pool": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -23,26 +30,39 @@ from gdro_verl.config import GDROSettings
             r"algorithm\.adv_estimator must be one of .*'grpo'.*got 'gae'",
         ),
         (
-            {"algorithm.filter_groups.enable": True},
-            r"algorithm\.filter_groups\.enable must be false",
-        ),
-        (
-            {"trainer.v1.trainer_mode": "colocate_async"},
-            r"trainer\.v1\.trainer_mode must be 'sync'.*got 'colocate_async'",
-        ),
-        (
-            {"trainer.v1.sampler.sync_refill_failed_groups": True},
-            r"trainer\.v1\.sampler\.sync_refill_failed_groups must be false",
+            {"trainer.v1.trainer_mode": "fully_async"},
+            r"trainer\.v1\.trainer_mode must be one of \('sync', 'colocate_async', 'separate_async'\).*got 'fully_async'",
         ),
         (
             {"trainer.v1.sampler.custom_sampler.path": None},
             r"trainer\.v1\.sampler\.custom_sampler must select gdro's replay buffer.*got path=None",
         ),
         (
-            {"data.gdro.prompt.modee": "reweight"},
-            r"data\.gdro\.prompt has no option 'modee'; valid options: mode, ",
+            {**COLOCATED_RM, "trainer.v1.trainer_mode": "separate_async"},
+            r"trainer_mode='separate_async' cannot run a colocated reward model.*enable_resource_pool=true",
         ),
-        ({"data.gdro.typo": 1}, r"data\.gdro has no option 'typo'"),
+        (
+            {**COLOCATED_RM, "algorithm.filter_groups.enable": True},
+            r"algorithm\.filter_groups\.enable=true cannot run with a colocated reward model.*enable_resource_pool=true",
+        ),
+        (
+            {**COLOCATED_RM, "data.gdro.correctness": "acc"},
+            r"data\.gdro\.correctness='acc' cannot run with a colocated reward model.*correctness=score",
+        ),
+        (
+            {
+                "data.gdro.prompt.modee": "reweight",
+            },
+            r"data\.gdro\.prompt must be a mapping of PromptConfig settings \(unknown key 'modee'; known: .*mode",
+        ),
+        (
+            {"data.gdro.typo": 1},
+            r"data\.gdro has no option 'typo'; valid options: recipe, .*correctness, loss_key, pass_at_k",
+        ),
+        (
+            {"data.gdro.recipe": "fast"},
+            r"data\.gdro\.recipe must be one of \['paper', 'reward'\]; got 'fast'",
+        ),
         ({"data.gdro.rollout.min": 1}, r"data\.gdro\.rollout: .*RolloutConfig\.min.*got 1"),
         ({"data.gdro.rollout.max": 3}, r"data\.gdro\.rollout: .*RolloutConfig\.max.*\(2, 4, 3\)"),
         (
@@ -54,7 +74,11 @@ from gdro_verl.config import GDROSettings
             r"data\.gdro\.prompt\.signal='loss' needs per-prompt losses.*data\.gdro\.loss_key",
         ),
         (
-            {"data.gdro.rollout.arm_signal": "loss", "data.gdro.rollout.mode": "bandit"},
+            {
+                "data.gdro.recipe": "paper",
+                "data.gdro.prompt.mode": "off",
+                "data.gdro.rollout.mode": "bandit",
+            },
             r"data\.gdro\.rollout\.arm_signal='loss' needs per-prompt losses",
         ),
         (
@@ -65,7 +89,11 @@ from gdro_verl.config import GDROSettings
             {"data.gdro.correctness": "reward"},
             r"data\.gdro\.correctness must be one of .*got 'reward'",
         ),
-        ({"data.gdro.seed": -1}, r"data\.gdro\.seed must be an integer >= 0; got -1"),
+        ({"data.gdro.seed": -1}, r"data\.gdro\.seed must be an integer in \[0, .*got -1"),
+        (
+            {"data.gdro.max_in_flight": 0},
+            r"data\.gdro\.max_in_flight must be an integer in \[1, 1024\]; got 0",
+        ),
         ({"data.train_batch_size": 25}, r"data\.train_batch_size must be in \[1, 24\].*got 25"),
     ],
 )
@@ -87,15 +115,22 @@ def test_same_train_and_val_files_are_rejected(h: Any, make_config: Any) -> None
 def test_v0_needs_no_replay_buffer(h: Any, make_config: Any) -> None:
     cfg = make_config(**{"trainer.use_v1": False, "trainer.v1.sampler.custom_sampler.path": None})
     train, _ = h.build_datasets(cfg)
-    assert train.runtime is not None
+    assert train.runtime is not None and train.runtime.max_in_flight == 1
 
 
-def test_defaults_and_mean_from_rollout_n(make_config: Any) -> None:
+def test_defaults_are_the_reward_recipe_with_the_mean_from_rollout_n(make_config: Any) -> None:
+    from gdro_core.config import ControllerConfig
+
     settings = GDROSettings.from_data_config(make_config().data)
     assert settings.mean == 4  # actor_rollout_ref.rollout.n, read through the data node's root
     assert settings.prompt.mode == "reweight" and settings.rollout.mode == "fixed"
-    # verl reports no per-prompt losses: reward-derived signals by default
-    assert settings.prompt.signal == "failure" and settings.rollout.arm_signal == "variance"
+    # verl reports no per-prompt losses: the core's "reward" recipe, as every entry point builds it
+    expected = ControllerConfig.from_mapping(
+        {"recipe": "reward", "rollout": {"mean": 4}, "seed": 0}
+    )
+    assert settings.controller == expected
+    named = GDROSettings.from_data_config(make_config(**{"data.gdro.recipe": "reward"}).data)
+    assert named.controller == expected
 
 
 def test_detached_data_config_needs_an_explicit_mean() -> None:
@@ -105,19 +140,84 @@ def test_detached_data_config_needs_an_explicit_mean() -> None:
     assert settings.mean == 6
 
 
-def test_replay_buffer_rejects_async_modes() -> None:
-    from omegaconf import OmegaConf
+@pytest.mark.parametrize(
+    ("overrides", "in_flight", "at_advantage"),
+    [
+        ({}, 1, False),
+        (COLOCATED_RM, 1, True),
+        ({"algorithm.filter_groups.enable": True}, 16, False),
+        (
+            {
+                "algorithm.filter_groups.enable": True,
+                "algorithm.filter_groups.max_inflight_gen_batches": 3,
+            },
+            32,
+            False,
+        ),
+        ({"trainer.v1.sampler.sync_refill_failed_groups": True}, 8, False),
+        ({"trainer.v1.trainer_mode": "colocate_async"}, 8 + 1 + 3, False),
+        ({**COLOCATED_RM, "trainer.v1.trainer_mode": "colocate_async"}, 12, True),
+        (
+            {
+                "trainer.v1.trainer_mode": "separate_async",
+                "trainer.v1.sampler.max_off_policy_threshold": 2,
+            },
+            2 + 1 + 3,
+            False,
+        ),
+        ({"trainer.v1.trainer_mode": "colocate_async", "data.gdro.max_in_flight": 40}, 40, False),
+        ({**COLOCATED_RM, "trainer.use_v1": False}, 1, False),  # V0 scores before its advantages
+    ],
+)
+def test_run_shape_follows_verls_sampling_settings(
+    h: Any, make_config: Any, overrides: dict[str, Any], in_flight: int, at_advantage: bool
+) -> None:
+    """The bound on plans in flight covers verl's look-ahead; a colocated reward model's scores
+    are fed back at the advantage step (V1 writes them after the replay buffer's sample)."""
+    cfg = make_config(**overrides)
+    settings = GDROSettings.from_data_config(cfg.data)
+    assert tuple(check_trainer_config(cfg.data, settings)) == (in_flight, at_advantage)
+    train, _ = h.build_datasets(cfg)
+    assert train.runtime.max_in_flight == in_flight
+    assert train.runtime.controller.max_in_flight == in_flight
+    assert train.runtime.feedback_at_advantage is at_advantage
 
-    from gdro_verl.replay_buffer import GDROReplayBuffer
 
-    with pytest.raises(
-        ValueError, match=r"trainer\.v1\.trainer_mode must be 'sync'.*got 'separate_async'"
-    ):
-        GDROReplayBuffer(
-            trainer_mode="separate_async",
-            trainer_config=OmegaConf.create({}),
-            max_off_policy_threshold=None,
-            max_off_policy_strategy="drop",
-            sampler_kwargs=OmegaConf.create({}),
-            refill_fn=None,
+def test_replay_buffer_takes_verls_group_filtering_from_the_config(make_config: Any) -> None:
+    """verl hands a custom buffer no DAPO or refill settings; gdro's reads them from the config,
+    as verl's own buffer would get them, and becomes verl's async buffer in the async modes."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBufferAsync
+
+    from gdro_verl.replay_buffer import GDROReplayBuffer, GDROReplayBufferAsync
+
+    cfg = make_config(
+        **{
+            "algorithm.filter_groups.enable": True,
+            "algorithm.filter_groups.metric": "acc",
+            "algorithm.filter_groups.max_inflight_gen_batches": 2,
+        }
+    )
+
+    def build(mode: str) -> Any:
+        sampler = cfg.trainer.v1.sampler
+        return GDROReplayBuffer(
+            trainer_mode=mode,
+            trainer_config=cfg.trainer.v1.get(mode, OmegaConf.create({})),
+            max_off_policy_threshold=sampler.max_off_policy_threshold,
+            max_off_policy_strategy=sampler.max_off_policy_strategy,
+            sampler_kwargs=sampler.sampler_kwargs,
+            refill_fn=lambda n: n,
         )
+
+    sync = build("sync")
+    assert type(sync) is GDROReplayBuffer
+    assert (sync.filter_groups_metric, sync.gen_batch_size, sync.max_inflight_gen_batches) == (
+        "acc",
+        1,
+        2,
+    )
+    assert sync.train_batch_size == cfg.data.train_batch_size
+    async_buffer = build("colocate_async")
+    assert isinstance(async_buffer, GDROReplayBufferAsync)
+    assert isinstance(async_buffer, ReplayBufferAsync)
+    assert async_buffer.filter_groups_metric == "acc"

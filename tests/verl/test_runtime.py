@@ -1,12 +1,16 @@
-"""The controller runtime's bookkeeping: keyed by prompt id and uid, strict about bad feedback."""
+"""The controller runtime's bookkeeping: keyed by prompt id and uid, strict about bad feedback,
+any feedback order with several plans in flight, and checkpoints that resume exactly."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from verl import DataProto
 
 from gdro_verl import feedback
@@ -14,23 +18,27 @@ from gdro_verl.config import GDROSettings
 from gdro_verl.runtime import GDRORuntime, Group
 
 
-def _runtime(**gdro: Any) -> GDRORuntime:
+def _runtime(
+    max_in_flight: int = 1, num_prompts: int = 12, block: int = 3, **gdro: Any
+) -> GDRORuntime:
     raw = {
         "rollout": {"mean": 4, "max": 8, "mode": "neyman"},
         "prompt": {"mode": "reweight"},
         **gdro,
     }
-    settings = GDROSettings.from_data_config({"gdro": raw})
-    return GDRORuntime(settings, num_prompts=12, block_size=3)
+    settings_ = GDROSettings.from_data_config({"gdro": raw})
+    return GDRORuntime(
+        settings_, num_prompts=num_prompts, block_size=block, max_in_flight=max_in_flight
+    )
 
 
 def _plan_block(rt: GDRORuntime) -> list[int]:
     return [rt.next_prompt_id() for _ in range(rt.block_size)]
 
 
-def _groups(rt: GDRORuntime, rewards: dict[int, list[float]]) -> dict[str, Group]:
+def _groups(rewards: dict[int, list[float]], tag: str = "") -> dict[str, Group]:
     return {
-        f"uid-{p}": Group(prompt_id=p, rewards=np.array(r, dtype=float), loss=None)
+        f"uid{tag}-{p}": Group(prompt_id=p, rewards=np.array(r, dtype=float), loss=None)
         for p, r in rewards.items()
     }
 
@@ -40,17 +48,16 @@ def test_feedback_is_keyed_by_prompt_id_not_arrival_order() -> None:
     ids_a, ids_b = _plan_block(a), _plan_block(b)
     assert ids_a == ids_b
     outcome = {p: [1.0, 0.0, 0.0, 1.0][: a.planned_rollouts(p)] for p in ids_a}
-    a.feedback_groups(_groups(a, outcome))
-    reversed_outcome = dict(reversed(list(outcome.items())))
-    b.feedback_groups(_groups(b, {p: outcome[p] for p in reversed_outcome}))
+    a.feedback_groups(_groups(outcome))
+    b.feedback_groups(_groups({p: outcome[p] for p in reversed(ids_a)}))
     np.testing.assert_equal(a.controller.state_dict(), b.controller.state_dict())
 
 
 def test_groups_may_arrive_over_several_calls() -> None:
     rt = _runtime()
     ids = _plan_block(rt)
-    assert rt.feedback_groups(_groups(rt, {ids[0]: [1, 1, 0, 0]})) == {}
-    metrics = rt.feedback_groups(_groups(rt, {ids[1]: [1, 1, 1, 1], ids[2]: [0, 0, 0, 0]}))
+    assert rt.feedback_groups(_groups({ids[0]: [1, 1, 0, 0]})) == {}
+    metrics = rt.feedback_groups(_groups({ids[1]: [1, 1, 1, 1], ids[2]: [0, 0, 0, 0]}))
     assert metrics["gdro/solve_rate"] == pytest.approx((0.5 + 1 + 0) / 3)
     # unbiased pass@1 = c/n averaged over prompts
     assert metrics["gdro/pass@1"] == pytest.approx((0.5 + 1 + 0) / 3)
@@ -64,7 +71,7 @@ def test_groups_may_arrive_over_several_calls() -> None:
             lambda ids: {
                 "u": Group(prompt_id=11 if 11 not in ids else 10, rewards=np.ones(4), loss=None)
             },
-            "not in the planned batch",
+            "awaits no feedback",
         ),
         (
             lambda ids: {"u": Group(prompt_id=ids[0], rewards=np.ones(9), loss=None)},
@@ -90,61 +97,84 @@ def test_bad_feedback_is_rejected_and_changes_nothing(make: Any, message: str) -
     ids = _plan_block(rt)
     _plan_block(twin)
     good = {p: [1.0, 0.0, 1.0, 0.0][: rt.planned_rollouts(p)] for p in ids[1:]}
-    rt.feedback_groups(_groups(rt, good))
-    twin.feedback_groups(_groups(twin, good))
+    rt.feedback_groups(_groups(good))
+    twin.feedback_groups(_groups(good))
     bad = make(ids)
+    first = _groups({ids[0]: [1.0] * rt.planned_rollouts(ids[0])}, "x")
     with pytest.raises(ValueError, match=message):
         rt.feedback_groups(
-            {**_groups(rt, {ids[0]: [1.0] * rt.planned_rollouts(ids[0])}), **bad}
-            if ids[0] not in [g.prompt_id for g in bad.values()]
-            else bad
+            bad if ids[0] in [g.prompt_id for g in bad.values()] else {**first, **bad}
         )
-    last = _groups(rt, {ids[0]: [1.0] * rt.planned_rollouts(ids[0])})
+    last = _groups({ids[0]: [1.0] * rt.planned_rollouts(ids[0])}, "y")
     assert rt.feedback_groups(last) == twin.feedback_groups(last)
     np.testing.assert_equal(rt.controller.state_dict(), twin.controller.state_dict())
 
 
-def test_a_uid_cannot_change_prompt() -> None:
+def test_a_uid_cannot_change_prompt_and_undispatched_prompts_take_no_feedback() -> None:
     rt = _runtime()
-    ids = _plan_block(rt)
+    ids = [rt.next_prompt_id(), rt.next_prompt_id()]
     rt.register_batch(["u"], [ids[0]])
     with pytest.raises(ValueError, match=r"uid 'u' maps to two prompt ids"):
         rt.register_batch(["u"], [ids[1]])
+    not_yet = int(rt.plan.prompt_ids[2])  # planned, not handed out by the sampler yet
+    with pytest.raises(
+        ValueError, match=rf"prompt id {not_yet}, which the sampler has not handed out"
+    ):
+        rt.feedback_groups(_groups({not_yet: [1.0] * rt.planned_rollouts(not_yet)}))
 
 
-def test_failed_sessions_and_empty_groups_count_as_incorrect() -> None:
+def test_failed_sessions_and_silent_groups_count_as_incorrect() -> None:
     rt = _runtime()
     ids = _plan_block(rt)
     metrics = rt.feedback_groups(
-        _groups(rt, {ids[0]: [1.0, 1.0], ids[1]: [1.0, 0.0, 1.0, 0.0]}), num_empty=1
+        {
+            **_groups({ids[0]: [1.0, 1.0], ids[1]: [1.0, 0.0, 1.0, 0.0]}),
+            "silent": Group(ids[2], np.zeros(0), None),  # every session failed
+        }
     )
-    assert metrics["gdro/missing_rollouts"] == 2 + 4
+    missing = rt.plan.rollouts.sum() - 2 - 4
+    assert metrics["gdro/missing_rollouts"] == missing
     assert metrics["gdro/solved_none"] == pytest.approx(1 / 3)
-    with pytest.raises(RuntimeError, match="no planned batch awaits feedback"):
-        rt.feedback_groups({})
+    assert rt.feedback_groups({}) == {}
 
 
 def test_weights_follow_uids_and_skip_verl_padding_rows() -> None:
     rt = _runtime()
-    for _ in range(6):  # enough steps for prompts to land in different bins
+    for step in range(20):  # until a block mixes prompts of different bins
         ids = _plan_block(rt)
-        rt.feedback_groups(_groups(rt, {p: [float(p % 2)] * rt.planned_rollouts(p) for p in ids}))
-    weights = {
-        f"uid-{p}": float(w) for p, w in zip(rt.plan.prompt_ids, rt.plan.weights, strict=True)
-    }
-    uids = [f"uid-{rt.plan.prompt_ids[1]}", "pad0123abcd", f"uid-{rt.plan.prompt_ids[0]}"]
+        if len(set(np.round(rt.plan.weights, 9).tolist())) == len(ids):
+            break
+        groups = _groups(
+            {p: list(_outcome(p, rt.planned_rollouts(p), step)) for p in ids}, str(step)
+        )
+        rt.feedback_groups(groups, untrained=set(groups))
+    rt.register_batch([f"u{p}" for p in ids], ids)
+    weights = {f"u{p}": float(w) for p, w in zip(rt.plan.prompt_ids, rt.plan.weights, strict=True)}
+    assert len(set(weights.values())) == 3
+    uids = [f"u{ids[1]}", "pad0123abcd", f"u{ids[0]}"]
     data = DataProto.from_dict(
         tensors={"advantages": torch.ones(3, 2)}, non_tensors={"uid": np.array(uids, dtype=object)}
     )
     rt.apply_weights(data)
     expected = torch.tensor([weights[uids[0]], 1.0, weights[uids[2]]]).unsqueeze(-1).expand(3, 2)
-    torch.testing.assert_close(data.batch["advantages"], expected)
+    torch.testing.assert_close(data.batch["advantages"], expected.float())
     stranger = DataProto.from_dict(
         tensors={"advantages": torch.ones(2, 2)},
         non_tensors={"uid": np.array([uids[0], "not-a-gdro-uid"], dtype=object)},
     )
     with pytest.raises(ValueError, match="no Prompt-GDRO weight for uid 'not-a-gdro-uid'"):
         rt.apply_weights(stranger)
+
+
+def test_plans_in_flight_are_bounded_with_a_clear_error() -> None:
+    rt = _runtime(max_in_flight=2)
+    _plan_block(rt), _plan_block(rt)
+    with pytest.raises(RuntimeError, match=r"data\.gdro\.max_in_flight=2 allows"):
+        rt.next_prompt_id()
+    single = _runtime()
+    _plan_block(single)
+    with pytest.raises(RuntimeError, match="was never scored"):
+        single.next_prompt_id()
 
 
 def test_pass_at_k_metric_is_the_unbiased_estimator() -> None:
@@ -167,3 +197,75 @@ def test_correctness_source() -> None:
         ValueError, match=r"data\.gdro\.correctness='acc' but the reward function reports no 'acc'"
     ):
         feedback.choose_rewards(acc=None, scores=scores, correctness="acc")
+
+
+# --------------------------------------------------------------------------- any order, resume
+
+
+def _outcome(pid: int, n: int, salt: int) -> np.ndarray:
+    return (np.random.default_rng([pid, salt]).random(n) < (pid % 5) / 4).astype(float)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["draw", "feed", "cancel", "fail", "save"]), st.integers(0, 10**6)
+        ),
+        min_size=5,
+        max_size=60,
+    )
+)
+def test_any_order_of_feedback_with_plans_in_flight_keeps_budgets_and_resumes(
+    ops: list[Any],
+) -> None:
+    """Random interleavings of hand-out, partial feedback (any order, failed sessions included),
+    cancellation and save/load, with three plans in flight: every plan meets the exact budget,
+    each prompt is fed back or cancelled once, a rejected call changes nothing, and a runtime
+    restored from a checkpoint behaves exactly like the one that never stopped."""
+    rt, twin = (
+        _runtime(max_in_flight=3, num_prompts=30, block=4),
+        _runtime(max_in_flight=3, num_prompts=30, block=4),
+    )
+    handed: list[int] = []  # handed out, awaiting feedback
+    seen_serials: set[int] = set()
+    for op, r in ops:
+        for runtime in (rt, twin):
+            for plan in runtime.in_flight():
+                assert int(plan.rollouts.sum()) == 4 * plan.prompt_ids.size
+                assert plan.rollouts.min() >= 2 and plan.rollouts.max() <= 8
+        if op == "draw":
+            try:
+                pid = rt.next_prompt_id()
+            except RuntimeError as err:
+                assert "max_in_flight=3" in str(err)
+                with pytest.raises(RuntimeError):
+                    twin.next_prompt_id()
+                continue
+            assert twin.next_prompt_id() == pid and pid not in handed
+            handed.append(pid)
+            seen_serials.add(int(rt.plan.serial))
+        elif op in ("feed", "fail", "cancel") and handed:
+            k = 1 + r % min(3, len(handed))
+            chosen = [handed[(r // 7 + i) % len(handed)] for i in range(k)]
+            chosen = list(dict.fromkeys(chosen))
+            if op == "cancel":
+                assert rt.cancel(chosen) == twin.cancel(chosen)
+            else:
+                groups = {}
+                for pid in chosen:
+                    n = rt.planned_rollouts(pid) - (r % 2 if op == "fail" else 0)
+                    groups[f"u{r}-{pid}"] = Group(pid, _outcome(pid, n, r), None)
+                assert rt.feedback_groups(groups) == twin.feedback_groups(groups)
+                before = copy.deepcopy(rt.controller.state_dict())
+                with pytest.raises(ValueError, match="awaits no feedback"):
+                    rt.feedback_groups(groups)  # each prompt once
+                np.testing.assert_equal(rt.controller.state_dict(), before)
+            handed = [p for p in handed if p not in chosen]
+        elif op == "save":
+            state = rt.state_dict()
+            rt = _runtime(max_in_flight=3, num_prompts=30, block=4)
+            rt.load_state_dict(copy.deepcopy(state))
+        assert rt.awaiting() == twin.awaiting()
+        np.testing.assert_equal(rt.controller.state_dict(), twin.controller.state_dict())
+    np.testing.assert_equal(rt.state_dict(), twin.state_dict())
