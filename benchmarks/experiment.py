@@ -1,16 +1,43 @@
-"""The experiment: GRPO against Prompt-GDRO, Rollout-GDRO and both, at equal rollout compute.
+"""The experiment: GRPO against Prompt-GDRO, Rollout-GDRO, both and a peer strategy, at equal rollouts.
 
-One command reproduces everything: it warms one policy up with SFT (shared by every arm and seed),
-trains each arm with each seed for the same number of steps and exactly the same total rollouts,
-evaluates on held-out prompts per difficulty level, and writes ``results.json``, ``results.md``
-and plots into ``--out``. Differences to GRPO are paired by seed, with 95% t-intervals.
+One command runs a grid: it warms the policy up with SFT (one warm-up shared by every run, or,
+in the ``long`` grid, one per replicate), trains each arm in each replicate for the same number
+of steps and exactly the same rollouts (checked: the command fails otherwise), evaluates on
+held-out prompts per difficulty level, and writes ``results.json``, ``results.md`` and plots into
+``--out``. Replicate r trains with ``seed=r`` (and, with its own warm-up, ``sft_seed=r``); every
+arm of a replicate starts from that replicate's warm-up, and differences to GRPO are paired
+within a replicate, with 95% t-intervals over replicates. The summary shows, per arm, the
+held-out accuracy, the mechanism metrics (did the controllers do anything), and the rollouts and
+generated tokens each arm needed to first reach GRPO's final held-out mean@n.
 
-    python benchmarks/experiment.py --grid cpu --out runs/experiment        # about 1-2 h on 2 cores
-    python benchmarks/experiment.py --grid tiny --out /tmp/exp              # seconds (the tests use it)
-    python benchmarks/experiment.py --grid cpu --task chain_sum:min_terms=2,max_terms=4,min_digits=1,max_digits=3
+    python benchmarks/experiment.py --grid tiny --out /tmp/exp          # seconds (the tests use it)
+    python benchmarks/experiment.py --grid cpu --out runs/experiment-cpu  # about 55 min on one core
+    python benchmarks/experiment.py --grid cpu --task chain_sum:min_terms=2,max_terms=3,min_digits=1,max_digits=3,size=400,eval_size=500
 
-Finished runs are skipped when the command is repeated with the same ``--out``, so an interrupted
-grid continues where it stopped.
+The long-horizon grid (pre-registered in docs/results.md): 1,000 training prompts of 1-5 digit
+addition revisited about 32 times each (1,000 steps x 32 prompts x 8 rollouts, rollouts in
+[2, 16]), the default preset's optimisation (lr 1e-4 with a cosine decay, no KL, variance
+signal), 500 held-out prompts x 16 samples every 100 steps, 5 replicates with their own
+warm-ups, arms grpo, prompt-reweight, rollout-neyman, both and variance-sampling. Its CPU cost
+at one thread: 0.92-1.03 s of CPU time per step (measured over 39 steps of each arm from
+replicate 0's warm-up) and 9-11 s per evaluation, so about 18 minutes per run and 7.6 hours for
+the 25 runs, plus about 9-12 minutes per warm-up (replicate 0's stopped at its target after
+2,857 steps) unless cached: about 8.4 core-hours in all, about 4.2 hours of wall time with two
+replicate groups side by side on two idle cores. The run directories take about 30 MB each. As a
+Makefile line::
+
+    OMP_NUM_THREADS=1 $(BIN)/python benchmarks/experiment.py --grid long --out runs/experiment-long
+
+or, on two cores, two processes on disjoint replicates and a last call for the summary (which
+finds every run finished and only summarises)::
+
+    OMP_NUM_THREADS=1 python benchmarks/experiment.py --grid long --out runs/experiment-long --replicates 0 1 2 &
+    OMP_NUM_THREADS=1 python benchmarks/experiment.py --grid long --out runs/experiment-long --replicates 3 4; wait
+    python benchmarks/experiment.py --grid long --out runs/experiment-long
+
+Repeating a command with the same ``--out`` skips finished runs and resumes an interrupted one
+from its latest checkpoint (``gdro train --resume``), so a stopped grid continues where it
+stopped; a run directory with no checkpoint yet starts again.
 """
 
 from __future__ import annotations
@@ -18,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from gdro_cli.report import mean_key
+from gdro_cli.report import MECHANISM_KEYS, mean_key, rollouts_to_target
 from gdro_core import stats
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -36,25 +64,111 @@ ARMS: dict[str, dict[str, Any]] = {
     "rollout-bandit": {"prompt": "off", "rollout": "bandit"},
     "rollout-neyman": {"prompt": "off", "rollout": "neyman"},
     "both": {"prompt": "reweight", "rollout": "neyman"},
+    # a peer strategy: variance-weighted prompt sampling (the lab's VarianceSampling), n fixed
+    "variance-sampling": {"prompt": "off", "rollout": "fixed", "sampler": "variance"},
 }
 BASELINE = "grpo"
+SHORT_ARMS = [
+    "grpo",
+    "prompt-reweight",
+    "prompt-resample",
+    "rollout-bandit",
+    "rollout-neyman",
+    "both",
+]
+LONG_ARMS = ["grpo", "prompt-reweight", "rollout-neyman", "both", "variance-sampling"]
+
+# the default preset's optimisation: 32 prompts x 8 rollouts (in [2, 16]), lr 1e-4 with a cosine
+# decay, no KL, variance signal, 500 held-out prompts x 16 samples, the warm-up to SFT loss 0.25
+_DEFAULT_RL = dict(
+    batch_size=32,
+    rollout_mean=8,
+    rollout_min=2,
+    rollout_max=16,
+    lr=1e-4,
+    lr_schedule="cosine",
+    kl_coef=0.0,
+    signal="variance",
+    eval_samples=16,
+    sft_target_loss=0.25,
+)
 
 GRIDS: dict[str, dict[str, Any]] = {
-    # the tests' grid: the 0.1M model, 2 steps
-    "tiny": {"train": dict(model="tiny-llama-0.1m", task="addition:min_digits=1,max_digits=3,size=300,eval_size=16",
-                           steps=2, batch_size=4, eval_every=0, checkpoint_every=0, eval_samples=8),
-             "sft_steps": 20, "seeds": 2},
-    # the CPU grid: the default preset of `gdro train` (1M model, its cached warm-up to SFT loss
-    # 0.25 on 1-5 digit addition, 32 prompts x 8 rollouts, lr 1e-4 with a cosine decay, no KL,
-    # variance signal, 500 held-out prompts x 16 samples), 100 steps, 5 seeds, 6 arms: about
-    # 35 minutes on 2 idle cores once the warm-up is cached
-    "cpu": {"train": dict(model="tiny-llama-1m", task="addition:min_digits=1,max_digits=5,eval_size=500",
-                          steps=100, batch_size=32, rollout_mean=8, rollout_min=2, rollout_max=16,
-                          lr=1e-4, lr_schedule="cosine", kl_coef=0.0, signal="variance",
-                          eval_every=50, checkpoint_every=0, eval_samples=16,
-                          sft_target_loss=0.25),
-            "sft_steps": 4000, "seeds": 5},
+    # the tests' grid: the 0.1M model, 2 steps, one shared warm-up
+    "tiny": {
+        "train": dict(
+            model="tiny-llama-0.1m",
+            task="addition:min_digits=1,max_digits=3,size=300,eval_size=16",
+            steps=2,
+            batch_size=4,
+            eval_every=0,
+            checkpoint_every=0,
+            eval_samples=8,
+        ),
+        "sft_steps": 20,
+        "seeds": 2,
+        "warmups": "shared",
+        "arms": SHORT_ARMS,
+    },
+    # the long grid's machinery at the tests' size: a warm-up per replicate, the long arms,
+    # evaluations and checkpoints along the way
+    "tiny-long": {
+        "train": dict(
+            model="tiny-llama-0.1m",
+            task="addition:min_digits=1,max_digits=3,size=300,eval_size=16",
+            steps=4,
+            batch_size=4,
+            rollout_mean=4,
+            rollout_max=8,
+            eval_every=2,
+            checkpoint_every=2,
+            eval_samples=8,
+            lr=1e-3,
+        ),
+        "sft_steps": 20,
+        "seeds": 2,
+        "warmups": "per-replicate",
+        "arms": LONG_ARMS,
+    },
+    # the CPU grid of docs/results.md: the default preset (1M model, its cached warm-up to SFT
+    # loss 0.25 on 1-5 digit addition), 100 steps, 5 seeds sharing that warm-up, 6 arms: about
+    # 35 minutes on 2 idle cores once the warm-up is cached. The controllers are near-inactive
+    # here (each prompt is seen 3-4 times).
+    "cpu": {
+        "train": dict(
+            model="tiny-llama-1m",
+            task="addition:min_digits=1,max_digits=5,eval_size=500",
+            steps=100,
+            eval_every=50,
+            checkpoint_every=0,
+            **_DEFAULT_RL,
+        ),
+        "sft_steps": 4000,
+        "seeds": 5,
+        "warmups": "shared",
+        "arms": SHORT_ARMS,
+    },
+    # the long-horizon grid (pre-registered): 1,000 prompts x 1,000 steps x 32 prompts, each
+    # prompt revisited about 32 times; 5 replicates, each with its own warm-up; evaluation every
+    # 10% of the run; checkpoints every 100 steps so an interrupted run resumes
+    "long": {
+        "train": dict(
+            model="tiny-llama-1m",
+            # 1,000 training prompts (the default size), spelled as the default preset spells
+            # it: replicate 0 shares the cached warm-up of `make demo` and the cpu grid
+            task="addition:min_digits=1,max_digits=5,eval_size=500",
+            steps=1000,
+            eval_every=100,
+            checkpoint_every=100,
+            **_DEFAULT_RL,
+        ),
+        "sft_steps": 4000,
+        "seeds": 5,
+        "warmups": "per-replicate",
+        "arms": LONG_ARMS,
+    },
 }
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -65,14 +179,17 @@ class Interval:
     high: float
     n: int
 
-    def fmt(self, scale: float = 100.0) -> str:
+    def fmt(self, scale: float = 100.0, digits: int = 2) -> str:
         if self.n < 2:
-            return f"{self.mean * scale:+.2f}"
-        return f"{self.mean * scale:+.2f} [{self.low * scale:+.2f}, {self.high * scale:+.2f}]"
+            return f"{self.mean * scale:+.{digits}f}"
+        return (
+            f"{self.mean * scale:+.{digits}f} [{self.low * scale:+.{digits}f}, "
+            f"{self.high * scale:+.{digits}f}]"
+        )
 
 
 def mean_ci(values: list[float] | np.ndarray) -> Interval:
-    """Mean and 95% t-interval of ``values`` (a paired difference per seed; NaNs dropped)."""
+    """Mean and 95% t-interval of ``values`` (a paired difference per replicate; NaNs dropped)."""
     v = np.asarray(values, dtype=np.float64)
     n = int(np.isfinite(v).sum())
     if n == 0:
@@ -82,7 +199,7 @@ def mean_ci(values: list[float] | np.ndarray) -> Interval:
 
 
 def paired(arm: dict[int, float], base: dict[int, float]) -> Interval:
-    """Paired-by-seed difference ``arm - base`` over the seeds both have."""
+    """Paired-by-replicate difference ``arm - base`` over the replicates both have."""
     seeds = sorted(set(arm) & set(base))
     if not seeds:
         raise ValueError("no seed is shared by the arm and the baseline")
@@ -91,6 +208,11 @@ def paired(arm: dict[int, float], base: dict[int, float]) -> Interval:
 
 def run_dir(out: Path, arm: str, seed: int) -> Path:
     return out / "runs" / f"{arm}-s{seed}"
+
+
+def sft_dir(out: Path, replicate: int | None) -> Path:
+    """The warm start of a replicate (None: the one warm start every replicate shares)."""
+    return out / ("sft_model" if replicate is None else f"sft_model-r{replicate}")
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -110,20 +232,50 @@ def total_rollouts(rows: list[dict[str, Any]]) -> int:
     return int(sum(r["train/rollouts"] for r in rows if "train/rollouts" in r))
 
 
+def total_tokens(rows: list[dict[str, Any]]) -> float:
+    """Response tokens generated by a run (NaN if it did not log ``train/tokens``)."""
+    steps = [r for r in rows if "train/rollouts" in r]
+    if not steps or any("train/tokens" not in r for r in steps):
+        return math.nan
+    return float(sum(r["train/tokens"] for r in steps))
+
+
 def final_eval(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The last row's ``eval/`` metrics (the evaluation after the last step)."""
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     return {k: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
 
 
-def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
-    """Per-arm metrics and paired differences to GRPO, from the run directories."""
+def mechanism_means(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each mechanism metric's mean over the run's steps and over its last 10% (NaN if absent)."""
+    steps = [r for r in rows if "train/rollouts" in r]
+    out = {}
+    for key in MECHANISM_KEYS:
+        values = [float(r[key]) for r in steps if isinstance(r.get(key), (int, float))]
+        tail = values[-max(1, len(values) // 10) :]
+        out[key] = {
+            "all": float(np.mean(values)) if values else math.nan,
+            "last10": float(np.mean(tail)) if values else math.nan,
+        }
+    return out
+
+
+def summarize(
+    out: Path, arms: list[str], seeds: list[int], expected_rollouts: int | None = None
+) -> dict[str, Any]:
+    """Per-arm metrics and paired differences to GRPO, from the run directories.
+
+    ``expected_rollouts`` (steps x batch x mean rollouts) is what every run must have spent;
+    ``equal_compute`` says whether every run spent exactly that (or, without it, the same).
+    """
     per: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in arms}
+    rows_of: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for a in arms:
         for s in seeds:
             rows = load_rows(run_dir(out, a, s))
-            if not rows:
-                continue
+            if not rows or not (run_dir(out, a, s) / "model" / "config.json").is_file():
+                continue  # only finished runs are summarised
+            rows_of[a, s] = rows
             ev = final_eval(rows)
             mean_at = mean_key([ev])
             mean_n = int(mean_at.rsplit("@", 1)[1])
@@ -131,71 +283,224 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
             timed = steps[1:] if len(steps) > 1 else steps  # step 1 compiles the numba kernels
             step_s = [r["timing/step_s"] for r in timed if "timing/step_s" in r]
             ctl_s = [r["timing/controller_s"] for r in timed if "timing/controller_s" in r]
+            eval_s = [r["timing/eval_s"] for r in rows if "timing/eval_s" in r]
             levels = sorted({int(k.rsplit("level", 1)[1]) for k in ev if "/level" in k})
             hard = levels[-2:] if levels else []
             per[a][s] = {
                 "rollouts": total_rollouts(rows),
+                "tokens": total_tokens(rows),
                 "steps": len(steps),
                 "pass@8": ev.get("eval/pass@8", math.nan),
-                "pass@8_start": rows[0].get("eval/pass@8", math.nan) if rows[0]["step"] == 0 else math.nan,
+                "pass@8_start": rows[0].get("eval/pass@8", math.nan)
+                if rows[0]["step"] == 0
+                else math.nan,
                 "mean@n": ev.get(mean_at, math.nan),
                 "n": mean_n,
-                "pass@8_hard": float(np.mean([ev[f"eval/pass@8/level{lv}"] for lv in hard])) if hard else math.nan,
-                "pass@8_worst": float(min(ev[f"eval/pass@8/level{lv}"] for lv in levels)) if levels else math.nan,
+                "pass@8_hard": float(np.mean([ev[f"eval/pass@8/level{lv}"] for lv in hard]))
+                if hard
+                else math.nan,
+                "pass@8_worst": float(min(ev[f"eval/pass@8/level{lv}"] for lv in levels))
+                if levels
+                else math.nan,
                 "step_s": float(np.mean(step_s)) if step_s else math.nan,
-                "controller_share": float(np.sum(ctl_s) / np.sum(step_s)) if step_s and ctl_s else math.nan,
+                "eval_s": float(np.sum(eval_s)) if eval_s else math.nan,
+                "controller_share": float(np.sum(ctl_s) / np.sum(step_s))
+                if step_s and ctl_s
+                else math.nan,
+                "mechanism": mechanism_means(rows),
             }
+    # rollouts-to-target: the GRPO run of the same replicate sets the target (its final mean@n)
+    for a in arms:
+        for s in per[a]:
+            hit = None
+            target = per.get(BASELINE, {}).get(s, {}).get("mean@n", math.nan)
+            if math.isfinite(target):
+                hit = rollouts_to_target(rows_of[a, s], target, f"eval/mean@{per[a][s]['n']}")
+            per[a][s]["target"] = target
+            per[a][s]["to_target"] = (
+                None if hit is None else {"step": hit[0], "rollouts": hit[1], "tokens": hit[2]}
+            )
     budgets = {per[a][s]["rollouts"] for a in arms for s in per[a]}
+    equal = (
+        budgets == {expected_rollouts}
+        if expected_rollouts is not None and budgets
+        else len(budgets) <= 1
+    )
     table: dict[str, Any] = {}
     for a in arms:
         if not per[a]:
             continue
         entry: dict[str, Any] = {"seeds": sorted(per[a])}
-        for key in ("pass@8", "mean@n", "pass@8_hard", "pass@8_worst", "step_s", "controller_share"):
+        for key in (
+            "pass@8",
+            "mean@n",
+            "pass@8_hard",
+            "pass@8_worst",
+            "step_s",
+            "controller_share",
+        ):
             vals = [per[a][s][key] for s in sorted(per[a])]
-            entry[key] = mean_ci(vals).__dict__
+            entry[key] = mean_ci(vals).__dict__ if np.isfinite(vals).any() else None
             if a != BASELINE and per.get(BASELINE) and key.startswith(("pass", "mean")):
-                diff = paired({s: per[a][s][key] for s in per[a]}, {s: per[BASELINE][s][key] for s in per[BASELINE]})
-                base = float(np.mean([per[BASELINE][s][key] for s in per[BASELINE]]))
-                entry[f"{key}_diff"] = diff.__dict__
-                entry[f"{key}_rel"] = diff.mean / base if base else math.nan
-        # the run's own change: held-out pass@8 at the end minus at step 0, mean over seeds
+                mine = {s: per[a][s][key] for s in per[a] if math.isfinite(per[a][s][key])}
+                theirs = {
+                    s: per[BASELINE][s][key]
+                    for s in per[BASELINE]
+                    if math.isfinite(per[BASELINE][s][key])
+                }
+                if set(mine) & set(theirs):
+                    diff = paired(mine, theirs)
+                    base = float(np.mean(list(theirs.values())))
+                    entry[f"{key}_diff"] = diff.__dict__
+                    entry[f"{key}_rel"] = diff.mean / base if base else math.nan
+                else:  # no replicate has the metric in both arms
+                    entry[f"{key}_diff"], entry[f"{key}_rel"] = None, math.nan
+        # the run's own change: held-out pass@8 at the end minus at step 0, mean over replicates
         gains = [per[a][s]["pass@8"] - per[a][s]["pass@8_start"] for s in sorted(per[a])]
-        entry["pass@8_gain"] = mean_ci(gains).__dict__
+        entry["pass@8_gain"] = mean_ci(gains).__dict__ if np.isfinite(gains).any() else None
+        entry["mechanism"] = {
+            key: {
+                part: _mean_or_nan([per[a][s]["mechanism"][key][part] for s in per[a]])
+                for part in ("all", "last10")
+            }
+            for key in MECHANISM_KEYS
+        }
+        hits = {s: per[a][s]["to_target"] for s in per[a] if per[a][s]["to_target"] is not None}
+        base_hits = {
+            s: per[BASELINE][s]["to_target"]
+            for s in per.get(BASELINE, {})
+            if per[BASELINE][s]["to_target"] is not None
+        }
+        ratio = [
+            hits[s]["rollouts"] / base_hits[s]["rollouts"]
+            for s in hits
+            if s in base_hits and base_hits[s]["rollouts"] > 0
+        ]
+        entry["to_target"] = {
+            "reached": len(hits),
+            "of": len(per[a]),
+            "rollouts": mean_ci([h["rollouts"] for h in hits.values()]).__dict__ if hits else None,
+            "tokens": mean_ci([h["tokens"] for h in hits.values()]).__dict__
+            if hits and any(math.isfinite(h["tokens"]) for h in hits.values())
+            else None,
+            "vs_grpo": mean_ci(ratio).__dict__ if ratio else None,
+        }
         table[a] = entry
     samples = sorted({per[a][s]["n"] for a in arms for s in per[a]})
-    return {"per_run": {a: {str(s): v for s, v in d.items()} for a, d in per.items()},
-            "arms": table, "equal_compute": len(budgets) <= 1, "rollouts_per_run": sorted(budgets),
-            "eval_samples": samples[0] if len(samples) == 1 else samples}
+    return {
+        "per_run": {a: {str(s): v for s, v in d.items()} for a, d in per.items()},
+        "arms": table,
+        "equal_compute": equal,
+        "rollouts_per_run": sorted(budgets),
+        "expected_rollouts": expected_rollouts,
+        "eval_samples": samples[0] if len(samples) == 1 else samples,
+    }
+
+
+def _mean_or_nan(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def markdown(summary: dict[str, Any], header: str) -> str:
-    def iv(d: dict[str, Any], scale: float = 100.0) -> str:
-        return Interval(**d).fmt(scale)
+    def iv(d: dict[str, Any] | None, scale: float = 100.0) -> str:
+        return "n/a" if d is None else Interval(**d).fmt(scale)
+
+    def pct(d: dict[str, Any] | None, scale: float = 100.0, fmt: str = ".2f") -> str:
+        return "n/a" if d is None or not math.isfinite(d["mean"]) else f"{d['mean'] * scale:{fmt}}"
 
     n = summary.get("eval_samples", 8)
-    lines = [header, "", f"| arm | seeds | pass@8 (%) | pass@8 gain over the run | mean@{n} (%) | pass@8, 2 hardest"
-             " levels | worst-level pass@8 | s/step | controller share |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        f"| arm | replicates | pass@8 (%) | pass@8 gain over the run | mean@{n} (%) | pass@8, 2 hardest"
+        " levels | worst-level pass@8 | s/step | controller share |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for a, e in summary["arms"].items():
-        lines.append(f"| {a} | {len(e['seeds'])} | {e['pass@8']['mean'] * 100:.2f} | {iv(e['pass@8_gain'])} |"
-                     f" {e['mean@n']['mean'] * 100:.2f} |"
-                     f" {e['pass@8_hard']['mean'] * 100:.2f} | {e['pass@8_worst']['mean'] * 100:.2f} |"
-                     f" {e['step_s']['mean']:.2f} | {e['controller_share']['mean'] * 100:.3f}% |")
-    lines += ["", "Differences to GRPO, paired by seed (percentage points, mean [95% CI]); relative gain in"
-              " the paper's format:", "", f"| arm | Δ pass@8 | relative | Δ mean@{n} | Δ pass@8 hardest | Δ worst level |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {a} | {len(e['seeds'])} | {pct(e['pass@8'])} | {iv(e['pass@8_gain'])} |"
+            f" {pct(e['mean@n'])} | {pct(e['pass@8_hard'])} | {pct(e['pass@8_worst'])} |"
+            f" {pct(e['step_s'], 1.0)} | {pct(e['controller_share'], 100.0, '.3f')}% |"
+        )
+    lines += [
+        "",
+        "Mechanism (did the controllers do anything?), mean over the run's steps / over its last 10%,"
+        " averaged over replicates; n/a where the run did not log it:",
+        "",
+        "| arm | " + " | ".join(k.split("/", 1)[1] for k in MECHANISM_KEYS) + " |",
+        "|---|" + "---|" * len(MECHANISM_KEYS),
+    ]
+    for a, e in summary["arms"].items():
+        cells = []
+        for key in MECHANISM_KEYS:
+            m = e["mechanism"][key]
+            cells.append(
+                "n/a" if not math.isfinite(m["all"]) else f"{m['all']:.3f} / {m['last10']:.3f}"
+            )
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Differences to GRPO, paired by replicate (percentage points, mean [95% CI]); relative gain in"
+        " the paper's format:",
+        "",
+        f"| arm | Δ pass@8 | relative | Δ mean@{n} | Δ pass@8 hardest | Δ worst level |",
+        "|---|---|---|---|---|---|",
+    ]
     for a, e in summary["arms"].items():
         if "pass@8_diff" not in e:
             continue
-        lines.append(f"| {a} | {iv(e['pass@8_diff'])} | {e['pass@8_rel'] * 100:+.1f}% | {iv(e['mean@n_diff'])} |"
-                     f" {iv(e['pass@8_hard_diff'])} | {iv(e['pass@8_worst_diff'])} |")
-    lines += ["", f"Equal compute: {'yes' if summary['equal_compute'] else 'NO'}; rollouts per run:"
-              f" {summary['rollouts_per_run']}."]
+        rel = f"{e['pass@8_rel'] * 100:+.1f}%" if math.isfinite(e["pass@8_rel"]) else "n/a"
+        lines.append(
+            f"| {a} | {iv(e['pass@8_diff'])} | {rel} | {iv(e['mean@n_diff'])} |"
+            f" {iv(e['pass@8_hard_diff'])} | {iv(e['pass@8_worst_diff'])} |"
+        )
+    lines += [
+        "",
+        f"Rollouts to reach GRPO's final held-out mean@{n} (per replicate, the GRPO run of the same"
+        " replicate sets the target; the first evaluation at or above it, interpolated linearly from the"
+        " evaluation before it; mean [95% CI] over the replicates that reached it):",
+        "",
+        "| arm | reached | rollouts | × GRPO's | generated tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for a, e in summary["arms"].items():
+        t = e["to_target"]
+
+        def num(d: dict[str, Any] | None, digits: int = 0) -> str:
+            if d is None:
+                return "n/a"
+            iv_ = Interval(**d)
+            if iv_.n < 2:
+                return f"{iv_.mean:,.{digits}f}"
+            return f"{iv_.mean:,.{digits}f} [{iv_.low:,.{digits}f}, {iv_.high:,.{digits}f}]"
+
+        lines.append(
+            f"| {a} | {t['reached']}/{t['of']} | {num(t['rollouts'])} | {num(t['vs_grpo'], 2)} |"
+            f" {num(t['tokens'])} |"
+        )
+    expected = summary.get("expected_rollouts")
+    lines += [
+        "",
+        f"Equal compute: {'yes' if summary['equal_compute'] else 'NO'}; rollouts per run:"
+        f" {summary['rollouts_per_run']}" + (f" (expected {expected})." if expected else "."),
+    ]
+    warmups = summary.get("warmups")
+    if warmups:
+        lines += [
+            "",
+            "Warm-ups (SFT steps, final loss): "
+            + "; ".join(
+                f"{k}: {w['steps']}, {w['loss']:.3f}"
+                + ("" if w.get("reached", True) else " (target not reached)")
+                for k, w in warmups.items()
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(out: Path, arms: list[str], seeds: list[int]) -> Path:
-    """Held-out pass@8 over steps, mean and 95% band over seeds, one line per arm."""
+    """Held-out pass@8 over steps, mean and 95% band over replicates, one line per arm."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +525,7 @@ def plot_curves(out: Path, arms: list[str], seeds: list[int]) -> Path:
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("held-out pass@8 (%)")
     ax.legend(fontsize=8, frameon=False)
-    ax.set_title("Learning curves (mean and 95% CI over seeds)", fontsize=10)
+    ax.set_title("Learning curves (mean and 95% CI over replicates)", fontsize=10)
     fig.tight_layout()
     path = out / "curves.png"
     fig.savefig(path)
@@ -228,21 +533,159 @@ def plot_curves(out: Path, arms: list[str], seeds: list[int]) -> Path:
     return path
 
 
+def plot_mechanism(out: Path, arms: list[str], seeds: list[int]) -> Path | None:
+    """Each mechanism metric over steps, the mean over replicates per arm (smoothed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for key in MECHANISM_KEYS:
+        for a in arms:
+            runs = []
+            for s in seeds:
+                pts = {
+                    int(r["step"]): float(r[key])
+                    for r in load_rows(run_dir(out, a, s))
+                    if isinstance(r.get(key), (int, float))
+                }
+                if pts:
+                    runs.append(pts)
+            if not runs:
+                continue
+            xs = sorted(set.intersection(*(set(p) for p in runs)))
+            if xs:
+                ys = np.mean([[p[x] for x in xs] for p in runs], axis=0)
+                window = max(1, len(xs) // 50)
+                ys = np.convolve(ys, np.ones(window) / window, mode="same") if window > 1 else ys
+                series.setdefault(key, {})[a] = (np.asarray(xs), ys)
+    if not series:
+        return None
+    keys = [k for k in MECHANISM_KEYS if k in series]
+    rows = (len(keys) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 2.3 * rows), squeeze=False, layout="constrained")
+    for ax, key in zip(axes.ravel(), keys, strict=False):
+        for a, (xs, ys) in series[key].items():
+            ax.plot(xs, ys, lw=1.1, label=a)
+        ax.set_title(f"{MECHANISM_KEYS[key]} ({key.split('/', 1)[1]})", fontsize=9)
+    for ax in axes.ravel()[len(keys) :]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=7)
+    path = out / "mechanism.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _warm_up(
+    out: Path, base: dict[str, Any], sft_steps: int, replicate: int | None, cache_dir: str | None
+) -> Path:
+    """The warm start (shared, or replicate r's with ``sft_seed=r``), made once per ``--out``
+    and cached across grids in the SFT cache (per model, task, SFT settings and seed)."""
+    from gdro_torch.build import SFT_FORMAT, check_inputs, load_policy
+    from gdro_torch.config import TrainConfig
+    from gdro_torch.model import save_model_dir
+
+    path = sft_dir(out, replicate)
+    extra = {} if replicate is None else {"sft_seed": replicate}
+    cfg = TrainConfig(**{**base, **extra, "sft_steps": sft_steps})
+    key: dict[str, Any] = {
+        k: getattr(cfg, k)
+        for k in (
+            "model",
+            "task",
+            "sft_steps",
+            "sft_seed",
+            "sft_batch",
+            "sft_lr",
+            "sft_max_grad_norm",
+            "sft_target_loss",
+        )
+    }
+    key["sft_format"] = SFT_FORMAT
+    stamp = path.with_name(path.name.replace("sft_model", "sft") + ".json")
+    if (path / "config.json").is_file():
+        saved = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if saved != key:
+            raise ValueError(f"{path} was warmed up with {saved}, not {key}; use another --out")
+        return path
+    t0 = time.perf_counter()
+    model, tok, cached = load_policy(cfg, check_inputs(cfg), cache_dir=cache_dir)
+    save_model_dir(model, tok, path)
+    stamp.write_text(json.dumps(key))
+    print(
+        f"SFT warm start{'' if replicate is None else f' of replicate {replicate}'}: "
+        f"{'cached' if cached else f'{time.perf_counter() - t0:.0f} s'} -> {path}",
+        flush=True,
+    )
+    return path
+
+
+def _warm_up_record(path: Path) -> dict[str, Any] | None:
+    record = json.loads((path / "config.json").read_text()).get("gdro_sft")
+    if not isinstance(record, dict):
+        return None
+    target = record.get("target_loss")
+    return {
+        "steps": record["steps"],
+        "loss": record["loss"],
+        "reached": target is None or record["loss"] <= target,
+    }
+
+
+def _train_one(cfg: Any, rd: Path) -> Any:
+    """Train one run; skip it when finished, resume it when it has a checkpoint."""
+    from gdro_torch.loop import train
+    from gdro_torch.rundir import RunDir
+
+    if (rd / "model" / "config.json").is_file():
+        return None  # finished earlier
+    if RunDir(rd).latest_checkpoint() is not None and (rd / "init_model").is_dir():
+        try:
+            return train(cfg, rd, resume=True)
+        except ValueError as exc:
+            if "config differs" in str(exc):
+                raise ValueError(
+                    f"{rd} holds a run of another configuration ({exc}); use another --out"
+                ) from None
+            raise
+    if rd.exists():
+        shutil.rmtree(rd)  # stopped before its first checkpoint: start it again
+    return train(cfg, rd)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--grid", choices=sorted(GRIDS), default="cpu")
     ap.add_argument("--out", type=Path, default=Path("runs/experiment"))
-    ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the grid's)")
+    ap.add_argument(
+        "--arms", nargs="*", default=None, choices=list(ARMS), help="default: the grid's arms"
+    )
+    ap.add_argument(
+        "--seeds", type=int, default=None, help="number of replicates (default: the grid's)"
+    )
+    ap.add_argument(
+        "--replicates",
+        type=int,
+        nargs="*",
+        default=None,
+        help="run only these replicates (e.g. 0 1 2 in one process, 3 4 in another)",
+    )
+    ap.add_argument(
+        "--warmups",
+        choices=["shared", "per-replicate"],
+        default=None,
+        help="one warm-up for every replicate, or one per replicate (sft_seed = r); default: the grid's",
+    )
     ap.add_argument("--task", default=None, help="override the grid's task spec")
     ap.add_argument("--steps", type=int, default=None, help="override the grid's GRPO steps")
     ap.add_argument("--cache-dir", default=None, help="SFT cache (default ~/.cache/gdro)")
     args = ap.parse_args(argv)
 
-    from gdro_torch.build import check_inputs, load_policy
     from gdro_torch.config import TrainConfig
-    from gdro_torch.loop import train
-    from gdro_torch.model import save_model_dir
 
     grid = GRIDS[args.grid]
     base = dict(grid["train"])
@@ -250,55 +693,72 @@ def main(argv: list[str] | None = None) -> int:
         base["task"] = args.task
     if args.steps:
         base["steps"] = args.steps
-    seeds = list(range(args.seeds if args.seeds is not None else grid["seeds"]))
+    arms = args.arms if args.arms is not None else list(grid["arms"])
+    seeds = (
+        args.replicates
+        if args.replicates is not None
+        else list(range(args.seeds if args.seeds is not None else grid["seeds"]))
+    )
+    per_replicate = (args.warmups or grid["warmups"]) == "per-replicate"
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    probe = TrainConfig(**base)  # validates the grid before any compute
+    expected = probe.steps * probe.batch_size * probe.rollout_mean
 
-    # 1. one shared SFT warm start
-    sft_dir = out / "sft_model"
-    sft_cfg = TrainConfig(**{**base, "sft_steps": grid["sft_steps"]})
-    from gdro_torch.build import SFT_FORMAT
+    # 1. the warm starts: one shared, or one per replicate (cached per sft seed)
+    starts = {
+        s: _warm_up(out, base, grid["sft_steps"], s if per_replicate else None, args.cache_dir)
+        for s in (seeds if per_replicate else seeds[:1])
+    }
 
-    sft_key = {k: getattr(sft_cfg, k) for k in ("model", "task", "sft_steps", "sft_seed", "sft_batch",
-                                                  "sft_lr", "sft_max_grad_norm", "sft_target_loss")}
-    sft_key["sft_format"] = SFT_FORMAT
-    stamp = out / "sft.json"
-    if (sft_dir / "config.json").is_file():
-        saved = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if saved != sft_key:
-            raise ValueError(f"{sft_dir} was warmed up with {saved}, not {sft_key}; use another --out")
-    else:
-        t0 = time.perf_counter()
-        model, tok, cached = load_policy(sft_cfg, check_inputs(sft_cfg), cache_dir=args.cache_dir)
-        save_model_dir(model, tok, sft_dir)
-        stamp.write_text(json.dumps(sft_key))
-        print(f"SFT warm start: {'cached' if cached else f'{time.perf_counter() - t0:.0f} s'} -> {sft_dir}", flush=True)
-
-    # 2. every arm x seed from it, at equal compute
+    # 2. every arm of every replicate from the replicate's warm start, at equal rollouts
     for s in seeds:
-        for a in args.arms:
+        start = starts[s] if per_replicate else starts[seeds[0]]
+        for a in arms:
             rd = run_dir(out, a, s)
-            if (rd / "model" / "config.json").is_file():
-                continue  # finished earlier
-            if rd.exists():
-                import shutil
-
-                shutil.rmtree(rd)  # an unfinished run: start it again
-            cfg = TrainConfig(**{**base, **ARMS[a], "model": str(sft_dir), "sft_steps": 0, "seed": s})
+            extra = {"sft_seed": s} if per_replicate else {}
+            cfg = TrainConfig(
+                **{**base, **ARMS[a], **extra, "model": str(start), "sft_steps": 0, "seed": s}
+            )
             t0 = time.perf_counter()
-            res = train(cfg, rd)
-            print(f"{a:>16} seed {s}: pass@8 {res.eval_start.get('eval/pass@8', math.nan):.3f} -> "
-                  f"{res.eval_end.get('eval/pass@8', math.nan):.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            res = _train_one(cfg, rd)
+            if res is not None:
+                print(
+                    f"{a:>17} replicate {s}: pass@8 {res.eval_start.get('eval/pass@8', math.nan):.3f} -> "
+                    f"{res.eval_end.get('eval/pass@8', math.nan):.3f} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
 
     # 3. statistics, tables, plots
-    summary = summarize(out, args.arms, seeds)
-    summary["grid"] = {"name": args.grid, **base, "seeds": seeds, "sft_steps": grid["sft_steps"]}
+    summary = summarize(out, arms, seeds, expected)
+    summary["grid"] = {
+        "name": args.grid,
+        **base,
+        "seeds": seeds,
+        "sft_steps": grid["sft_steps"],
+        "warmups": "per-replicate" if per_replicate else "shared",
+        "arms": arms,
+    }
+    summary["warmups"] = {
+        (f"replicate {s}" if per_replicate else "shared"): rec
+        for s, path in starts.items()
+        if (rec := _warm_up_record(path)) is not None
+    }
     (out / "results.json").write_text(json.dumps(summary, indent=1))
-    header = (f"## {args.grid} grid: {base['model']} on `{base['task']}`, {base['steps']} steps x "
-              f"{base['batch_size']} prompts x {base.get('rollout_mean', 4)} rollouts, {len(seeds)} seeds")
+    warm = "its own warm-up per replicate" if per_replicate else "one shared warm-up"
+    header = (
+        f"## {args.grid} grid: {base['model']} on `{base['task']}`, {base['steps']} steps x "
+        f"{base['batch_size']} prompts x {base.get('rollout_mean', 4)} rollouts, {len(seeds)} replicates, {warm}"
+    )
     (out / "results.md").write_text(markdown(summary, header))
-    plot_curves(out, args.arms, seeds)
+    plot_curves(out, arms, seeds)
+    plot_mechanism(out, arms, seeds)
     print((out / "results.md").read_text())
+    if not summary["equal_compute"]:
+        print(
+            f"experiment: runs spent unequal rollouts {summary['rollouts_per_run']} (expected {expected})",
+            file=sys.stderr,
+        )
     return 0 if summary["equal_compute"] else 1
 
 

@@ -1,11 +1,14 @@
 """``gdro report``: plots and a Markdown summary of run directories (``gdro train`` or ``simulate``).
 
 For each run: step-by-bin heatmaps of the batch share, the adversary's weights q, the mean
-reward and the rollouts per prompt; the mean bin of the data against the adversary's, their
-lead-lag gap and the entropy of q (with the shadow price when the run has one), and the
-share of the rollout budget per bin when the run logs it. Across runs:
-learning curves overlaid (training reward, solved rate, held-out pass@8 and mean@n). Missing keys
-are fine: a panel without data is left out.
+reward and, when they vary, the rollouts per prompt and the share of the rollout budget per bin;
+the mean bin of the data against the adversary's, their lead-lag gap and the entropy of q (with
+the shadow price when the run has one). Across runs: learning curves overlaid (training reward,
+solved rate, held-out pass@8 and mean@n), the mechanism metrics overlaid (did the controllers do
+anything: budget moved, q away from uniform, weight spread, groups without gradient, prompts
+stuck solved or failed, visits per prompt), and, when a GRPO baseline is among the runs, the
+rollouts and generated tokens each run needed to reach the baseline's final held-out mean@n
+(:func:`rollouts_to_target`). Missing keys are fine: a panel without data is left out.
 
 Usage::
 
@@ -27,7 +30,29 @@ import numpy as np
 
 from gdro_core.files import atomic_write, atomic_write_text
 
-__all__ = ["Run", "add_arguments", "load_run", "mean_key", "run", "write_report"]
+__all__ = [
+    "MECHANISM_KEYS",
+    "Run",
+    "add_arguments",
+    "is_baseline",
+    "load_run",
+    "mean_key",
+    "rollouts_to_target",
+    "run",
+    "write_report",
+]
+
+#: The controllers' mechanism metrics (``GDROController.metrics()``), with a short label each.
+MECHANISM_KEYS: dict[str, str] = {
+    "mechanism/budget_moved": "rollout budget moved vs uniform",
+    "mechanism/q_tv": "TV distance of q from uniform",
+    "mechanism/weight_max_ratio": "largest weight / mean weight",
+    "mechanism/weight_p90_ratio": "p90 weight / mean weight",
+    "mechanism/zero_adv_share": "groups with zero advantage",
+    "mechanism/always_solved_share": "batch in always-solved prompts",
+    "mechanism/always_failed_share": "batch in always-failed prompts",
+    "mechanism/visits_mean": "visits per training prompt",
+}
 
 
 def mean_key(rows: list[dict[str, Any]]) -> str:
@@ -46,6 +71,82 @@ def mean_key(rows: list[dict[str, Any]]) -> str:
             if re.fullmatch(r"eval/mean@\d+", k):
                 return k
     return "eval/mean@8"
+
+
+def rollouts_to_target(
+    rows: list[dict[str, Any]], target: float, key: str
+) -> tuple[float, float, float] | None:
+    """When a run first reached a held-out score: step, rollouts and generated tokens so far.
+
+    The evaluations (rows with ``key``) are taken in step order; the first one at or above
+    ``target`` is the crossing, and the step, rollouts and tokens are interpolated linearly
+    between it and the evaluation before it (the run's score is taken to move linearly between
+    evaluations). Rollouts and tokens are the sums of the per-step ``train/rollouts`` and
+    ``train/tokens`` up to a step.
+
+    Args:
+        rows: The run's ``metrics.jsonl`` rows.
+        target: The held-out score to reach (e.g. the GRPO baseline's final ``eval/mean@16``).
+        key: The held-out metric (e.g. ``eval/mean@16``).
+
+    Returns:
+        ``(step, rollouts, tokens)`` (tokens NaN when the run did not log them), or None if
+        no evaluation reached ``target``.
+
+    Examples:
+        Evaluated at steps 0, 2 and 4 (0.4, 0.5, 0.7), 10 rollouts and 30 tokens a step: 0.6 is
+        half way from step 2 to step 4:
+
+        >>> rows = [{"step": 0, "eval/mean@16": 0.4}]
+        >>> rows += [{"step": s, "train/rollouts": 10.0, "train/tokens": 30.0} for s in (1, 2)]
+        >>> rows[-1]["eval/mean@16"] = 0.5
+        >>> rows += [{"step": s, "train/rollouts": 10.0, "train/tokens": 30.0} for s in (3, 4)]
+        >>> rows[-1]["eval/mean@16"] = 0.7
+        >>> rollouts_to_target(rows, 0.6, "eval/mean@16")
+        (3.0, 30.0, 90.0)
+        >>> rollouts_to_target(rows, 0.4, "eval/mean@16")  # already there at the start
+        (0.0, 0.0, 0.0)
+        >>> print(rollouts_to_target(rows, 0.8, "eval/mean@16"))
+        None
+    """
+    rollouts = tokens = 0.0
+    points: list[tuple[float, float, float, float]] = []  # (step, score, rollouts, tokens)
+    for r in sorted(rows, key=lambda r: int(r.get("step", 0))):
+        if isinstance(r.get("train/rollouts"), (int, float)):  # a training step
+            rollouts += float(r["train/rollouts"])
+            spent = r.get("train/tokens")
+            tokens += float(spent) if isinstance(spent, (int, float)) else math.nan
+        value = r.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            points.append((float(r.get("step", 0)), float(value), rollouts, tokens))
+    previous = None
+    for point in points:
+        if point[1] >= target:
+            if previous is None or point[1] == previous[1]:
+                return point[0], point[2], point[3]
+            frac = (target - previous[1]) / (point[1] - previous[1])
+            step, _, roll, tok = (a + frac * (b - a) for a, b in zip(previous, point, strict=True))
+            return step, roll, tok
+        previous = point
+    return None
+
+
+def is_baseline(config: dict[str, Any]) -> bool:
+    """True for a GRPO baseline run: uniform prompts, fixed rollouts, the controller's sampler.
+
+    Examples:
+        >>> is_baseline({"prompt": "off", "rollout": "fixed"})
+        True
+        >>> is_baseline({"prompt": "off", "rollout": "fixed", "sampler": "variance"})
+        False
+        >>> is_baseline({"prompt": "reweight", "rollout": "fixed"})
+        False
+    """
+    return (
+        config.get("prompt") == "off"
+        and config.get("rollout") == "fixed"
+        and config.get("sampler", "controller") == "controller"
+    )
 
 
 @dataclass
@@ -207,18 +308,32 @@ def _savefig(fig: Any, path: Path) -> None:
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
 
 
+def _fixed_rollouts(run: Run) -> float | None:
+    """The rollouts per prompt when every logged value is the same (fixed rollouts), else None."""
+    m = run.matrix("rollout/n_mean/")
+    if m is None:
+        return None
+    values = m[1][np.isfinite(m[1])]
+    return float(values[0]) if values.size and np.all(values == values[0]) else None
+
+
 def _heatmaps(run: Run, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
-    panels = [
-        (title, m)
-        for title, prefix in [
-            ("batch share per bin", "classifier/share/"),
-            ("adversary weight q per bin", "prompt/q/"),
-            ("mean reward per bin", "train/reward/"),
+    fixed = _fixed_rollouts(run)
+    prefixes = [
+        ("batch share per bin", "classifier/share/"),
+        ("adversary weight q per bin", "prompt/q/"),
+        ("mean reward per bin", "train/reward/"),
+    ]
+    if fixed is None:  # with fixed rollouts these panels are flat (or repeat the batch share)
+        prefixes += [
             ("rollouts per prompt per bin", "rollout/n_mean/"),
             ("share of the rollout budget per bin", "rollout/budget_share/"),
         ]
+    panels = [
+        (title, m)
+        for title, prefix in prefixes
         if (m := run.matrix(prefix)) is not None and np.isfinite(m[1]).any()
     ]
     if not panels:
@@ -241,7 +356,7 @@ def _heatmaps(run: Run, path: Path) -> bool:
         ax.set_ylabel("bin (0 = hardest)")
         fig.colorbar(im, ax=ax, pad=0.01)
     axes[-1, 0].set_xlabel("step")
-    fig.suptitle(run.name)
+    fig.suptitle(run.name + ("" if fixed is None else f" (rollouts fixed at {fixed:g} per prompt)"))
     _savefig(fig, path)
     plt.close(fig)
     return True
@@ -275,11 +390,13 @@ def _dynamics(run: Run, path: Path) -> bool:
     if price[0].size and np.any(price[1] != 0):
         panels.append(("shadow price mu", [("mu", price)]))
     unc = run.series("rollout/budget_unconstrained")
-    if unc[0].size:
+    target = run.series("rollout/budget_target")
+    flat = target[0].size == unc[0].size and np.array_equal(unc[1], target[1])
+    if unc[0].size and not flat:  # with fixed rollouts both lines are the same constant
         panels.append(
             (
                 "mean rollouts proposed before the budget repair",
-                [("unconstrained", unc), ("target", run.series("rollout/budget_target"))],
+                [("unconstrained", unc), ("target", target)],
             )
         )
     if not panels:
@@ -345,6 +462,94 @@ def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     axes[-1, 0].set_xlabel("step")
+    _savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _mechanism(runs: list[Run], path: Path, smooth: int) -> bool:
+    """One panel per mechanism metric over steps, the runs overlaid."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in MECHANISM_KEYS if any(r.series(k)[0].size for r in runs)]
+    if not keys:
+        return False
+    cols = 2
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(11, 2.3 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, key in zip(axes.ravel(), keys, strict=False):
+        for r in runs:
+            steps, values = r.series(key)
+            if steps.size:
+                ax.plot(steps, _smooth(values, smooth), lw=1.1, label=r.name)
+        ax.set_title(f"{MECHANISM_KEYS[key]} ({key.split('/', 1)[1]})", fontsize=9)
+    for ax in axes.ravel()[len(keys) :]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=7)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("step")
+    fig.suptitle("Mechanism: did the controllers do anything? (smoothed)", fontsize=10)
+    _savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _baseline_targets(
+    runs: list[Run],
+) -> list[tuple[Run, Run, float, tuple[float, float, float] | None]]:
+    """Each run paired with the GRPO baseline of its seed, warm-up seed and task (when exactly
+    one is among the runs): ``(run, baseline, target, rollouts_to_target)``."""
+
+    def pairing(r: Run) -> tuple[Any, ...]:
+        return tuple(r.config.get(k) for k in ("seed", "sft_seed", "task", "model"))
+
+    baselines: dict[tuple[Any, ...], list[Run]] = {}
+    for r in runs:
+        if is_baseline(r.config):
+            baselines.setdefault(pairing(r), []).append(r)
+    out = []
+    for r in runs:
+        match = baselines.get(pairing(r), [])
+        if len(match) != 1:
+            continue
+        base = match[0]
+        finals = base.series(base.mean_key)[1]
+        if not finals.size:
+            continue
+        target = float(finals[-1])
+        out.append((r, base, target, rollouts_to_target(r.rows, target, base.mean_key)))
+    return out
+
+
+def _target_plot(
+    targets: list[tuple[Run, Run, float, tuple[float, float, float] | None]], path: Path
+) -> bool:
+    """Held-out mean@n against the rollouts spent, each baseline's final score dashed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
+    drawn: set[str] = set()
+    for r, base, target, hit in targets:
+        key = base.mean_key
+        spent = np.cumsum([float(x.get("train/rollouts", 0.0) or 0.0) for x in r.rows])
+        pts = [(spent[i], x[key]) for i, x in enumerate(r.rows) if isinstance(x.get(key), float)]
+        if not pts:
+            continue
+        (line,) = ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.2, label=r.name)
+        if hit is not None:
+            ax.plot([hit[1]], [target], marker="x", ms=8, color=line.get_color())
+        if base.name not in drawn:
+            drawn.add(base.name)
+            ax.axhline(target, color="grey", lw=0.8, ls="--")
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xlabel("rollouts generated")
+    ax.set_ylabel(f"held-out {targets[0][1].mean_key.removeprefix('eval/')}")
+    ax.set_title("Rollouts to reach the GRPO baseline's final score (dashed; x: first reached)")
+    ax.legend(fontsize=7)
     _savefig(fig, path)
     plt.close(fig)
     return True
@@ -435,6 +640,11 @@ def write_report(
     images: list[tuple[str, str]] = []
     if _curves(runs, out_dir / "learning_curves.png", window):
         images.append(("Learning curves", "learning_curves.png"))
+    if _mechanism(runs, out_dir / "mechanism.png", window):
+        images.append(("Mechanism metrics", "mechanism.png"))
+    targets = _baseline_targets(runs)
+    if targets and _target_plot(targets, out_dir / "rollouts_to_target.png"):
+        images.append(("Rollouts to the GRPO baseline's final score", "rollouts_to_target.png"))
     for r in runs:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.name)
         if _heatmaps(r, out_dir / f"{stem}-bins.png"):
@@ -456,6 +666,30 @@ def write_report(
     lines = ["# gdro report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_summary_rows(r)) + " |" for r in runs]
     lines += ["", "Runs: " + ", ".join(f"`{r.path}`" for r in runs), ""]
+    if targets:
+        name = targets[0][1].mean_key.removeprefix("eval/")
+        lines += [
+            f"## Rollouts to reach the GRPO baseline's final held-out {name}",
+            "",
+            "Each run against the GRPO run of its seed and warm-up: the first evaluation at or "
+            "above the baseline's final score, interpolated linearly from the evaluation before "
+            "it.",
+            "",
+            "| run | baseline | target | step | rollouts | generated tokens |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r, base, target, hit in targets:
+            cells = (
+                ["not reached", "-", "-"]
+                if hit is None
+                else [
+                    f"{hit[0]:.1f}",
+                    f"{hit[1]:,.0f}",
+                    "-" if math.isnan(hit[2]) else f"{hit[2]:,.0f}",
+                ]
+            )
+            lines.append(f"| {r.name} | {base.name} | {target:.3f} | " + " | ".join(cells) + " |")
+        lines.append("")
     for title, file in images:
         lines += [f"## {title}", "", f"![{title}]({file})", ""]
     text = "\n".join(lines)

@@ -24,9 +24,9 @@ from gdro_torch.model import (
 )
 from gdro_torch.tasks import Task, load_task, parse_task_spec
 
-__all__ = ["build_controller", "check_inputs", "load_policy", "sft_steps_for"]
+__all__ = ["build_controller", "check_inputs", "load_policy", "resolve_device", "sft_steps_for"]
 
-SFT_FORMAT = 4  # bump when the SFT recipe changes: old cache entries are not reused
+SFT_FORMAT = 5  # bump when the SFT recipe or its data change: old cache entries are not reused
 
 
 def check_inputs(cfg: TrainConfig) -> Task:
@@ -34,7 +34,7 @@ def check_inputs(cfg: TrainConfig) -> Task:
 
     Raises:
         ValueError: An unknown or malformed task, a model that is not a causal LM, a batch
-            larger than the training split.
+            larger than the training split, ``--device cuda`` without a CUDA GPU.
 
     Examples:
         >>> cfg = TrainConfig(model="tiny-llama-0.1m", task="addition:max_digits=2,size=20")
@@ -49,9 +49,10 @@ def check_inputs(cfg: TrainConfig) -> Task:
         Traceback (most recent call last):
         ...
         ValueError: --model '/no/such/model' is neither an embedded model name
-        (tiny-llama-0.1m, tiny-llama-1m) nor a local directory
+        (tiny-llama-0.1m, tiny-llama-1m, tiny-llama-34m) nor a local directory
     """
     task = load_task(cfg.task)
+    resolve_device(cfg)
     if cfg.model not in EMBEDDED_MODELS:
         check_model_dir(cfg.model)
     if cfg.batch_size > len(task.train):
@@ -64,6 +65,34 @@ def check_inputs(cfg: TrainConfig) -> Task:
             f"task {task.spec!r}: cannot infer the answer length; pass --max-new-tokens"
         )
     return task
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """The torch device of ``cfg.device`` (``auto``: ``cuda`` when a CUDA GPU is visible).
+
+    Raises:
+        ValueError: For ``cuda`` when no CUDA GPU is visible.
+
+    Examples:
+        >>> from unittest import mock
+        >>> resolve_device(TrainConfig(device="cpu"))
+        device(type='cpu')
+        >>> with mock.patch("torch.cuda.is_available", return_value=False):
+        ...     print(resolve_device(TrainConfig(device="auto")))
+        ...     resolve_device(TrainConfig(device="cuda"))
+        Traceback (most recent call last):
+        ...
+        ValueError: --device cuda needs a CUDA GPU and none is visible; use --device cpu or auto
+    """
+    if cfg.device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if cfg.device == "cuda":
+        raise ValueError(
+            "--device cuda needs a CUDA GPU and none is visible; use --device cpu or auto"
+        )
+    return torch.device("cpu")
 
 
 def build_controller(cfg: TrainConfig, num_prompts: int) -> Any:
@@ -112,7 +141,8 @@ def load_policy(
         progress: ``progress(step, total, loss)`` during SFT.
 
     Returns:
-        ``(model, tokenizer, from_cache)``. After a warm-up, ``model.config.gdro_sft`` records
+        ``(model, tokenizer, from_cache)``, the model on the CPU (the warm-up itself runs on
+        ``cfg.device``). After a warm-up, ``model.config.gdro_sft`` records
         it (``steps`` run, ``max_steps``, mean ``loss`` of the last 100 steps, ``target_loss``);
         it is saved in the model's ``config.json``.
 
@@ -152,8 +182,9 @@ def load_policy(
         origin = {"path": str(cfg_file.parent), "mtime": cfg_file.stat().st_mtime_ns}
     if steps == 0:
         return model, tok, False
-    name, knobs = parse_task_spec(task.spec)  # the split sizes do not change the SFT stream
-    sft_task = {k: v for k, v in knobs.items() if k not in ("size", "eval_size")}
+    model.to(resolve_device(cfg))  # the warm-up runs where the policy will
+    # the whole spec: the split sizes change the held-out prompts, which the SFT stream avoids
+    name, sft_task = parse_task_spec(task.spec)
     key = sft_key(
         {
             "format": SFT_FORMAT,
@@ -172,7 +203,7 @@ def load_policy(
         model, tok = load_local(cached)
         return model, tok, True
 
-    stream = task.sft  # apart from the RL prompts and the held-out ones
+    stream = task.sft  # it never yields a held-out prompt
 
     def examples(gen: torch.Generator, n: int) -> list[tuple[str, str]]:
         items = [stream.item(i) for i in torch.randint(len(stream), (n,), generator=gen).tolist()]

@@ -35,9 +35,14 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
                 "task spec: addition:min_digits=1,max_digits=5 or a reasoning-gym dataset, "
                 "e.g. chain_sum:min_digits=1,max_digits=4",
             ),
-            ("seed", "seed of weights, data order, sampling and controller"),
+            ("seed", "seed of the RL phase: data order, sampling, controller, evaluation"),
             ("steps", "GRPO steps"),
             ("batch_size", "prompts per step N"),
+            (
+                "sampler",
+                "which prompts a step trains on: controller (its sample) | variance (a peer "
+                "strategy: p ~ max(p(1-p), 0.01) from the prompt's latest group, 0.25 unseen)",
+            ),
         ],
     ),
     (
@@ -83,7 +88,8 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("micro_batch", "rows per forward pass"),
             ("max_grad_norm", "gradient clipping"),
             ("max_new_tokens", "longest completion (default: from the task)"),
-            ("backend", "rollout engine: hf (CPU) | vllm (GPU, optional)"),
+            ("backend", "rollout engine: hf (generate) | vllm (GPU, optional)"),
+            ("device", "cpu | cuda | auto (cuda when a GPU is visible)"),
         ],
     ),
     (
@@ -155,7 +161,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default=None,
         help="smoke: under a minute; default: about 7 minutes (4 of them a cached warm-up), "
-        "GRPO + Prompt-GDRO on 1-5 digit addition",
+        "GRPO + Prompt-GDRO on 1-5 digit addition; gpu: the paper's shape (14k prompts, "
+        "256 x 4 rollouts, 1,000 steps, a 34M model warmed up from scratch) for one GPU",
     )
     parser.add_argument(
         "--out",
@@ -336,6 +343,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be an integer >= 1; got {args.threads}")
     import torch
+
+    from gdro_torch.build import resolve_device
+
+    if cfg.model == "tiny-llama-34m" and resolve_device(cfg).type == "cpu":
+        print(
+            "gdro train: the 34 M model runs on the CPU here (no CUDA GPU is visible); "
+            "a step of the gpu preset takes minutes on a CPU",
+            file=sys.stderr,
+        )
 
     from gdro_torch.loop import Hooks, train
     from gdro_torch.progress import ProgressDisplay, print_summary

@@ -96,7 +96,7 @@ def generate(
     """Sample one completion per entry of ``prompts`` (repeat a prompt to get a group).
 
     Args:
-        model: The policy (a causal LM on CPU).
+        model: The policy (a causal LM, on any device; the returned tensors are on the CPU).
         tokenizer: Its tokenizer, padding on the left.
         prompts: B prompt strings.
         max_new_tokens: Longest completion, ``<eos>`` included.
@@ -131,13 +131,14 @@ def generate(
             backend.generate(prompts, max_new_tokens, seed),
             max_new_tokens,
         )
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # seeds the CPU and every CUDA generator
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     responses: list[list[int]] = []
     for start in range(0, len(prompts), chunk_size):
-        ids = prompt_ids[start : start + chunk_size]
-        mask = prompt_mask[start : start + chunk_size]
+        ids = prompt_ids[start : start + chunk_size].to(device)
+        mask = prompt_mask[start : start + chunk_size].to(device)
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,

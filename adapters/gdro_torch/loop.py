@@ -2,8 +2,9 @@
 
 One step (``grpo_step``), top to bottom:
 
-1. the controller samples prompt ids and plans them: each prompt's bin, rollout count n_i
-   and advantage weight w_i, decided before generation from the prompts' own history;
+1. the controller samples prompt ids (or, with ``sampler="variance"``, a peer strategy does)
+   and plans them: each prompt's bin, rollout count n_i and advantage weight w_i, decided
+   before generation from the prompts' own history;
 2. generate n_i completions per prompt (groups of unequal size, one batched ``generate``);
 3. score them with the task's exact verifier (reward 1 or 0);
 4. group-normalised advantages per prompt group, multiplied by w_i;
@@ -30,13 +31,20 @@ import numpy as np
 import torch
 
 from gdro_core.files import atomic_write_text
-from gdro_torch.build import build_controller, check_inputs, load_policy, sft_steps_for
+from gdro_torch.build import (
+    build_controller,
+    check_inputs,
+    load_policy,
+    resolve_device,
+    sft_steps_for,
+)
 from gdro_torch.config import TrainConfig
 from gdro_torch.evaluate import EvalCounts, paired_change, sample_counts, score_counts
 from gdro_torch.generation import VLLMBackend, generate
 from gdro_torch.grpo import group_advantages, policy_loss, sequence_logprobs
 from gdro_torch.model import load_local, save_model_dir
 from gdro_torch.rundir import RunDir, read_metrics
+from gdro_torch.sampling import VarianceSampler
 from gdro_torch.tasks import Task
 
 __all__ = ["Hooks", "StepContext", "TrainResult", "grpo_step", "lr_at", "train"]
@@ -58,6 +66,8 @@ class StepContext:
         optimizer: The optimizer over ``policy``'s parameters.
         max_new_tokens: Longest completion.
         backend: A :class:`~gdro_torch.generation.VLLMBackend`, or None for ``generate``.
+        sampler: A :class:`~gdro_torch.sampling.VarianceSampler` that picks the prompts
+            (``cfg.sampler == "variance"``), or None for the controller's ``sample``.
 
     Examples:
         >>> from gdro_torch.build import build_controller, check_inputs, load_policy
@@ -90,6 +100,7 @@ class StepContext:
     optimizer: torch.optim.Optimizer
     max_new_tokens: int
     backend: VLLMBackend | None = None
+    sampler: VarianceSampler | None = None
 
 
 def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
@@ -100,8 +111,10 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
         step: The 0-based step index (it seeds the sampling).
 
     Returns:
-        ``ctx.ctl.metrics()`` verbatim (``batch/``, ``classifier/``, ``prompt/``, ``rollout/``),
-        then the step's own ``train/*`` and ``timing/*`` values, all floats.
+        ``ctx.ctl.metrics()`` verbatim (``batch/``, ``classifier/``, ``prompt/``, ``rollout/``,
+        ``mechanism/`` where the controller reports them), then the step's own ``train/*``
+        (``train/rollouts`` and ``train/tokens``: the rollouts and response tokens generated,
+        ``<eos>`` included), ``sampler/*`` (with a sampler) and ``timing/*`` values, all floats.
 
     Examples:
         Rollout-GDRO's bandit with 4 prompts and a mean of 3 rollouts: every step spends
@@ -122,15 +135,25 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
         [12.0, 12.0]
         >>> metrics = grpo_step(ctx, 2)
         >>> sorted({key.split("/")[0] for key in metrics})
-        ['batch', 'classifier', 'prompt', 'rollout', 'timing', 'train']
+        ['batch', 'classifier', 'mechanism', 'prompt', 'rollout', 'timing', 'train']
         >>> metrics["train/reward_mean"], metrics["train/zero_adv_groups"]  # untrained: all fail
         (0.0, 1.0)
+        >>> metrics["mechanism/zero_adv_share"], metrics["mechanism/budget_moved"]  # one bin
+        (1.0, 0.0)
     """
     cfg, task, ctl, policy = ctx.cfg, ctx.task, ctx.ctl, ctx.policy
+    device = next(policy.parameters()).device
     t0 = time.perf_counter()
 
-    # 1. the controller picks the prompts and plans them (bins, rollouts n_i, weights w_i)
-    plan = ctl.plan(ctl.sample(cfg.batch_size))
+    # 1. the controller (or the peer sampler) picks the prompts; the controller plans them
+    #    (bins, rollouts n_i, weights w_i)
+    if ctx.sampler is not None:
+        ids = ctx.sampler.sample(cfg.batch_size)
+        sampler_weights = ctx.sampler.weights(ids)
+        unseen = float(np.mean(ctx.sampler.last_total[ids] == 0))
+    else:
+        ids = ctl.sample(cfg.batch_size)
+    plan = ctl.plan(ids)
     sizes = torch.tensor(np.array(plan.rollouts), dtype=torch.long)  # (n,)
     group = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (R,) row -> prompt
     row_ids = [int(plan.prompt_ids[g]) for g in group.tolist()]  # (R,) prompt id per row
@@ -165,12 +188,15 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
     chunks = [
         slice(s, min(s + cfg.micro_batch, num_rows)) for s in range(0, num_rows, cfg.micro_batch)
     ]
-    total_tokens = ro.response_mask.sum().clamp(min=1)
+    total_tokens = float(ro.response_mask.sum().clamp(min=1))
     old_logp: list[torch.Tensor | None] = [None] * len(chunks)
     ref_logp: list[torch.Tensor | None] = [None] * len(chunks)
+    input_ids, attention_mask = ro.input_ids.to(device), ro.attention_mask.to(device)
+    response_mask = ro.response_mask.to(device)
+    advantages_d, weights_d = advantages.to(device), weights.to(device)
     with torch.no_grad():
         for c, rows in enumerate(chunks):
-            args = (ro.input_ids[rows], ro.attention_mask[rows], ro.num_prompt_tokens)
+            args = (input_ids[rows], attention_mask[rows], ro.num_prompt_tokens)
             if ctx.ref is not None:
                 ref_logp[c] = sequence_logprobs(ctx.ref, *args)
             if cfg.ppo_epochs > 1:  # the sampling policy's log-probs, reused by later epochs
@@ -181,9 +207,9 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
     for _epoch in range(cfg.ppo_epochs):
         ctx.optimizer.zero_grad(set_to_none=True)
         for c, rows in enumerate(chunks):
-            mask = ro.response_mask[rows]
+            mask = response_mask[rows]
             logp = sequence_logprobs(
-                policy, ro.input_ids[rows], ro.attention_mask[rows], ro.num_prompt_tokens
+                policy, input_ids[rows], attention_mask[rows], ro.num_prompt_tokens
             )
             old = old_logp[c]
             if old is None:  # one epoch: on-policy, the sampling policy is the current one
@@ -191,8 +217,8 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
             parts = policy_loss(
                 logp,
                 old,
-                advantages[rows],
-                weights[rows],
+                advantages_d[rows],
+                weights_d[rows],
                 mask,
                 clip_low=cfg.clip_low,
                 clip_high=cfg.clip_high,
@@ -204,7 +230,7 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
             else:  # every response counts once
                 loss = (parts.train.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / num_rows
             loss.backward()  # type: ignore[no-untyped-call]
-            response_loss[rows] += parts.response_loss / cfg.ppo_epochs
+            response_loss[rows] += parts.response_loss.cpu() / cfg.ppo_epochs
             loss_sum += loss.item() / cfg.ppo_epochs
             kl_sum += float(parts.kl.sum()) / cfg.ppo_epochs
             clip_sum += float(parts.clipped.sum()) / cfg.ppo_epochs
@@ -220,6 +246,10 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
         / sizes.double()
     )  # (n,) l(x_i)
     ctl.update(plan, rewards.double().numpy(), losses=prompt_loss.numpy())
+    correct = (rewards > 0.5).double()
+    correct_per_prompt = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, group, correct)
+    if ctx.sampler is not None:  # the peer sampler learns each prompt's latest group
+        ctx.sampler.observe(plan.prompt_ids, correct_per_prompt.long().numpy(), sizes.numpy())
     t5 = time.perf_counter()
 
     # metrics: the controller's verbatim, then the step's own
@@ -227,26 +257,24 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
     metrics = {k: float(v) for k, v in ctl.metrics().items()}
     for b in np.unique(row_bins):  # mean reward over the rollouts of bin b's prompts
         metrics[f"train/reward/{int(b)}"] = float(rewards.numpy()[row_bins == b].mean())
-    correct = (rewards > 0.5).double()
-    solved = torch.zeros(len(sizes), dtype=torch.float64).index_add_(0, group, correct) > 0
+    solved = correct_per_prompt > 0
+    if ctx.sampler is not None:
+        metrics["sampler/weight_mean"] = float(sampler_weights.mean())
+        metrics["sampler/unseen"] = unseen
     metrics.update(
         {
             "train/reward_mean": float(rewards.mean()),
             "train/pass_rate": float(correct.mean()),
             "train/solved": float(solved.double().mean()),
             "train/rollouts": float(num_rows),
+            "train/tokens": float(ro.response_mask.sum()),
             "train/loss": loss_sum,
             "train/prompt_loss_mean": float(prompt_loss.mean()),
             "train/kl": kl_sum / num_rows,
             "train/clip_frac": clip_sum / num_rows,
             "train/grad_norm": grad_norm,
             "train/zero_adv_groups": float(
-                np.mean(
-                    [
-                        (rewards[group == g] == rewards[group == g][0]).all()
-                        for g in range(len(sizes))
-                    ]
-                )
+                np.mean(((correct_per_prompt == 0) | (correct_per_prompt == sizes)).numpy())
             ),
             "train/weight_max": float(np.max(plan.weights)),
             "train/response_len": float(ro.response_mask.sum(-1).mean()),
@@ -378,13 +406,16 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _sft_summary(sft: dict[str, Any], cached: bool) -> str:
-    """One line on the warm-up: its steps and loss, and whether it reached its target."""
+    """One line on the warm-up: its steps and loss, and whether (and why) it stopped early."""
     line = f"warm-up {'from the cache' if cached else 'done'}: {sft['steps']} steps, "
     line += f"loss {sft['loss']:.3f}"
     target = sft.get("target_loss")
     if target is not None:
         if sft["loss"] <= target:
-            line += f" (target {target})"
+            line += f" (target {target}"
+            if sft["steps"] < sft["max_steps"]:
+                line += f" reached: stopped before the limit of {sft['max_steps']} steps"
+            line += ")"
         else:
             line += (
                 f"; its target {target} was not reached in {sft['max_steps']} steps, so this "
@@ -401,23 +432,28 @@ def config_diff(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
 
 
 def _trainer_state(ctx: StepContext, step: int) -> dict[str, Any]:
-    return {
+    state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
         "model": ctx.policy.state_dict(),
         "optimizer": ctx.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
+    if ctx.sampler is not None:
+        state["sampler"] = ctx.sampler.state_dict()
+    return state
 
 
 def _restore(ctx: StepContext, rd: RunDir) -> int:
     """Load the latest checkpoint into ``ctx``, drop later metrics; return the completed steps."""
     ckpt = rd.checkpoint_root / (rd.checkpoint_root / "latest").read_text().strip()
-    state = torch.load(ckpt / "trainer.pt", weights_only=True)
+    state = torch.load(ckpt / "trainer.pt", weights_only=True, map_location="cpu")
     ctx.policy.load_state_dict(state["model"])
     ctx.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     ctx.ctl = type(ctx.ctl).load(ckpt / "controller.npz")
+    if ctx.sampler is not None:
+        ctx.sampler.load_state_dict(state["sampler"])
     if ctx.backend is not None:
         ctx.backend.load_weights(ctx.policy)
     start = int(state["step"])
@@ -498,6 +534,7 @@ def train(
 
     # -- everything that can fail on user input fails here, before any compute --------------
     task = check_inputs(cfg)
+    device = resolve_device(cfg)
     if resume:
         diff = config_diff(rd.read_config(), cfg)
         if diff:
@@ -534,13 +571,19 @@ def train(
         rd.path.mkdir(parents=True, exist_ok=True)
         rd.write_config({**run_config(cfg, task), "sft": sft})
         save_model_dir(policy, tokenizer, rd.path / "init_model")
+    policy.to(device)
     ref = None
     if cfg.kl_coef > 0:
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     if cfg.backend == "vllm":
         backend = VLLMBackend(rd.path / "init_model")
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
-    ctx = StepContext(cfg, task, ctl, policy, ref, tokenizer, optimizer, max_new_tokens, backend)
+    sampler = None
+    if cfg.sampler == "variance":  # its own random stream, apart from the controller's
+        sampler = VarianceSampler(len(task.train), seed=[cfg.seed, 1])
+    ctx = StepContext(
+        cfg, task, ctl, policy, ref, tokenizer, optimizer, max_new_tokens, backend, sampler
+    )
 
     def run_eval(step: int) -> dict[str, float]:
         hooks.on_phase("eval", f"step {step}")
@@ -562,10 +605,14 @@ def train(
 
     # -- start, or restore the latest checkpoint -----------------------------------------------
     result = TrainResult(run_dir=rd.path, steps_done=0, interrupted=False)
+    spent = {"train/rollouts_cum": 0.0, "train/tokens_cum": 0.0}  # generated so far
     if resume:
         start = _restore(ctx, rd)
-        row0 = next((r for r in read_metrics(rd.metrics_path) if r["step"] == 0), {})
+        rows = read_metrics(rd.metrics_path)
+        row0 = next((r for r in rows if r["step"] == 0), {})
         result.eval_start = {k: v for k, v in row0.items() if k.startswith("eval/")}
+        last: dict[str, Any] = next((r for r in reversed(rows) if "train/rollouts_cum" in r), {})
+        spent = {k: float(last.get(k, 0.0)) for k in spent}
     else:
         start = 0
         rd.open_tensorboard()
@@ -575,7 +622,9 @@ def train(
         rd.append_metrics({"step": 0, **result.eval_start})
 
     # -- the loop ------------------------------------------------------------------------------
-    hooks.on_phase("train", f"{cfg.steps - start} steps")
+    hooks.on_phase(
+        "train", f"{cfg.steps - start} steps" + ("" if device.type == "cpu" else f" on {device}")
+    )
     step = start
     try:
         while step < cfg.steps:
@@ -586,6 +635,9 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             row: dict[str, float] = {**grpo_step(ctx, step), "train/lr": lr}
+            spent["train/rollouts_cum"] += row["train/rollouts"]
+            spent["train/tokens_cum"] += row["train/tokens"]
+            row.update(spent)
             step += 1
             if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
                 row.update(run_eval(step))

@@ -68,13 +68,17 @@ class EmbeddedSpec:
     max_positions: int = 128
 
 
-#: Embedded models by name: about 0.1 M parameters (tests) and 1 M (experiments).
+#: Embedded models by name: about 0.1 M parameters (tests), 1 M (CPU experiments) and 34 M
+#: (the ``gpu`` preset).
 EMBEDDED_MODELS: dict[str, EmbeddedSpec] = {
     "tiny-llama-0.1m": EmbeddedSpec(
         hidden_size=64, num_layers=2, intermediate_size=256, num_heads=4
     ),
     "tiny-llama-1m": EmbeddedSpec(
         hidden_size=128, num_layers=4, intermediate_size=512, num_heads=4
+    ),
+    "tiny-llama-34m": EmbeddedSpec(
+        hidden_size=512, num_layers=8, intermediate_size=2048, num_heads=8
     ),
 }
 
@@ -143,7 +147,7 @@ def build_embedded(name: str, seed: int) -> tuple[Any, Any]:
         Traceback (most recent call last):
         ...
         ValueError: unknown embedded model 'tiny-llama-7b';
-        expected one of ['tiny-llama-0.1m', 'tiny-llama-1m']
+        expected one of ['tiny-llama-0.1m', 'tiny-llama-1m', 'tiny-llama-34m']
     """
     if name not in EMBEDDED_MODELS:
         raise ValueError(
@@ -244,7 +248,7 @@ def load_local(path: str | os.PathLike[str]) -> tuple[Any, Any]:
         Traceback (most recent call last):
         ...
         ValueError: --model 'no/such/model' is neither an embedded model name
-        (tiny-llama-0.1m, tiny-llama-1m) nor a local directory
+        (tiny-llama-0.1m, tiny-llama-1m, tiny-llama-34m) nor a local directory
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -358,7 +362,7 @@ def sft_warmup(
     with a cosine decay) and make the accuracy after it far higher (docs/torch.md).
 
     Args:
-        model: The causal LM, trained in place.
+        model: The causal LM, trained in place on the device it is on.
         tokenizer: Its tokenizer (``<bos>`` is added by the tokenizer where it does so).
         examples: ``examples(generator, batch_size)`` returns a batch of (prompt, answer) strings.
         steps: Optimizer steps.
@@ -408,6 +412,7 @@ def sft_warmup(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device  # the batches go where the model is
     model.train()
     losses = []
     for step in range(steps):
@@ -421,6 +426,7 @@ def sft_warmup(
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
         lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
         mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
+        ids, lab, mask = ids.to(device), lab.to(device), mask.to(device)
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,6 +49,19 @@ class ProgressDisplay:
         [...] train: 2 steps ...
         ... grpo 1/2  reward 0.500  solved 1.00  pass@8 - ...
         ... grpo 2/2  reward 0.750  solved 1.00  pass@8 0.250 ...
+
+        A warm-up that reaches its target loss at step 3 of at most 10 ends its bar there:
+
+        >>> err = io.StringIO()
+        >>> with plain, contextlib.redirect_stderr(err), ProgressDisplay() as display:
+        ...     for step, loss in enumerate([0.9, 0.5, 0.2], start=1):
+        ...         display.sft(step, 10, loss)
+        ...     display.phase("sft", "warm-up done")
+        >>> text = err.getvalue()
+        >>> "sft 3/10  loss 0.200: target reached, stopped at step 3 of at most 10" in text
+        True
+        >>> text.splitlines()[-1].split()[2]  # the bar ends at 3 of 3
+        '3/3'
         >>> err = io.StringIO()
         >>> with contextlib.redirect_stderr(err), ProgressDisplay(enabled=False) as display:
         ...     display.step(1, 2, {"train/reward_mean": 0.5})
@@ -70,6 +83,7 @@ class ProgressDisplay:
             disable=not enabled,
         )
         self._tasks: dict[str, Any] = {}
+        self._sft_last: tuple[int, int, float] | None = None
         # without a terminal the bar is not drawn live: log a line every 10% instead
         self._log_lines = enabled and not _console.is_terminal
         self._logged: dict[str, int] = {}
@@ -88,7 +102,12 @@ class ProgressDisplay:
         self._progress.__exit__(*exc)
 
     def phase(self, name: str, detail: str) -> None:
-        """A phase starts: log it above the bars."""
+        """A phase starts: log it above the bars.
+
+        A warm-up that ended before its step limit (it reached its target loss) gets its bar
+        finished at the step where it stopped, with the reason.
+        """
+        self._finish_sft()
         if self.enabled:
             self._progress.console.log(f"{name}: {detail}")
 
@@ -96,8 +115,20 @@ class ProgressDisplay:
         """SFT progress."""
         if "sft" not in self._tasks:
             self._tasks["sft"] = self._progress.add_task("sft", total=total, info="")
+        self._sft_last = (step, total, loss)
         self._progress.update(self._tasks["sft"], completed=step, info=f"loss {loss:.3f}")
         self._log_every_tenth("sft", step, total, f"loss {loss:.3f}")
+
+    def _finish_sft(self) -> None:
+        last = self._sft_last
+        if last is None or last[0] >= last[1]:
+            return
+        step, total, loss = last
+        info = f"loss {loss:.3f}: target reached, stopped at step {step} of at most {total}"
+        self._progress.update(self._tasks["sft"], total=step, completed=step, info=info)
+        if self._log_lines:
+            _console.log(f"sft {step}/{total}  {info}")
+        self._sft_last = None
 
     def step(self, step: int, total: int, metrics: dict[str, float]) -> None:
         """GRPO progress: reward and pass rate of the step, pass@8 when evaluated."""

@@ -1,9 +1,12 @@
 """Verifiable tasks: the built-in graded addition family and reasoning-gym datasets.
 
 A task has a training split, whose prompt ids are stable dataset indices (the controller keys its
-state by them), and a held-out evaluation split drawn from a different seed. Every item carries a
-difficulty ``level`` (an int) so evaluation can be reported per level. Rewards are exact: 1.0 for
-a fully correct answer, else 0.0 (reasoning-gym's partial credit invites reward hacking).
+state by them), a held-out evaluation split and a large stream for the supervised warm-up. The
+held-out prompts are kept apart by their text: no held-out prompt is a training prompt, none
+occurs twice, and the warm-up's stream never yields one (:func:`held_out_indices`). Every item
+carries a difficulty ``level`` (an int) so evaluation can be reported per level. Rewards are
+exact: 1.0 for a fully correct answer, else 0.0 (reasoning-gym's partial credit invites reward
+hacking).
 
 Task specs are strings, ``name`` or ``name:key=value,key=value``::
 
@@ -14,13 +17,14 @@ Task specs are strings, ``name`` or ``name:key=value,key=value``::
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Item", "Split", "Task", "load_task", "parse_task_spec"]
+__all__ = ["Item", "Split", "Task", "held_out_indices", "load_task", "parse_task_spec"]
 
 Scalar = int | float | bool | str
 
@@ -109,9 +113,11 @@ class Task:
         spec: The canonical spec string (``name:key=value,...``, keys sorted).
         train: The RL training split; prompt ids are its indices. Small enough by default that
             prompts recur over a run, so the difficulty classifier sees each one several times.
-        eval: Held-out evaluation split.
-        sft: A large stream for the supervised warm-up, drawn apart from both, so the warm-up
-            neither memorises the RL prompts nor sees the held-out ones.
+        eval: Held-out evaluation split: distinct prompts, none of them a training prompt, with
+            the levels in the proportions the task draws them (:func:`held_out_indices`).
+        sft: A large stream for the supervised warm-up that never yields a held-out prompt (an
+            item whose prompt is held out is replaced by another draw), so the warm-up does not
+            see the evaluation. Training prompts may occur in it, as in a pretraining corpus.
         max_answer_chars: Longest reference answer, in characters (sets the generation length).
 
     Examples:
@@ -193,6 +199,127 @@ def _int_knob(knobs: dict[str, Scalar], key: str, default: int, lo: int, hi: int
     return value
 
 
+def held_out_indices(
+    candidate: Callable[[int], Item], size: int, banned: set[str], *, spec: str
+) -> list[int]:
+    """Pick ``size`` held-out items from a candidate stream, apart from the ``banned`` prompts.
+
+    The first ``size`` candidates are the draft. A draft item whose prompt is banned (a
+    training prompt) or already held out is replaced by the next unused candidate *of the same
+    level* further down the stream, so the held-out split keeps the level proportions in which
+    the task draws its items, and every held-out prompt is distinct and not banned. A level
+    with too few distinct prompts left (such as one-digit sums once the training split holds
+    most of the 100) is replaced by the next free candidate of any level.
+
+    Args:
+        candidate: ``candidate(index) -> Item``, deterministic.
+        size: Held-out items wanted.
+        banned: Prompts that may not be held out.
+        spec: The task spec (named in the error).
+
+    Returns:
+        ``size`` indices into the candidate stream, in draft order.
+
+    Raises:
+        ValueError: If the stream runs out of free prompts: replacements are looked for among
+            ``10 * size + 10,000`` further candidates.
+
+    Examples:
+        Numbers 0-29 drawn in a scrambled order (one digit is level 1, two digits level 2),
+        with "7" and "21" training prompts:
+
+        >>> def candidate(i):
+        ...     n = (7 * i) % 30
+        ...     return Item(prompt=f"{n}", answer=str(n), level=len(str(n)))
+        >>> draft = [candidate(i).prompt for i in range(6)]
+        >>> draft
+        ['0', '7', '14', '21', '28', '5']
+        >>> picked = held_out_indices(candidate, 6, {"7", "21"}, spec="demo")
+        >>> [candidate(i).prompt for i in picked]  # the next free 1-digit and 2-digit numbers
+        ['0', '3', '14', '12', '28', '5']
+
+        With every one-digit number banned, the one-digit draft items get two-digit
+        replacements; asking for more than the 20 free numbers fails:
+
+        >>> picked = held_out_indices(candidate, 4, {str(n) for n in range(10)}, spec="demo")
+        >>> [candidate(i).prompt for i in picked]
+        ['28', '12', '14', '21']
+        >>> held_out_indices(candidate, 21, {str(n) for n in range(10)}, spec="demo")
+        ... # doctest: +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+        ...
+        ValueError: task 'demo': eval_size must leave enough distinct prompts apart from the
+        training split (too few in 10231 draws); got 21
+    """
+    taken: set[str] = set()
+    spare: dict[int, deque[int]] = {}
+    cursor, limit = size, size + 10 * size + 10_000
+
+    def free(item: Item) -> bool:
+        return item.prompt not in banned and item.prompt not in taken
+
+    def first_free(queue: deque[int]) -> int | None:
+        while queue and not free(candidate(queue[0])):
+            queue.popleft()
+        return queue[0] if queue else None
+
+    def replacement(level: int) -> int:
+        nonlocal cursor
+        queue = spare.setdefault(level, deque())
+        if first_free(queue) is not None:
+            return queue.popleft()
+        while cursor < limit:
+            index, cursor = cursor, cursor + 1
+            item = candidate(index)
+            if not free(item):
+                continue
+            if item.level == level:
+                return index
+            spare.setdefault(item.level, deque()).append(index)
+        heads = [(h, q) for q in spare.values() if (h := first_free(q)) is not None]
+        if not heads:
+            raise ValueError(
+                f"task {spec!r}: eval_size must leave enough distinct prompts apart from the "
+                f"training split (too few in {limit} draws); got {size}"
+            )
+        return min(heads, key=lambda hq: hq[0])[1].popleft()  # the earliest of any level
+
+    out: list[int] = []
+    for index in range(size):
+        item = candidate(index)
+        if not free(item):
+            index = replacement(item.level)
+            item = candidate(index)
+        taken.add(item.prompt)
+        out.append(index)
+    return out
+
+
+def _avoiding(
+    make: Callable[[int], tuple[Item, Any]],
+    held_out: set[str],
+    alternative: Callable[[int, int], int],
+    spec: str,
+) -> Callable[[int], tuple[Item, Any]]:
+    """``make`` for the warm-up's stream: an item whose prompt is held out is drawn again, from
+    ``alternative(index, attempt)``, until it is not (at most 1,000 times)."""
+
+    def draw(index: int) -> tuple[Item, Any]:
+        out = make(index)
+        attempt = 0
+        while out[0].prompt in held_out:
+            attempt += 1
+            if attempt > 1000:
+                raise ValueError(
+                    f"task {spec!r}: the warm-up's stream has no prompts left apart from the "
+                    f"{len(held_out)} held-out ones; lower eval_size"
+                )
+            out = make(alternative(index, attempt))
+        return out
+
+    return draw
+
+
 # ---------------------------------------------------------------------------------------------
 # Built-in: addition with a digits knob (heterogeneous difficulty, a hard tail)
 # ---------------------------------------------------------------------------------------------
@@ -203,14 +330,16 @@ def _addition(spec: str, knobs: dict[str, Scalar]) -> Task:
 
     Knobs: ``min_digits`` (1), ``max_digits`` (8), ``reverse`` (true: the answer's digits are
     written least significant first, which a small model learns far more easily), ``size``
-    (1000 training prompts), ``eval_size`` (200), ``seed`` (0, the dataset seed). The SFT
-    warm-up draws from a separate stream of a million items.
+    (1000 training prompts, at most a million), ``eval_size`` (200 held-out prompts, at most
+    100,000), ``seed`` (0, the dataset seed). Each split is its own random stream; the held-out
+    prompts are distinct and apart from the training ones (:func:`held_out_indices`), and the
+    SFT warm-up's stream of a million items redraws any item whose prompt is held out.
     """
     k = dict(knobs)
     lo = _int_knob(k, "min_digits", 1, 1, 18, spec)
     hi = _int_knob(k, "max_digits", 8, 1, 18, spec)
-    size = _int_knob(k, "size", 1000, 1, 10**9, spec)
-    eval_size = _int_knob(k, "eval_size", 200, 1, 10**6, spec)
+    size = _int_knob(k, "size", 1000, 1, 10**6, spec)
+    eval_size = _int_knob(k, "eval_size", 200, 1, 10**5, spec)
     seed = _int_knob(k, "seed", 0, 0, 2**31 - 1, spec)
     reverse = k.pop("reverse", True)
     if not isinstance(reverse, bool):
@@ -223,23 +352,51 @@ def _addition(spec: str, knobs: dict[str, Scalar]) -> Task:
             "min_digits, max_digits, reverse, size, eval_size, seed"
         )
 
-    def make(split: int, index: int) -> tuple[Item, str]:
-        rng = np.random.default_rng([seed, split, index])
-        da, db = (int(d) for d in rng.integers(lo, hi + 1, size=2))
-        a, b = (int(rng.integers(0, 10**d)) for d in (da, db))
-        answer = str(a + b)[::-1] if reverse else str(a + b)
-        return Item(prompt=f"{a}+{b}=", answer=answer, level=max(da, db)), answer
-
-    def score(answer: str, text: str) -> bool:
-        return text.strip() == answer
-
+    canonical = _canonical("addition", knobs)
+    train = Split(size, functools.partial(_addition_item, seed, lo, hi, reverse, 0), _exact)
+    held_out = _addition_held_out(canonical, seed, lo, hi, reverse, size, eval_size)
+    candidates = functools.partial(_addition_item, seed, lo, hi, reverse, 1)
+    held_out_prompts = {candidates(i)[0].prompt for i in held_out}
+    sft = _avoiding(
+        functools.partial(_addition_item, seed, lo, hi, reverse, 2),
+        held_out_prompts,
+        lambda index, attempt: attempt * 10**6 + index,  # fresh draws beyond the stream
+        canonical,
+    )
     return Task(
-        spec=_canonical("addition", knobs),
-        train=Split(size, functools.partial(make, 0), score),
-        eval=Split(eval_size, functools.partial(make, 1), score),
-        sft=Split(10**6, functools.partial(make, 2), score, cache=False),
+        spec=canonical,
+        train=train,
+        eval=Split(eval_size, lambda i: candidates(held_out[i]), _exact),
+        sft=Split(10**6, sft, _exact, cache=False),
         max_answer_chars=hi + 1,
     )
+
+
+def _addition_item(
+    seed: int, lo: int, hi: int, reverse: bool, split: int, index: int
+) -> tuple[Item, str]:
+    rng = np.random.default_rng([seed, split, index])
+    da, db = (int(d) for d in rng.integers(lo, hi + 1, size=2))
+    a, b = (int(rng.integers(0, 10**d)) for d in (da, db))
+    answer = str(a + b)[::-1] if reverse else str(a + b)
+    return Item(prompt=f"{a}+{b}=", answer=answer, level=max(da, db)), answer
+
+
+def _exact(answer: str, text: str) -> bool:
+    return text.strip() == answer
+
+
+@functools.lru_cache(maxsize=32)
+def _addition_held_out(
+    spec: str, seed: int, lo: int, hi: int, reverse: bool, size: int, eval_size: int
+) -> tuple[int, ...]:
+    """The held-out split's indices into its candidate stream (cached: a task is loaded often)."""
+    train = {_addition_item(seed, lo, hi, reverse, 0, i)[0].prompt for i in range(size)}
+
+    def candidate(index: int) -> Item:
+        return _addition_item(seed, lo, hi, reverse, 1, index)[0]
+
+    return tuple(held_out_indices(candidate, eval_size, train, spec=spec))
 
 
 BUILTIN: dict[str, Callable[[str, dict[str, Scalar]], Task]] = {"addition": _addition}
@@ -268,18 +425,30 @@ def _rg_prompt(item: dict[str, Any]) -> str:
     return str(item["question"])
 
 
+#: Seed offsets of the held-out candidates and of the warm-up's stream: reasoning-gym seeds
+#: item ``i`` of a dataset with ``seed + i``, so these keep the three streams' seeds apart for
+#: any training split of up to ``size <= 10**9`` items.
+_RG_EVAL_OFFSET = 1_000_000_007
+_RG_SFT_OFFSET = 1_100_000_009
+_RG_SFT_SIZE = 100_000
+
+
 def _reasoning_gym(name: str, spec: str, knobs: dict[str, Scalar]) -> Task:
     import reasoning_gym
 
     k = dict(knobs)
-    size = _int_knob(k, "size", 10_000, 1, 10**9, spec)
-    eval_size = _int_knob(k, "eval_size", 200, 1, 10**6, spec)
+    size = _int_knob(k, "size", 10_000, 1, 10**6, spec)
+    eval_size = _int_knob(k, "eval_size", 200, 1, 10**5, spec)
     seed = _int_knob(k, "seed", 1, 0, 2**31 - 1, spec)
     try:
         train_ds = reasoning_gym.create_dataset(name, seed=seed, size=size, **k)
-        eval_ds = reasoning_gym.create_dataset(name, seed=seed + 7919, size=eval_size, **k)
-        sft_ds = reasoning_gym.create_dataset(name, seed=seed + 104_729, size=100_000, **k)
-        probe = eval_ds[0]
+        pool_ds = reasoning_gym.create_dataset(
+            name, seed=seed + _RG_EVAL_OFFSET, size=11 * eval_size + 10_000, **k
+        )
+        sft_ds = reasoning_gym.create_dataset(
+            name, seed=seed + _RG_SFT_OFFSET, size=_RG_SFT_SIZE, **k
+        )
+        probe = pool_ds[0]
     except Exception as exc:  # reasoning-gym raises TypeError, AssertionError, ValueError, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"task {spec!r}: reasoning-gym rejected the knobs ({first})") from None
@@ -301,11 +470,22 @@ def _reasoning_gym(name: str, spec: str, knobs: dict[str, Scalar]) -> Task:
         except Exception:  # a scorer crashing on garbage output is a wrong answer
             return False
 
+    canonical = _canonical(name, knobs)
+    train = Split(size, functools.partial(make, train_ds), score)
+    banned = {train.item(i).prompt for i in range(size)}
+    held_out = held_out_indices(lambda i: make(pool_ds, i)[0], eval_size, banned, spec=canonical)
+    held_out_prompts = {make(pool_ds, i)[0].prompt for i in held_out}
+    sft = _avoiding(
+        functools.partial(make, sft_ds),
+        held_out_prompts,
+        lambda index, attempt: (index + 7919 * attempt) % _RG_SFT_SIZE,  # another item
+        canonical,
+    )
     task = Task(
-        spec=_canonical(name, knobs),
-        train=Split(size, functools.partial(make, train_ds), score),
-        eval=Split(eval_size, functools.partial(make, eval_ds), score),
-        sft=Split(100_000, functools.partial(make, sft_ds), score, cache=False),
+        spec=canonical,
+        train=train,
+        eval=Split(eval_size, lambda i: make(pool_ds, held_out[i]), score),
+        sft=Split(_RG_SFT_SIZE, sft, score, cache=False),
         max_answer_chars=0,
     )
     task.max_answer_chars = max(len(task.eval.item(i).answer) for i in range(min(eval_size, 200)))

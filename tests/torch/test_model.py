@@ -227,3 +227,29 @@ def test_generation_matches_the_training_forward_pass() -> None:
         toks = tokens[row][mask[row]].tolist()
         assert tok.decode(toks, skip_special_tokens=True) == text
         assert tok.eos_token_id not in toks[:-1]
+
+
+def test_the_gpu_preset_model_is_tens_of_millions_of_parameters_and_fits_its_task() -> None:
+    from gdro_torch.config import PRESETS
+    from gdro_torch.model import EMBEDDED_MODELS
+
+    preset = TrainConfig(**PRESETS["gpu"])
+    model, tok = build_embedded(preset.model, seed=0)
+    params = sum(p.numel() for p in model.parameters())
+    assert 20e6 < params < 100e6
+    task = load_task(preset.task)
+    assert len(task.train) == 14_000 and len(task.eval) == 1_000
+    levels = {task.train.item(i).level for i in range(2000)}
+    assert levels == set(range(1, 13))  # a wide difficulty range
+    # the longest prompt and answer fit the context, in the character vocabulary
+    longest = "9" * 12 + "+" + "9" * 12 + "="
+    ids = tok(longest + "9" * task.max_answer_chars)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert len(ids) + 1 <= EMBEDDED_MODELS[preset.model].max_positions
+    # one training forward/backward and a sampled completion on the full-size model
+    batch = tok([longest, "1+2="], padding=True, return_tensors="pt")
+    out = model(**batch, labels=batch["input_ids"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.model.layers[0].mlp.up_proj.weight.grad is not None
+    ro = generate(model, tok, ["1+2=", longest], max_new_tokens=task.max_answer_chars + 1, seed=0)
+    assert len(ro.texts) == 2

@@ -86,3 +86,89 @@ def test_report_reads_the_mean_of_any_sample_count(tmp_path: Path) -> None:
     assert load_run(run).mean_key == "eval/mean@16"
     md = (write_report([run], tmp_path / "out") / "report.md").read_text()
     assert "0.500 → 0.750" in md and "0.250 → 0.500 (n=16)" in md
+
+
+def _train_run(
+    path: Path, config: dict, rollouts: list[list[int]], curve: dict[int, float]
+) -> None:
+    """A ``gdro train``-like run: per-step rollouts per bin, mechanism metrics, evaluations."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"kind": "train", "num_bins": 2, **config}))
+    rows = [{"step": 0, "eval/pass@8": curve[0], "eval/mean@16": curve[0]}]
+    for s, per_bin in enumerate(rollouts, start=1):
+        row = {
+            "step": s,
+            "train/rollouts": 8.0 * 2,
+            "train/tokens": 40.0,
+            "classifier/share/0": 0.5,
+            "classifier/share/1": 0.5,
+            "rollout/budget_target": 8.0,
+            "rollout/budget_unconstrained": 8.0,
+            "mechanism/budget_moved": abs(per_bin[0] - 8) / 8,
+            "mechanism/zero_adv_share": 0.5,
+        }
+        row.update({f"rollout/n_mean/{b}": float(n) for b, n in enumerate(per_bin)})
+        if s in curve:
+            row.update({"eval/pass@8": curve[s], "eval/mean@16": curve[s]})
+        rows.append(row)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_mechanism_panels_rollout_panels_and_rollouts_to_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gdro_cli.report as report
+
+    figures: dict[str, list[str]] = {}
+    real_savefig = report._savefig
+
+    def savefig(fig, path: Path) -> None:  # record each figure's panel titles and title
+        figures[path.name] = [ax.get_title() for ax in fig.axes] + [
+            fig._suptitle.get_text() if fig._suptitle else ""
+        ]
+        real_savefig(fig, path)
+
+    monkeypatch.setattr(report, "_savefig", savefig)
+    same = {"seed": 0, "sft_seed": 0, "task": "addition", "model": "m"}
+    _train_run(
+        tmp_path / "grpo",
+        {"prompt": "off", "rollout": "fixed", **same},
+        [[8, 8]] * 4,
+        {0: 0.4, 2: 0.5, 4: 0.6},
+    )
+    _train_run(
+        tmp_path / "both",
+        {"prompt": "reweight", "rollout": "neyman", **same},
+        [[12, 4]] * 4,
+        {0: 0.4, 2: 0.7, 4: 0.8},
+    )
+    other = {**same, "seed": 1}  # another seed: no baseline of its own among the runs
+    _train_run(
+        tmp_path / "lone",
+        {"prompt": "reweight", "rollout": "fixed", **other},
+        [[8, 8]] * 4,
+        {0: 0.4, 4: 0.5},
+    )
+    out = write_report([tmp_path / "grpo", tmp_path / "both", tmp_path / "lone"], tmp_path / "out")
+    # fixed rollouts: no flat rollout panels, the title says so; moving rollouts: the panels
+    assert not any("rollouts per prompt" in t for t in figures["grpo-bins.png"])
+    assert "grpo (rollouts fixed at 8 per prompt)" in figures["grpo-bins.png"]
+    assert "rollouts per prompt per bin" in figures["both-bins.png"]
+    assert "grpo-dynamics.png" not in figures or not any(
+        "proposed" in t for t in figures["grpo-dynamics.png"]
+    )
+    # one panel per mechanism metric logged, the runs overlaid
+    titles = figures["mechanism.png"]
+    assert (
+        sum("(budget_moved)" in t for t in titles) == 1
+        and sum("(zero_adv_share)" in t for t in titles) == 1
+    )
+    assert not any("(q_tv)" in t for t in titles)
+    # rollouts to the baseline's final mean@16 (0.6): "both" crosses it between steps 0 and 2
+    # (0.4 -> 0.7): two thirds of the way, at step 4/3 = 21.3 rollouts (16 a step)
+    md = (out / "report.md").read_text()
+    assert "## Rollouts to reach the GRPO baseline's final held-out mean@16" in md
+    assert "| both | grpo | 0.600 | 1.3 | 21 | 53 |" in md
+    assert "| grpo | grpo | 0.600 | 4.0 | 64 | 160 |" in md
+    assert "| lone |" not in md.split("## Rollouts")[1]
+    assert (out / "rollouts_to_target.png").stat().st_size > 5000

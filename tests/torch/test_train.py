@@ -217,7 +217,7 @@ def test_cli_smoke_preset_report_and_errors(tmp_path: Path) -> None:
     report = _gdro("report", "run", "--out", "rep", cwd=tmp_path, env=env)
     assert report.returncode == 0, report.stderr
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
-    assert pngs == ["learning_curves.png", "run-bins.png", "run-dynamics.png"]
+    assert pngs == ["learning_curves.png", "mechanism.png", "run-bins.png", "run-dynamics.png"]
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resumes(tmp_path: Path) -> None:
@@ -277,3 +277,31 @@ def test_the_warm_up_is_reported_and_recorded_in_the_run(
     train(local, tmp_path / "c", hooks=hooks)
     assert not [p for p in phases if "warm-up" in p]
     assert json.loads((tmp_path / "c" / "config.json").read_text())["sft"] is None
+
+
+@pytest.mark.slow
+def test_the_gpu_preset_runs_at_smoke_size_on_cpu(tmp_path: Path) -> None:
+    """The ``gpu`` preset with its sizes shrunk (prompts, batch, steps, warm-up, evaluation and
+    the model): two steps on the CPU (``device=auto`` finds no GPU here)."""
+    from gdro_torch.config import PRESETS
+
+    preset = TrainConfig(**PRESETS["gpu"])
+    assert (preset.batch_size, preset.rollout_mean, preset.steps) == (256, 4, 1000)
+    assert preset.device == "auto" and preset.sft_target_loss is not None
+    cfg = preset.replace(
+        model="tiny-llama-0.1m",
+        task="addition:min_digits=1,max_digits=12,size=64,eval_size=8",
+        batch_size=8,
+        steps=2,
+        sft_steps=10,
+        sft_batch=8,
+        eval_every=1,
+        checkpoint_every=1,
+        eval_samples=8,
+    )
+    result = train(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert result.steps_done == 2 and not result.interrupted
+    assert [r["train/rollouts"] for r in rows[1:]] == [8 * 4, 8 * 4]
+    assert [r["step"] for r in rows if "eval/pass@8" in r] == [0, 1, 2]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["sft"]["steps"] == 10

@@ -90,7 +90,9 @@ class _LLM:
             reason = "stop" if eos in new else "length"
             if eos in new:
                 new = new[: new.index(eos) + (0 if self.drop_eos else 1)]
-            outs.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=new, finish_reason=reason)]))
+            outs.append(
+                SimpleNamespace(outputs=[SimpleNamespace(token_ids=new, finish_reason=reason)])
+            )
         return outs
 
 
@@ -131,14 +133,18 @@ def test_train_samples_with_the_engine_and_pushes_weights_after_every_update(
     # the engine was built from the starting policy, and each update was pushed into it
     assert llm.weights.loads == 2
     final, _ = load_local(tmp_path / "run" / "model")
-    for (name, a), b in zip(final.state_dict().items(), llm.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        final.state_dict().items(), llm.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
 def test_completions_keep_or_gain_their_eos(stand_in: type[_LLM], tmp_path: Path) -> None:
     model, tok = build_embedded("tiny-llama-0.1m", seed=0)
     pairs = [("1+2=", "3"), ("12+30=", "24")]
-    sft_warmup(model, tok, lambda gen, n: pairs * (n // 2), steps=30, batch_size=8, lr=1e-2, warmup=1)
+    sft_warmup(
+        model, tok, lambda gen, n: pairs * (n // 2), steps=30, batch_size=8, lr=1e-2, warmup=1
+    )
     save_model_dir(model, tok, tmp_path / "m")
     prompts = ["1+2=", "1+2=", "12+30=", "12+30="]
     backend = VLLMBackend(tmp_path / "m")
