@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.gdro-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo demo-sim test test-floor lint typecheck docs experiment bench clean
+.PHONY: install demo demo-sim test test-floor lint typecheck docs experiment experiment-short bench clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cli,torch,verl,docs,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[cli,torch,verl,trl,docs,dev]"
 	touch $(STAMP)
 
 # The main job: GRPO + Prompt-GDRO on the embedded 1M-parameter Llama (cached SFT warm-up, then
@@ -33,10 +33,10 @@ demo-sim: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gdro_core adapters tests benchmarks examples
-	$(BIN)/ruff format --check gdro_core adapters/gdro_torch adapters/gdro_cli adapters/gdro_lab adapters/gdro_verl
+	$(BIN)/ruff format --check gdro_core adapters/gdro_torch adapters/gdro_cli adapters/gdro_lab adapters/gdro_verl adapters/gdro_trl
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gdro_core adapters/gdro_verl adapters/gdro_lab adapters/gdro_torch adapters/gdro_cli
+	$(BIN)/mypy gdro_core adapters/gdro_verl adapters/gdro_trl adapters/gdro_lab adapters/gdro_torch adapters/gdro_cli
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -q
@@ -52,11 +52,21 @@ test-floor:
 		"pytest>=8" "hypothesis>=6.100" && touch $(FLOOR)/.ok)
 	PYTHONPATH=. $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests/core
 
-# The experiment of docs/results.md: three CPU grids (6 arms x 5 seeds each, 100 steps, 500
-# held-out prompts x 16 samples), about 2.5 hours on 2 idle cores with the warm-ups cached;
-# finished runs are skipped when it is run again.
+# The experiment of docs/results.md. `make experiment` runs the pre-registered long-horizon grid:
+# 5 arms x 5 replicates (each replicate with its own warm-up), 1,000 steps of 32 prompts x 8
+# rollouts on 1,000 prompts, 500 held-out prompts x 16 samples every 100 steps: about 8.4
+# core-hours at one thread, run as two processes on the 2 cores. Finished runs are skipped and an
+# interrupted run resumes from its latest checkpoint, so it can be run again after a stop.
 EXPERIMENT_ENV = OMP_NUM_THREADS=1
+LONG = benchmarks/experiment.py --grid long --out runs/experiment-long
 experiment: $(STAMP)
+	$(EXPERIMENT_ENV) $(BIN)/python $(LONG) --replicates 0 2 4 & \
+	$(EXPERIMENT_ENV) $(BIN)/python $(LONG) --replicates 1 3; wait
+	$(EXPERIMENT_ENV) $(BIN)/python $(LONG)
+
+# The short grids of docs/results.md (100 steps, where the controllers are near-inactive): three
+# grids of 6 arms x 5 replicates, about 2.5 hours on 2 idle cores with the warm-ups cached.
+experiment-short: $(STAMP)
 	$(EXPERIMENT_ENV) $(BIN)/python benchmarks/experiment.py --grid cpu --out runs/experiment-cpu
 	$(EXPERIMENT_ENV) $(BIN)/python benchmarks/experiment.py --grid cpu --out runs/experiment-cpu-256 \
 		--task "addition:min_digits=1,max_digits=5,size=256,eval_size=500"

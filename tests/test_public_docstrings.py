@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-PACKAGES = ["gdro_core", "gdro_torch", "gdro_verl", "gdro_lab", "gdro_cli"]
+PACKAGES = ["gdro_core", "gdro_torch", "gdro_verl", "gdro_trl", "gdro_lab", "gdro_cli"]
 
 
 def _public_modules() -> list[str]:
