@@ -24,6 +24,24 @@ def configs_json(configs: dict[str, Any]) -> str:
     return json.dumps({k: dataclasses.asdict(v) for k, v in configs.items()}, sort_keys=True)
 
 
+def migrate_config(saved: Any) -> Any:
+    """A saved config mapping in today's terms: a classifier section written before
+    ``ClassifierConfig.outcome`` existed used ``"any"`` (or ``"pass@k"`` when ``k`` was set).
+
+    Examples:
+        >>> migrate_config({"classifier": {"k": None}})["classifier"]["outcome"]
+        'any'
+        >>> migrate_config({"classifier": {"k": 2}})["classifier"]["outcome"]
+        'pass@k'
+    """
+    if isinstance(saved, dict) and isinstance(saved.get("classifier"), dict):
+        section = saved["classifier"]
+        if "outcome" not in section:
+            k = section.get("k")
+            saved = dict(saved, classifier=dict(section, outcome="any" if k is None else "pass@k"))
+    return saved
+
+
 def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: int) -> int:
     """Raise ``ValueError`` naming every field where the saved state differs from ``configs``.
 
@@ -45,6 +63,7 @@ def check_same_config(d: dict[str, Any], configs: dict[str, Any], num_prompts: i
         raise fail("state['config']", "the JSON string written by state_dict()", raw) from exc
     if not isinstance(saved, dict):
         raise fail("state['config']", "a JSON object of named configs", raw)
+    saved = migrate_config(saved)
     here = json.loads(configs_json(configs))
     for section in sorted(set(saved) | set(here)):
         a, b = saved.get(section, {}), here.get(section, {})

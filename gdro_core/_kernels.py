@@ -61,13 +61,17 @@ def _bin(rate, edges):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=CACHE)
-def classifier_step(bits, vals, sums, count, bins, ids, outcomes, window, edges, hysteresis):  # type: ignore[no-untyped-def]
+def classifier_step(
+    bits, vals, sums, mass, count, bins, ids, outcomes, trials, window, decay, edges, hysteresis
+):  # type: ignore[no-untyped-def]
     m = ids.shape[0]
     w_words = bits.shape[1]
     h = vals.shape[1]
+    pooled = mass.shape[0] > 0
     bit_rows = np.zeros((m, w_words), dtype=np.uint64)
     val_rows = np.zeros((m, h), dtype=np.float64)
     new_sums = np.zeros(m if (w_words == 0 and h == 0) else 0, dtype=np.float64)
+    new_mass = np.zeros(m if pooled else 0, dtype=np.float64)
     new_count = np.zeros(m, dtype=np.int64)
     new_bins = np.zeros(m, dtype=np.int64)
     rate = np.zeros(m, dtype=np.float64)
@@ -99,6 +103,13 @@ def classifier_step(bits, vals, sums, count, bins, ids, outcomes, window, edges,
             for j in range(nc):
                 acc += val_rows[i, j]
             r = acc / nc
+        elif pooled:
+            s = decay * sums[p] + outcomes[i]
+            w = decay * mass[p] + trials[i]
+            new_sums[i] = s
+            new_mass[i] = w
+            nc = min(oc + 1, window) if window > 0 else oc + 1
+            r = s / w
         else:
             s = sums[p] + outcomes[i]
             new_sums[i] = s
@@ -118,11 +129,11 @@ def classifier_step(bits, vals, sums, count, bins, ids, outcomes, window, edges,
         new_count[i] = nc
         new_bins[i] = nb
         rate[i] = r
-    return bit_rows, val_rows, new_sums, new_count, new_bins, rate
+    return bit_rows, val_rows, new_sums, new_mass, new_count, new_bins, rate
 
 
 @njit(cache=CACHE)
-def window_rate(bits, vals, sums, count, ids):  # type: ignore[no-untyped-def]
+def window_rate(bits, vals, sums, mass, count, ids):  # type: ignore[no-untyped-def]
     m = ids.shape[0]
     out = np.zeros(m, dtype=np.float64)
     for i in range(m):
@@ -140,6 +151,8 @@ def window_rate(bits, vals, sums, count, ids):  # type: ignore[no-untyped-def]
             for j in range(c):
                 acc += vals[p, j]
             out[i] = acc / c
+        elif mass.shape[0] > 0:
+            out[i] = sums[p] / mass[p]
         else:
             out[i] = sums[p] / c
     return out

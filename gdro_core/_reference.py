@@ -25,30 +25,37 @@ def classifier_step(
     bits: NDArray[np.uint64],
     vals: NDArray[np.float64],
     sums: NDArray[np.float64],
+    mass: NDArray[np.float64],
     count: NDArray[np.integer],
     bins: NDArray[np.uint8],
     ids: NDArray[np.int64],
     outcomes: NDArray[np.float64],
+    trials: NDArray[np.float64],
     window: int,
+    decay: float,
     edges: NDArray[np.float64],
     hysteresis: float,
 ) -> tuple[
     NDArray[np.uint64],
     NDArray[np.float64],
     NDArray[np.float64],
+    NDArray[np.float64],
     NDArray[np.int64],
     NDArray[np.int64],
     NDArray[np.float64],
 ]:
-    """One window entry per prompt in ``ids``; returns the new rows, counts, bins and rates.
+    """One history entry per prompt in ``ids``; returns the new rows, counts, bins and rates.
 
     Exactly one storage is in use: ``bits`` (num_prompts, W) when W > 0 (0/1 outcomes, bit 0 the
     newest), else ``vals`` (num_prompts, H) when H > 0 (real outcomes, column 0 the newest), else
-    ``sums`` (cumulative mode, ``window == 0``). Returns
-    ``(bit_rows (m, W), val_rows (m, H), new_sums (m,) or (0,), new_count, new_bins, rate)``.
+    ``sums`` with ``mass`` (pooled rate: ``sums`` and ``mass`` are the decayed correct and
+    total rollouts, ``outcomes`` and ``trials`` this visit's counts), else ``sums`` alone
+    (cumulative mode, ``window == 0``). Returns ``(bit_rows (m, W), val_rows (m, H), new_sums,
+    new_mass, new_count, new_bins, rate)``.
     """
     m = ids.shape[0]
     w_words, h = bits.shape[1], vals.shape[1]
+    new_mass = np.zeros(0, dtype=np.float64)
     old_count = count[ids].astype(np.int64)
     old_bins = bins[ids].astype(np.int64)
     bit_rows = np.zeros((m, w_words), dtype=np.uint64)
@@ -76,6 +83,11 @@ def classifier_step(
         for j in range(h):  # newest first, the same order as the kernel
             acc += np.where(live[:, j], val_rows[:, j], 0.0)
         rate = acc / new_count
+    elif mass.shape[0] > 0:
+        new_sums = decay * sums[ids] + outcomes
+        new_mass = decay * mass[ids] + trials
+        new_count = np.minimum(old_count + 1, window) if window > 0 else old_count + 1
+        rate = new_sums / new_mass
     else:
         new_sums = sums[ids] + outcomes
         new_count = old_count + 1
@@ -87,7 +99,7 @@ def classifier_step(
     stay_down = np.where(down < old_bins, down, old_bins)
     moved = np.where(raw > old_bins, stay_up, np.where(raw < old_bins, stay_down, old_bins))
     new_bins = np.where(old_count == 0, raw, moved)
-    return bit_rows, val_rows, new_sums, new_count, new_bins, rate
+    return bit_rows, val_rows, new_sums, new_mass, new_count, new_bins, rate
 
 
 def popcount_rows(bits: NDArray[np.uint64]) -> NDArray[np.int64]:
@@ -107,6 +119,7 @@ def window_rate(
     bits: NDArray[np.uint64],
     vals: NDArray[np.float64],
     sums: NDArray[np.float64],
+    mass: NDArray[np.float64],
     count: NDArray[np.integer],
     ids: NDArray[np.int64],
 ) -> NDArray[np.float64]:
@@ -120,6 +133,9 @@ def window_rate(
         num = np.zeros(ids.shape[0])
         for j in range(vals.shape[1]):
             num += np.where(live[:, j], rows[:, j], 0.0)
+    elif mass.shape[0] > 0:
+        w = mass[ids]
+        return np.where(cnt > 0, sums[ids] / np.where(w > 0, w, 1.0), 0.0)
     else:
         num = sums[ids].astype(np.float64)
     return np.where(cnt > 0, num / np.maximum(cnt, 1), 0.0)

@@ -35,6 +35,7 @@ from gdro_core._io import (
     FORMAT_VERSION,
     READABLE_VERSIONS,
     load_npz,
+    migrate_config,
     rng_state_json,
     save_npz,
 )
@@ -504,7 +505,7 @@ def config_of(d: Any, *, where: str = "state") -> tuple[ControllerConfig, int]:
         saved = json.loads(raw)
         if not isinstance(saved, dict):
             raise ValueError("not an object")
-        return ControllerConfig.from_mapping(saved, where=f"{where}['config']"), n
+        return ControllerConfig.from_mapping(migrate_config(saved), where=f"{where}['config']"), n
     except (ValueError, TypeError) as exc:
         raise fail(
             f"{where}['config']",
@@ -520,6 +521,7 @@ def _config_diffs(d: dict[str, Any], ctl: Any) -> list[str]:
         saved = json.loads(raw)
         if not isinstance(saved, dict):
             raise ValueError("not a JSON object")
+        saved = migrate_config(saved)
         sections = {k: saved[k] for k in ("classifier", "prompt", "rollout") if k in saved}
         normal = ControllerConfig.from_mapping(sections, where="state['config']").to_dict()
     except (ValueError, TypeError) as exc:

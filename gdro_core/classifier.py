@@ -1,12 +1,17 @@
-"""Online difficulty classifier: a sliding window of per-step outcomes per prompt, binned.
+"""Online difficulty classifier: each prompt's pass rate from its feedback, binned.
 
-A prompt's pass rate is the mean of its last ``window`` step outcomes (all of them when
-``window == 0``); the rate picks a bin (bin 0 = the lowest pass rates), with hysteresis so a prompt
-near an edge does not flip back and forth. An unseen prompt has rate 0 and sits in bin 0.
+The default outcome, ``"rate"``, pools the prompt's correct and total rollouts over its visits
+with exponential forgetting (``window`` visits as the memory: decay ``1 - 1/window``), so the
+rate estimates the per-rollout pass rate whatever the rollout counts were. ``"any"`` (the
+paper's) takes the mean of the last ``window`` per-visit outcomes "some rollout correct";
+``"pass@k"`` the mean of per-visit unbiased pass@k. The rate picks a bin (bin 0 = the lowest pass
+rates), with hysteresis so a prompt near an edge does not flip back and forth. An unseen prompt
+has rate 0 and sits in bin 0. docs/classifier.md has the measurement behind the default.
 
-With the defaults (``k=None``, ``window <= 128``) each prompt costs 2 words of bit-packed outcomes,
-a 2-byte count, a 1-byte bin and a 1-byte record of which rollout outcomes it has ever shown
-(``flags``: some correct, some wrong): 20 bytes.
+With the default (``outcome="rate"``) each prompt costs two float64 (decayed correct and total
+rollouts), a 2-byte visit count, a 1-byte bin and a 1-byte record of which rollout outcomes it has
+ever shown (``flags``: some correct, some wrong): 20 bytes; ``"any"`` with ``window <= 128`` keeps
+2 words of bit-packed outcomes instead of the two floats: also 20 bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from gdro_core._reference import bin_of, popcount_rows
 from gdro_core._validation import (
     as_ids,
     as_int_array,
+    check_choice,
     check_float,
     check_int,
     fail,
@@ -37,6 +43,8 @@ from gdro_core.passk import pass_at_k
 
 MAX_BINS = 255
 MAX_WINDOW = 4096
+#: The classifier's per-visit outcomes (``ClassifierConfig.outcome``).
+OUTCOMES = ("rate", "any", "pass@k")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,8 +60,12 @@ class ClassifierConfig:
             below half the narrowest bin; a negative value (the default) = derived: 0.3 x the
             narrowest bin width (0.03 for 10 bins). The config stores the derived value.
         success_threshold: a rollout is correct when ``reward > success_threshold``.
-        k: ``None`` = a step's outcome is "any rollout correct" (the paper); an int = the step's
-            unbiased pass@k estimate, so bins do not depend on how many rollouts a prompt got.
+        outcome: what a visit adds to the history: ``"rate"`` (its correct and total rollouts,
+            pooled with forgetting: tracks the per-rollout pass rate and does not depend on how
+            many rollouts a prompt got; the default), ``"any"`` (1 if any rollout was correct,
+            the paper's; saturates when prompts get many rollouts) or ``"pass@k"`` (the visit's
+            unbiased pass@k, needs ``k``).
+        k: the k of ``outcome="pass@k"`` (``None`` otherwise).
 
     Examples:
         >>> ClassifierConfig().num_bins, ClassifierConfig().hysteresis  # derived defaults
@@ -69,6 +81,7 @@ class ClassifierConfig:
     window: int = 100
     hysteresis: float = -1.0
     success_threshold: float = 0.5
+    outcome: str = "rate"
     k: int | None = None
 
     def __post_init__(self) -> None:
@@ -114,8 +127,19 @@ class ClassifierConfig:
                 "ClassifierConfig.success_threshold", self.success_threshold
             ),
         )
+        normalize(
+            self,
+            outcome=str(check_choice("ClassifierConfig.outcome", self.outcome, OUTCOMES)),
+        )
         if self.k is not None:
             normalize(self, k=check_int("ClassifierConfig.k", self.k, lo=1, hi=1024))
+        if (self.outcome == "pass@k") != (self.k is not None):
+            raise fail(
+                "ClassifierConfig.k",
+                "an integer with outcome='pass@k' and None otherwise",
+                self.k,
+                fix=f"outcome is {self.outcome!r}",
+            )
         if self.hysteresis is None:  # configs saved before the derived value was stored
             normalize(self, hysteresis=-1.0)
         h = check_float("ClassifierConfig.hysteresis", self.hysteresis)
@@ -167,29 +191,39 @@ class ClassifierConfig:
     @property
     def bit_packed(self) -> bool:
         """True when outcomes are 0/1 in a sliding window, stored one bit per step."""
-        return self.k is None and self.window > 0
+        return self.outcome == "any" and self.window > 0
+
+    @property
+    def decay(self) -> float:
+        """The ``"rate"`` outcome's forgetting factor per visit: ``1 - 1/window`` (1 if cumulative)."""
+        return 1.0 - 1.0 / self.window if self.window > 0 else 1.0
 
 
 class ClassifierState(NamedTuple):
-    """Per-prompt history. Exactly one of ``bits``, ``vals`` and ``sums`` is in use.
+    """Per-prompt history. One storage is in use; the unused arrays have a zero-length axis.
 
-    ``bits`` holds 0/1 outcomes one bit per step (``k=None`` with a window), ``vals`` holds
-    pass@k outcomes (``k`` set with a window), ``sums`` holds cumulative sums (``window=0``);
-    the unused ones have a zero-length axis.
+    ``sums`` and ``mass`` hold the decayed correct and total rollouts (``outcome="rate"``);
+    ``bits`` holds 0/1 outcomes one bit per visit (``"any"`` with a window); ``vals`` holds
+    pass@k outcomes (``"pass@k"`` with a window); ``sums`` alone holds cumulative outcome sums
+    (``"any"`` or ``"pass@k"`` with ``window=0``).
 
     Examples:
-        >>> st = init_state(ClassifierConfig(num_bins=4, window=100), num_prompts=3)
-        >>> st.bits.shape, st.vals.shape, st.sums.shape  # 100 steps fit in 2 words
+        >>> st = init_state(ClassifierConfig(num_bins=4), num_prompts=3)
+        >>> st.sums.shape, st.mass.shape, st.bits.shape  # the default: pooled rates
+        ((3,), (3,), (3, 0))
+        >>> st = init_state(ClassifierConfig(num_bins=4, window=100, outcome="any"), num_prompts=3)
+        >>> st.bits.shape, st.vals.shape, st.sums.shape  # 100 visits fit in 2 words
         ((3, 2), (3, 0), (0,))
         >>> st.filled.tolist(), st.bins.tolist(), st.bin_counts.tolist(), st.flags.tolist()
         ([0, 0, 0], [0, 0, 0], [3, 0, 0, 0], [0, 0, 0])
-        >>> init_state(ClassifierConfig(window=0), num_prompts=3).sums.tolist()
+        >>> init_state(ClassifierConfig(window=0, outcome="any"), num_prompts=3).sums.tolist()
         [0.0, 0.0, 0.0]
     """
 
     bits: NDArray[np.uint64]  # (num_prompts, ceil(window/64)) 0/1 outcomes, bit 0 newest; or (P, 0)
     vals: NDArray[np.float64]  # (num_prompts, window) pass@k outcomes, column 0 newest; or (P, 0)
-    sums: NDArray[np.float64]  # (num_prompts,) cumulative outcome sum (window 0); or (0,)
+    sums: NDArray[np.float64]  # (num_prompts,) decayed correct rollouts, or outcome sums; or (0,)
+    mass: NDArray[np.float64]  # (num_prompts,) decayed total rollouts (outcome "rate"); or (0,)
     filled: (
         NDArray[np.uint16] | NDArray[np.uint32]
     )  # (num_prompts,) entries held (uint32 if window 0)
@@ -220,8 +254,8 @@ class ClassifierDelta(NamedTuple):
     """The rows one ``step`` changes; ``apply`` writes them into the state in place.
 
     Examples:
-        >>> cfg = ClassifierConfig(num_bins=4, window=3)
-        >>> delta = step(cfg, init_state(cfg, 3), np.array([0, 2]), np.array([1.0, 0.0]))
+        >>> cfg = ClassifierConfig(num_bins=4, window=3, outcome="any")
+        >>> delta = step(cfg, init_state(cfg, 3), np.array([0, 2]), np.array([1, 0]), np.array([4, 4]))
         >>> delta.ids.tolist(), delta.rate.tolist(), delta.filled.tolist()
         ([0, 2], [1.0, 0.0], [1, 1])
         >>> delta.old_bins.tolist(), delta.new_bins.tolist(), delta.bits.tolist()
@@ -231,7 +265,8 @@ class ClassifierDelta(NamedTuple):
     ids: NDArray[np.int64]  # (m,) prompt ids
     bits: NDArray[np.uint64]  # (m, W) new bit rows
     vals: NDArray[np.float64]  # (m, H) new value rows
-    sums: NDArray[np.float64]  # (m,) or (0,) new cumulative sums
+    sums: NDArray[np.float64]  # (m,) or (0,) new sums
+    mass: NDArray[np.float64]  # (m,) or (0,) new decayed rollout totals
     filled: NDArray[np.int64]  # (m,) new counts
     old_bins: NDArray[np.int64]  # (m,) bins before the step
     new_bins: NDArray[np.int64]  # (m,) bins after the step
@@ -257,7 +292,8 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
     """
     p = check_int("num_prompts", num_prompts, lo=1, hi=2**31 - 2)
     words = -(-config.window // 64) if config.bit_packed else 0
-    width = config.window if (config.k is not None and config.window > 0) else 0
+    width = config.window if (config.outcome == "pass@k" and config.window > 0) else 0
+    pooled = config.outcome == "rate"
     counts = np.zeros(config.num_bins, dtype=np.int64)
     counts[0] = p
     filled: NDArray[np.uint16] | NDArray[np.uint32] = (
@@ -266,7 +302,8 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
     return ClassifierState(
         bits=np.zeros((p, words), dtype=np.uint64),
         vals=np.zeros((p, width), dtype=np.float64),
-        sums=np.zeros(p if config.window == 0 else 0, dtype=np.float64),
+        sums=np.zeros(p if (config.window == 0 or pooled) else 0, dtype=np.float64),
+        mass=np.zeros(p if pooled else 0, dtype=np.float64),
         filled=filled,
         bins=np.zeros(p, dtype=np.uint8),
         bin_counts=counts,
@@ -277,17 +314,23 @@ def init_state(config: ClassifierConfig, num_prompts: int) -> ClassifierState:
 def outcomes(
     config: ClassifierConfig, n_correct: NDArray[np.int64], n_total: NDArray[np.int64]
 ) -> NDArray[np.float64]:
-    """A step's outcome per prompt: ``n_correct > 0``, or the unbiased pass@k when ``k`` is set.
+    """A visit's outcome per prompt: the correct rollouts (``"rate"``, pooled with the totals),
+    ``n_correct > 0`` (``"any"``) or the unbiased pass@k (``"pass@k"``).
 
     Examples:
         >>> correct, total = np.array([0, 1, 3]), np.array([4, 4, 4])
         >>> outcomes(ClassifierConfig(), correct, total).tolist()
+        [0.0, 1.0, 3.0]
+        >>> outcomes(ClassifierConfig(outcome="any"), correct, total).tolist()
         [0.0, 1.0, 1.0]
-        >>> outcomes(ClassifierConfig(k=2), correct, total).tolist()
+        >>> outcomes(ClassifierConfig(outcome="pass@k", k=2), correct, total).tolist()
         [0.0, 0.5, 1.0]
     """
-    if config.k is None:
+    if config.outcome == "rate":
+        return n_correct.astype(np.float64)
+    if config.outcome == "any":
         return (n_correct > 0).astype(np.float64)
+    assert config.k is not None  # checked by the config
     short = n_total < config.k
     if short.any():
         raise fail(
@@ -303,45 +346,56 @@ def step(
     config: ClassifierConfig,
     state: ClassifierState,
     ids: NDArray[np.int64],
-    outcome: NDArray[np.float64],
+    n_correct: NDArray[np.int64],
+    n_total: NDArray[np.int64],
     backend: str = "numba",
-    seen: NDArray[np.uint8] | None = None,
 ) -> ClassifierDelta:
-    """Compute one window entry per prompt in ``ids`` without touching ``state``.
-
-    ``seen`` (uint8 (m,), from :func:`seen_flags`) is or-ed into the prompts' ``flags``.
+    """One history entry per prompt in ``ids``, from its correct and total rollouts, without
+    touching ``state``.
 
     Hysteresis (``h`` = ``config.hysteresis``, ``b`` = stored bin, ``bin(x)`` = the bin of rate ``x``):
     if ``bin(rate) > b`` move to ``bin(rate - h)`` when that is above ``b``; if ``bin(rate) < b``
     move to ``bin(rate + h)`` when that is below ``b``; otherwise stay. A prompt's first
-    classification uses no hysteresis.
+    classification uses no hysteresis. The prompts' ``flags`` take the visit's outcomes.
 
     Examples:
         Two bins split at 0.5 with a 0.2 margin: a prompt solved once, then failed, drifts
         down to a rate of 0.25 before it leaves the upper bin.
 
-        >>> cfg = ClassifierConfig(num_bins=2, window=0, hysteresis=0.2)
+        >>> cfg = ClassifierConfig(num_bins=2, window=0, hysteresis=0.2, outcome="any")
         >>> st = init_state(cfg, num_prompts=1)
-        >>> for outcome in [1.0, 0.0, 0.0, 0.0]:
-        ...     delta = step(cfg, st, np.array([0]), np.array([outcome]))
+        >>> for c in [4, 0, 0, 0]:
+        ...     delta = step(cfg, st, np.array([0]), np.array([c]), np.array([4]))
         ...     apply(st, delta)
         ...     print(round(float(delta.rate[0]), 3), int(delta.new_bins[0]))
         1.0 1
         0.5 1
         0.333 1
         0.25 0
+
+        The pooled rate counts rollouts, not visits: 3 of 4, then 1 of 12 (decay 0.99):
+
+        >>> cfg = ClassifierConfig(num_bins=10)
+        >>> st = init_state(cfg, num_prompts=1)
+        >>> for c, n in [(3, 4), (1, 12)]:
+        ...     apply(st, step(cfg, st, np.array([0]), np.array([c]), np.array([n])))
+        >>> round(float(pass_rate(st, np.array([0]))[0]), 4)  # (0.99 x 3 + 1) / (0.99 x 4 + 12)
+        0.2487
     """
     k = _backend.kernels(backend)
     edges, margin = _edges_margin(config)
-    bit_rows, val_rows, new_sums, new_count, new_bins, rate = k.classifier_step(
+    bit_rows, val_rows, new_sums, new_mass, new_count, new_bins, rate = k.classifier_step(
         state.bits,
         state.vals,
         state.sums,
+        state.mass,
         state.filled,
         state.bins,
         ids,
-        outcome,
+        outcomes(config, n_correct, n_total),
+        n_total.astype(np.float64),
         config.window,
+        config.decay,
         edges,
         margin,
     )
@@ -350,11 +404,12 @@ def step(
         bits=bit_rows,
         vals=val_rows,
         sums=new_sums,
+        mass=new_mass,
         filled=new_count,
         old_bins=state.bins[ids].astype(np.int64),
         new_bins=new_bins,
         rate=rate,
-        flags=state.flags[ids] if seen is None else state.flags[ids] | seen,
+        flags=state.flags[ids] | seen_flags(n_correct, n_total),
     )
 
 
@@ -373,9 +428,9 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
     O(dataset size). Everything that can fail happens in ``step``, before this.
 
     Examples:
-        >>> cfg = ClassifierConfig(num_bins=4, window=3)
+        >>> cfg = ClassifierConfig(num_bins=4, window=3, outcome="any")
         >>> st = init_state(cfg, num_prompts=3)
-        >>> delta = step(cfg, st, np.array([0, 2]), np.array([1.0, 0.0]))
+        >>> delta = step(cfg, st, np.array([0, 2]), np.array([1, 0]), np.array([4, 4]))
         >>> st.bins.tolist()  # step left the state alone
         [0, 0, 0]
         >>> apply(st, delta)
@@ -389,6 +444,8 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
         state.vals[ids] = delta.vals
     if state.sums.shape[0]:
         state.sums[ids] = delta.sums
+    if state.mass.shape[0]:
+        state.mass[ids] = delta.mass
     state.filled[ids] = delta.filled
     state.bins[ids] = delta.new_bins
     state.flags[ids] = delta.flags
@@ -401,20 +458,20 @@ def apply(state: ClassifierState, delta: ClassifierDelta) -> None:
 def pass_rate(
     state: ClassifierState, ids: NDArray[np.int64], backend: str = "numba"
 ) -> NDArray[np.float64]:
-    """float64 (m,): each prompt's current windowed pass rate (0 for an unseen prompt).
+    """float64 (m,): each prompt's current pass rate (0 for an unseen prompt).
 
     Examples:
-        >>> cfg = ClassifierConfig(window=2)
+        >>> cfg = ClassifierConfig(window=2, outcome="any")
         >>> st = init_state(cfg, num_prompts=2)
-        >>> for outcome in [1.0, 0.0, 0.0]:  # the window keeps the last two
-        ...     apply(st, step(cfg, st, np.array([0]), np.array([outcome])))
+        >>> for c in [1, 0, 0]:  # the window keeps the last two visits
+        ...     apply(st, step(cfg, st, np.array([0]), np.array([c]), np.array([4])))
         ...     print(pass_rate(st, np.array([0, 1])).tolist())
         [1.0, 0.0]
         [0.5, 0.0]
         [0.0, 0.0]
     """
     out: NDArray[np.float64] = _backend.kernels(backend).window_rate(
-        state.bits, state.vals, state.sums, state.filled, ids
+        state.bits, state.vals, state.sums, state.mass, state.filled, ids
     )
     return out
 
@@ -440,9 +497,9 @@ class DifficultyClassifier:
     Examples:
         >>> clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=3), num_prompts=3)
         >>> clf.update([0, 1], n_correct=[1, 0], n_total=[4, 4])
-        >>> clf.update([0], n_correct=[0], n_total=[4])
-        >>> clf.pass_rate([0, 1, 2]).tolist(), clf.bins([0, 1, 2]).tolist()
-        ([0.5, 0.0, 0.0], [2, 0, 0])
+        >>> clf.update([0], n_correct=[0], n_total=[4])  # 1 of 8 rollouts, the first decayed
+        >>> clf.pass_rate([0, 1, 2]).round(4).tolist(), clf.bins([0, 1, 2]).tolist()
+        ([0.1, 0.0, 0.0], [0, 0, 0])
     """
 
     def __init__(
@@ -475,15 +532,7 @@ class DifficultyClassifier:
         """Add one window entry per prompt; ``ids`` unique, ``0 <= n_correct <= n_total``, ``n_total >= 1``."""
         idx = as_ids("ids", ids, self.num_prompts)
         correct, total = check_counts(n_correct, n_total, idx.shape[0])
-        delta = step(
-            self.config,
-            self.state,
-            idx,
-            outcomes(self.config, correct, total),
-            self.backend,
-            seen_flags(correct, total),
-        )
-        apply(self.state, delta)
+        apply(self.state, step(self.config, self.state, idx, correct, total, self.backend))
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays and plain values only; ``load_state_dict`` restores it exactly."""
@@ -534,6 +583,9 @@ def check_state(
         if f == "flags" and version == 1 and f not in src:
             out[f] = np.zeros_like(ref)  # format 1 kept no flags: nothing known yet
             continue
+        if f == "mass" and f not in src and ref.shape[0] == 0:
+            out[f] = ref  # states written before the pooled rate existed
+            continue
         out[f] = array_leaf(src, f, where, ref.dtype, ref.shape)
     n = f"{where}"
     window, b = config.window, config.num_bins
@@ -561,7 +613,23 @@ def check_state(
         )
     if out["vals"].shape[1]:
         finite(out["vals"], f"{n}['vals']", 0.0, 1.0)
-    if out["sums"].shape[0]:
+    mass = out["mass"]
+    if mass.shape[0]:
+        finite(mass, f"{n}['mass']", 0.0)
+        require(
+            np.array_equal(mass == 0, unseen),
+            f"{n}['mass']",
+            "0 exactly for unseen prompts",
+            "a seen prompt without rollouts, or an unseen one with some",
+        )
+        finite(out["sums"], f"{n}['sums']", 0.0)
+        require(
+            (out["sums"] <= mass).all(),
+            f"{n}['sums']",
+            "at most 'mass' per prompt (a rate <= 1)",
+            "more correct than total rollouts",
+        )
+    elif out["sums"].shape[0]:
         finite(out["sums"], f"{n}['sums']", 0.0)
         require(
             (out["sums"] <= filled).all(),

@@ -61,8 +61,8 @@ class GDROController:
         >>> plan.rollouts.tolist()
         [4, 4, 4, 4, 4, 4, 4, 4]
         >>> ctl.update(plan, rewards=np.tile([1.0, 0.0, 0.0, 0.0], 8))  # 1 of 4 correct each
-        >>> ctl.step, ctl.bins(plan.prompt_ids).tolist()                  # any-correct: rate 1
-        (1, [9, 9, 9, 9, 9, 9, 9, 9])
+        >>> ctl.step, ctl.bins(plan.prompt_ids).tolist()           # pass rate 1/4: bin 2
+        (1, [2, 2, 2, 2, 2, 2, 2, 2])
 
         Two plans in flight, the second fed back first and in two parts:
 
@@ -350,14 +350,7 @@ class GDROController:
                 (r > self._ccfg.success_threshold).astype(np.int64), starts
             ).astype(np.int64)
             ids = rec.plan.prompt_ids[pos]
-            delta = _clf.step(
-                self._ccfg,
-                self._cstate,
-                ids,
-                _clf.outcomes(self._ccfg, correct, rollouts),
-                self.backend,
-                _clf.seen_flags(correct, rollouts),
-            )
+            delta = _clf.step(self._ccfg, self._cstate, ids, correct, rollouts, self.backend)
             new = _record_feedback(rec, pos, r, starts, rollouts, correct, delta, loss)
             visits = self._visits + int(pos.size)
             finish = self._finish(new, visits) if new.done.all() else None

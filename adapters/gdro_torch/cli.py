@@ -72,7 +72,7 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("num_bins", "difficulty bins"),
             ("window", "pass-rate window H (0 = cumulative)"),
             ("hysteresis", "bin hysteresis (default 0.3 x narrowest bin)"),
-            ("pass_k", "fixed k of the pass-rate outcome (default: any-correct)"),
+            ("pass_k", "per-visit pass@k outcome with this k (default: pooled per-rollout rate)"),
         ],
     ),
     (

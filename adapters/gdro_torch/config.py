@@ -47,7 +47,8 @@ class TrainConfig:
         num_bins: Difficulty bins B.
         window: Classifier window H (0 = cumulative).
         hysteresis: Classifier hysteresis (None = 0.3 x the narrowest bin).
-        pass_k: Classifier's k (None = any-correct over the step's rollouts).
+        pass_k: Classifier's k (None = the core's default outcome, the pooled per-rollout rate;
+            an int = per-visit unbiased pass@k).
         signal: Prompt-GDRO signal: ``loss`` (the paper's), ``failure`` or ``variance``. With a
             reward-derived signal, ``--rollout bandit`` runs on the variance arm loss with
             ``RolloutConfig.variance_bandit`` knobs; with ``loss``, the paper's bandit.
@@ -273,7 +274,7 @@ def controller_configs(cfg: TrainConfig) -> dict[str, Any]:
                 window=cfg.window,
                 # None: the core's derived default (0.3 x the narrowest bin)
                 hysteresis=-1.0 if cfg.hysteresis is None else cfg.hysteresis,
-                k=cfg.pass_k,
+                **({} if cfg.pass_k is None else {"outcome": "pass@k", "k": cfg.pass_k}),
             ),
             "prompt": PromptConfig(
                 mode=cfg.prompt,

@@ -36,7 +36,7 @@ STRINGS = ["", "{}", "[]", "-1", "null", "{not json", '{"bit_generator": "PCG64"
 
 def configs(quick: bool) -> Iterator[ControllerConfig]:
     classifiers = (ClassifierConfig(num_bins=5), ClassifierConfig(window=0, num_bins=3),
-                   ClassifierConfig(k=2, window=6))
+                   ClassifierConfig(outcome="any", num_bins=4), ClassifierConfig(outcome="pass@k", k=2, window=6))
     i = 0
     for pmode in ("off", "reweight", "resample"):
         for rollout in (RolloutConfig(mode="fixed"), RolloutConfig(mode="bandit", selection="sample"),

@@ -20,7 +20,9 @@ def feed(clf: DifficultyClassifier, pid: int, outcomes: list[int]) -> list[int]:
 
 def test_defaults() -> None:
     cfg = ClassifierConfig()
-    assert (cfg.num_bins, cfg.window, cfg.hysteresis, cfg.success_threshold, cfg.k) == (10, 100, 0.03, 0.5, None)
+    assert (cfg.num_bins, cfg.window, cfg.hysteresis, cfg.success_threshold, cfg.outcome, cfg.k) == (
+        10, 100, 0.03, 0.5, "rate", None)
+    assert cfg.decay == 0.99
     np.testing.assert_allclose(cfg.edge_array, np.arange(1, 10) / 10)
 
 
@@ -47,7 +49,7 @@ def test_unseen_prompts_are_bin_zero_with_rate_zero(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sliding_window_forgets(backend: str) -> None:
-    clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=3, hysteresis=0.0), 1, backend=backend)
+    clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=3, hysteresis=0.0, outcome="any"), 1, backend=backend)
     rates = []
     for o in [1, 1, 0, 0, 0, 1]:
         clf.update([0], [o], [4])
@@ -57,7 +59,7 @@ def test_sliding_window_forgets(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cumulative_window_zero(backend: str) -> None:
-    clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=0, hysteresis=0.0), 1, backend=backend)
+    clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=0, hysteresis=0.0, outcome="any"), 1, backend=backend)
     for o in [1, 1, 0, 0, 0, 1]:
         clf.update([0], [o], [4])
     assert clf.pass_rate([0])[0] == pytest.approx(0.5)
@@ -66,7 +68,7 @@ def test_cumulative_window_zero(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_window_longer_than_64_bits(backend: str) -> None:
-    clf = DifficultyClassifier(ClassifierConfig(window=100), 1, backend=backend)
+    clf = DifficultyClassifier(ClassifierConfig(window=100, outcome="any"), 1, backend=backend)
     seq = [1] * 30 + [0] * 100  # the 30 successes fall out of a 100-step window
     for i, o in enumerate(seq):
         clf.update([0], [o], [4])
@@ -78,7 +80,7 @@ def test_window_longer_than_64_bits(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hysteresis_up_and_down(backend: str) -> None:
     # 10 bins, hysteresis 0.03, window 100. Rate 0.32 after first classification in bin 3.
-    cfg = ClassifierConfig(window=100)
+    cfg = ClassifierConfig(window=100, outcome="any")
     clf = DifficultyClassifier(cfg, 1, backend=backend)
     seq = [1] * 8 + [0] * 17  # rate 8/25 = 0.32 -> bin 3 at first classification? first is 1/1 = 1.0
     bins = feed(clf, 0, seq)
@@ -96,7 +98,7 @@ def test_hysteresis_up_and_down(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hysteresis_moves_down_with_equal_width_bins(backend: str) -> None:
     # the authors' rule never moved down with equal-width bins (method.md, defect 8); ours does
-    clf = DifficultyClassifier(ClassifierConfig(window=10), 1, backend=backend)
+    clf = DifficultyClassifier(ClassifierConfig(window=10, outcome="any"), 1, backend=backend)
     feed(clf, 0, [1] * 5 + [0] * 5)  # rate 0.5 -> bin 5
     assert clf.bins([0])[0] == 5
     # rate 0.4 -> raw bin 4, bin(0.43) = 4 < 5: moves down
@@ -105,7 +107,7 @@ def test_hysteresis_moves_down_with_equal_width_bins(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fixed_k_uses_unbiased_pass_at_k(backend: str) -> None:
-    clf = DifficultyClassifier(ClassifierConfig(window=10, k=2), 2, backend=backend)
+    clf = DifficultyClassifier(ClassifierConfig(window=10, outcome="pass@k", k=2), 2, backend=backend)
     clf.update([0, 1], n_correct=[1, 3], n_total=[2, 12])  # pass@2: 1.0 and 1 - C(9,2)/C(12,2)
     np.testing.assert_allclose(clf.pass_rate([0, 1]), [1.0, 1 - 36 / 66])
     with pytest.raises(ValueError, match="n_total must be >= ClassifierConfig.k"):
@@ -113,17 +115,47 @@ def test_fixed_k_uses_unbiased_pass_at_k(backend: str) -> None:
 
 
 def test_bin_counts_track_the_population() -> None:
-    clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=4), 10)
+    clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=4, outcome="any"), 10)
     clf.update(list(range(5)), n_correct=[1, 1, 0, 0, 1], n_total=[2] * 5)
     np.testing.assert_array_equal(clf.state.bin_counts, [7, 0, 0, 3])
     assert clf.state.bin_counts.sum() == 10
 
 
-def test_state_is_at_most_20_bytes_per_prompt_by_default() -> None:
+@pytest.mark.parametrize("outcome", ["rate", "any"])
+def test_state_is_at_most_20_bytes_per_prompt_by_default(outcome: str) -> None:
     n = 1000
-    clf = DifficultyClassifier(ClassifierConfig(window=128), n)
+    clf = DifficultyClassifier(ClassifierConfig(window=128, outcome=outcome), n)
     per_prompt = sum(a.nbytes for k, a in clf.state_dict().items() if isinstance(a, np.ndarray)) / n
     assert per_prompt <= 20.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_pooled_rate_counts_rollouts_with_forgetting(backend: str) -> None:
+    clf = DifficultyClassifier(ClassifierConfig(window=4, hysteresis=0.0), 2, backend=backend)
+    visits = [(3, 4), (0, 2), (5, 10), (1, 1)]
+    c_sum = n_sum = 0.0
+    for c, n in visits:
+        clf.update([0], [c], [n])
+        c_sum, n_sum = 0.75 * c_sum + c, 0.75 * n_sum + n  # decay 1 - 1/window
+        assert clf.pass_rate([0])[0] == pytest.approx(c_sum / n_sum, rel=1e-15)
+    assert clf.pass_rate([1])[0] == 0.0 and clf.bins([1])[0] == 0  # unseen
+    cumulative = DifficultyClassifier(ClassifierConfig(window=0), 1, backend=backend)
+    for c, n in visits:
+        cumulative.update([0], [c], [n])
+    assert cumulative.pass_rate([0])[0] == pytest.approx(9 / 17)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_pooled_rate_does_not_depend_on_the_rollout_count(backend: str) -> None:
+    # the same pass rate seen through 2 or through 12 rollouts a visit lands in the same bin;
+    # "any correct" puts the 12-rollout prompt at the top (the allocation feeds into the bins)
+    rate = DifficultyClassifier(ClassifierConfig(), 2, backend=backend)
+    anyc = DifficultyClassifier(ClassifierConfig(outcome="any"), 2, backend=backend)
+    for _ in range(6):
+        for clf in (rate, anyc):
+            clf.update([0, 1], [1, 6], [2, 12])  # p = 1/2 for both prompts
+    assert rate.bins([0, 1]).tolist() == [5, 5]
+    assert anyc.bins([0, 1]).tolist()[1] == 9
 
 
 def test_derived_values_are_stored_and_the_old_names_warn() -> None:

@@ -174,9 +174,9 @@ def test_update_reads_rewards_in_plan_order() -> None:
     ctl = GDROController(6, classifier=ClassifierConfig(num_bins=2, window=4), prompt=FAIL,
                          rollout=RolloutConfig(mean=3, min=2, max=4), seed=0)
     plan = ctl.plan([5, 0, 3])
-    rewards = np.array([0, 0, 0, 1, 0, 0, 0, 0, 1.0])  # prompt 5: none, 0: one, 3: one
+    rewards = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1.0])  # prompt 5: none, 0: two, 3: three
     ctl.update(plan, rewards)
-    assert ctl.pass_rate([5, 0, 3]).tolist() == [0.0, 1.0, 1.0]
+    assert ctl.pass_rate([5, 0, 3]).tolist() == [0.0, 2 / 3, 1.0]
     assert ctl.bins([5, 0, 3]).tolist() == [0, 1, 1]
 
 
@@ -307,7 +307,7 @@ def test_load_from_another_config_names_the_fields() -> None:
         (lambda: GDROController(10, seed="a"), "seed must be an int, a numpy SeedSequence or None"),
         (lambda: GDROController(10, backend="cuda"), r"backend must be one of \['numba', 'numpy'\]; got 'cuda'"),
         (lambda: GDROController(10, prompt=RolloutConfig()), "prompt must be a PromptConfig"),
-        (lambda: GDROController(10, classifier=ClassifierConfig(k=3), rollout=RolloutConfig(min=2)),
+        (lambda: GDROController(10, classifier=ClassifierConfig(outcome="pass@k", k=3), rollout=RolloutConfig(min=2)),
          r"ClassifierConfig.k and RolloutConfig.min must be k <= min \(min = 2\); got 3"),
     ],
 )

@@ -67,26 +67,42 @@ def classifier_inputs(draw: st.DrawFn, storage: str) -> dict[str, Any]:
         vals = rng.random((p, window))
         sums = np.zeros(0)
         count = rng.integers(0, window + 1, size=p).astype(np.uint16)
+    elif storage == "pooled":
+        window = draw(st.sampled_from([0, 1, 10, 100]))
+        bits = np.zeros((p, 0), dtype=np.uint64)
+        vals = np.zeros((p, 0))
+        count = rng.integers(0, (window or 1000) + 1, size=p).astype(np.uint32 if window == 0 else np.uint16)
+        mass = np.where(count > 0, rng.random(p) * 40 + 1, 0.0)
+        sums = rng.random(p) * mass
     else:
         window = 0
         bits = np.zeros((p, 0), dtype=np.uint64)
         vals = np.zeros((p, 0))
         count = rng.integers(0, 1000, size=p).astype(np.uint32)
         sums = rng.random(p) * count
+    if storage != "pooled":
+        mass = np.zeros(0)
     bins = rng.integers(0, edges.shape[0] + 1, size=p).astype(np.uint8)
     m = draw(st.integers(1, p))
     ids = rng.permutation(p)[:m].astype(np.int64)
+    trials = np.zeros(m)
     if storage == "bits":
         outcomes = rng.integers(0, 2, size=m).astype(np.float64)
+    elif storage == "pooled":
+        trials = rng.integers(1, 17, size=m).astype(np.float64)
+        outcomes = np.floor(rng.random(m) * (trials + 1))
     else:
         outcomes = rng.random(m)
         exact = rng.random(m) < 0.3  # some exact 0/1 outcomes too
         outcomes[exact] = rng.integers(0, 2, size=int(exact.sum()))
-    return dict(bits=bits, vals=vals, sums=sums, count=count, bins=bins, ids=ids, outcomes=outcomes,
-                window=window, edges=edges, hysteresis=hysteresis)
+    decay = 1.0 - 1.0 / window if window > 0 else 1.0
+    return dict(bits=bits, vals=vals, sums=sums, mass=mass, count=count, bins=bins, ids=ids,
+                outcomes=outcomes, trials=trials, window=window, decay=decay, edges=edges,
+                hysteresis=hysteresis)
 
 
-STEP_ARGS = ("bits", "vals", "sums", "count", "bins", "ids", "outcomes", "window", "edges", "hysteresis")
+STEP_ARGS = ("bits", "vals", "sums", "mass", "count", "bins", "ids", "outcomes", "trials", "window",
+             "decay", "edges", "hysteresis")
 
 
 def _copy(d: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +114,7 @@ def _args(d: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(d[k] for k in STEP_ARGS)
 
 
-@pytest.mark.parametrize("storage", ["bits", "vals", "sums"])
+@pytest.mark.parametrize("storage", ["bits", "vals", "sums", "pooled"])
 @SETTINGS
 @given(data=st.data())
 def test_classifier_step_matches_reference(storage: str, data: st.DataObject) -> None:
@@ -106,10 +122,10 @@ def test_classifier_step_matches_reference(storage: str, data: st.DataObject) ->
     before = _copy(inp)
     got = K.classifier_step(*_args(_copy(inp)))
     want = R.classifier_step(*_args(_copy(inp)))
-    names = ("bit_rows", "val_rows", "new_sums", "new_count", "new_bins", "rate")
+    names = ("bit_rows", "val_rows", "new_sums", "new_mass", "new_count", "new_bins", "rate")
     for name, g, w in zip(names, got, want):
         _assert_same(g, w, f"classifier_step[{storage}].{name}")
-    assert got[4].dtype == np.int64 and want[4].dtype == np.int64
+    assert got[5].dtype == np.int64 and want[5].dtype == np.int64
     # neither twin mutates its inputs
     K.classifier_step(*_args(inp))
     R.classifier_step(*_args(inp))
@@ -117,12 +133,12 @@ def test_classifier_step_matches_reference(storage: str, data: st.DataObject) ->
         _assert_same(inp[k], v, f"input {k} mutated")
 
 
-@pytest.mark.parametrize("storage", ["bits", "vals", "sums"])
+@pytest.mark.parametrize("storage", ["bits", "vals", "sums", "pooled"])
 @SETTINGS
 @given(data=st.data())
 def test_window_rate_matches_reference(storage: str, data: st.DataObject) -> None:
     inp = data.draw(classifier_inputs(storage))
-    args = (inp["bits"], inp["vals"], inp["sums"], inp["count"], inp["ids"])
+    args = (inp["bits"], inp["vals"], inp["sums"], inp["mass"], inp["count"], inp["ids"])
     got = K.window_rate(*args)
     want = R.window_rate(*args)
     _assert_same(got, want, f"window_rate[{storage}]")
@@ -233,11 +249,12 @@ COMBOS = [
 ]
 
 
-def _run(backend: str, prompt_mode: str, rollout_mode: str, selection: str, window: int, k: int | None,
+def _run(backend: str, prompt_mode: str, rollout_mode: str, selection: str, window: int, outcome: str,
          steps: int = 8) -> list[tuple[Any, ...]]:
     ctl = GDROController(
         60,
-        classifier=ClassifierConfig(num_bins=5, window=window, k=k),
+        classifier=ClassifierConfig(num_bins=5, window=window, outcome=outcome,
+                                    k=2 if outcome == "pass@k" else None),
         prompt=PromptConfig(mode=prompt_mode, signal="loss"),
         rollout=RolloutConfig(mode=rollout_mode, selection=selection, mean=4, min=2, max=9),
         seed=123,
@@ -256,10 +273,11 @@ def _run(backend: str, prompt_mode: str, rollout_mode: str, selection: str, wind
     return out
 
 
-@pytest.mark.parametrize("storage", [(100, None), (0, None), (10, 2)], ids=["bits", "cumulative", "passk"])
+@pytest.mark.parametrize("storage", [(100, "rate"), (100, "any"), (0, "any"), (10, "pass@k")],
+                         ids=["pooled", "bits", "cumulative", "passk"])
 @pytest.mark.parametrize(("prompt_mode", "rollout_mode", "selection"), COMBOS)
 def test_controller_numba_equals_numpy(prompt_mode: str, rollout_mode: str, selection: str,
-                                       storage: tuple[int, int | None]) -> None:
+                                       storage: tuple[int, str]) -> None:
     a = _run("numba", prompt_mode, rollout_mode, selection, *storage)
     b = _run("numpy", prompt_mode, rollout_mode, selection, *storage)
     for t, ((ids_a, arr_a, met_a, q_a), (ids_b, arr_b, met_b, q_b)) in enumerate(zip(a, b)):

@@ -71,8 +71,9 @@ def controller_configs(draw: st.DrawFn) -> dict[str, Any]:
     )
     num_bins = draw(st.integers(1, 12))
     window = draw(st.sampled_from([0, 1, 5, 100]))
-    k = draw(st.sampled_from([None, None, 1, lo]))
-    classifier = ClassifierConfig(num_bins=num_bins, window=window, k=k)
+    k = draw(st.sampled_from([None, None, None, 1, lo]))
+    outcome = "pass@k" if k is not None else draw(st.sampled_from(["rate", "any"]))
+    classifier = ClassifierConfig(num_bins=num_bins, window=window, outcome=outcome, k=k)
     num_prompts = draw(st.integers(1, 60))
     return dict(classifier=classifier, prompt=prompt, rollout=rollout, num_prompts=num_prompts,
                 batch=draw(st.integers(1, num_prompts)), steps=draw(st.integers(1, 6)),
@@ -685,12 +686,14 @@ BIN_SETUPS = [(None, 1, "0.3"), (None, 2, "0.1"), (None, 3, "0.1"), (None, 5, "0
 
 def make_config(setup: tuple[Any, ...], window: int, k: int | None) -> tuple[ClassifierConfig, list[Fraction], Fraction]:
     edges_s, nb, h_s = setup
+    outcome = "any" if k is None else "pass@k"
     if edges_s is None:
         edges = [Fraction(j, nb) for j in range(1, nb)]
-        cfg = ClassifierConfig(num_bins=nb, window=window, hysteresis=float(h_s), k=k)
+        cfg = ClassifierConfig(num_bins=nb, window=window, hysteresis=float(h_s), outcome=outcome, k=k)
     else:
         edges = [Fraction(e) for e in edges_s]
-        cfg = ClassifierConfig(edges=tuple(float(e) for e in edges_s), window=window, hysteresis=float(h_s), k=k)
+        cfg = ClassifierConfig(edges=tuple(float(e) for e in edges_s), window=window, hysteresis=float(h_s),
+                               outcome=outcome, k=k)
     return cfg, edges, Fraction(h_s)
 
 
@@ -784,7 +787,7 @@ def test_no_flip_flop_near_an_edge(nb: int, data: st.DataObject) -> None:
     edge_milli = data.draw(st.integers(1, nb - 1)) * 1000 // nb
     half = (h_milli - 1) // 2  # strictly inside +- h/2
     offsets = data.draw(st.lists(st.integers(-half, half), min_size=2, max_size=40))
-    cfg = ClassifierConfig(num_bins=nb, window=1, k=1, hysteresis=h)  # rate == this step's c/1000
+    cfg = ClassifierConfig(num_bins=nb, window=1, outcome="pass@k", k=1, hysteresis=h)  # rate == c/1000
     clf = DifficultyClassifier(cfg, 1)
     first = None
     for off in offsets:

@@ -52,7 +52,7 @@ def main() -> None:
         gdro={
             "prompt": {"mode": "reweight"},
             "rollout": {"mode": "neyman", "max": 8},
-            "classifier": {"num_bins": 4, "k": 1},
+            "classifier": {"num_bins": 4},
         },
     )
     recorder.trainer = trainer

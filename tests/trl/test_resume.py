@@ -11,7 +11,7 @@ import pytest
 GDRO = {
     "prompt": {"mode": "reweight", "eta": 5.0},
     "rollout": {"mode": "bandit", "max": 8},
-    "classifier": {"num_bins": 4, "k": 1},
+    "classifier": {"num_bins": 4},
 }
 
 

@@ -15,7 +15,7 @@ from gdro_trl import GDROMixin
 
 from .conftest import addition_dataset, grpo_args, noisy_verifier, tiny_model
 
-BINS = {"classifier": {"num_bins": 4, "k": 1}}  # bins by per-completion pass rate
+BINS = {"classifier": {"num_bins": 4}}  # bins by per-completion pass rate
 MODES = {
     "prompt-reweight": {"prompt": {"mode": "reweight", "eta": 5.0}, **BINS},
     "prompt-resample": {"prompt": {"mode": "resample"}, **BINS},

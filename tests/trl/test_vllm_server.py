@@ -53,7 +53,7 @@ def run(make_trainer: Any, gdro: dict[str, Any]) -> tuple[Any, ServerStandIn]:
 
 
 def test_unequal_groups_ask_the_server_for_one_completion_per_row(make_trainer: Any) -> None:
-    gdro = {"rollout": {"mode": "neyman", "max": 8}, "classifier": {"num_bins": 4, "k": 1}}
+    gdro = {"rollout": {"mode": "neyman", "max": 8}, "classifier": {"num_bins": 4}}
     rec, server = run(make_trainer, gdro)
     assert server.calls == [(16, 1)] * 5
     assert all(int(r.rollouts.sum()) == 16 for r in rec.records)
