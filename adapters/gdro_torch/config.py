@@ -274,7 +274,8 @@ def controller_configs(cfg: TrainConfig) -> dict[str, Any]:
                 window=cfg.window,
                 # None: the core's derived default (0.3 x the narrowest bin)
                 hysteresis=-1.0 if cfg.hysteresis is None else cfg.hysteresis,
-                **({} if cfg.pass_k is None else {"outcome": "pass@k", "k": cfg.pass_k}),
+                outcome="rate" if cfg.pass_k is None else "pass@k",
+                k=cfg.pass_k,
             ),
             "prompt": PromptConfig(
                 mode=cfg.prompt,
