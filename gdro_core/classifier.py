@@ -55,7 +55,10 @@ class ClassifierConfig:
         num_bins: number of difficulty bins, 1..255; 0 (the default) = derived: 10, or
             ``len(edges) + 1``. The config stores the derived value.
         edges: interior bin edges, strictly increasing in (0, 1); ``None`` = equal-width bins.
-        window: steps of history per prompt, 0..4096; 0 = cumulative (all history).
+        window: a prompt's memory in visits, 0..4096; 0 = cumulative (all history); a negative
+            value (the default) = derived: 10 for ``outcome="rate"`` (decay 0.9, measured best in
+            docs/classifier.md), 100 for ``"any"`` and ``"pass@k"`` (the paper's scripts). The
+            config stores the derived value.
         hysteresis: margin a rate must clear beyond an edge before the bin changes, ``>= 0`` and
             below half the narrowest bin; a negative value (the default) = derived: 0.3 x the
             narrowest bin width (0.03 for 10 bins). The config stores the derived value.
@@ -78,7 +81,7 @@ class ClassifierConfig:
 
     num_bins: int = 0
     edges: tuple[float, ...] | None = None
-    window: int = 100
+    window: int = -1
     hysteresis: float = -1.0
     success_threshold: float = 0.5
     outcome: str = "rate"
@@ -122,15 +125,15 @@ class ClassifierConfig:
             )
         normalize(
             self,
-            window=check_int("ClassifierConfig.window", self.window, lo=0, hi=MAX_WINDOW),
+            outcome=str(check_choice("ClassifierConfig.outcome", self.outcome, OUTCOMES)),
             success_threshold=check_float(
                 "ClassifierConfig.success_threshold", self.success_threshold
             ),
         )
-        normalize(
-            self,
-            outcome=str(check_choice("ClassifierConfig.outcome", self.outcome, OUTCOMES)),
-        )
+        window = check_int("ClassifierConfig.window", self.window, hi=MAX_WINDOW)
+        if window < 0:
+            window = 10 if self.outcome == "rate" else 100
+        normalize(self, window=window)
         if self.k is not None:
             normalize(self, k=check_int("ClassifierConfig.k", self.k, lo=1, hi=1024))
         if (self.outcome == "pass@k") != (self.k is not None):
@@ -373,14 +376,14 @@ def step(
         0.333 1
         0.25 0
 
-        The pooled rate counts rollouts, not visits: 3 of 4, then 1 of 12 (decay 0.99):
+        The pooled rate counts rollouts, not visits: 3 of 4, then 1 of 12 (decay 0.9):
 
         >>> cfg = ClassifierConfig(num_bins=10)
         >>> st = init_state(cfg, num_prompts=1)
         >>> for c, n in [(3, 4), (1, 12)]:
         ...     apply(st, step(cfg, st, np.array([0]), np.array([c]), np.array([n])))
-        >>> round(float(pass_rate(st, np.array([0]))[0]), 4)  # (0.99 x 3 + 1) / (0.99 x 4 + 12)
-        0.2487
+        >>> round(float(pass_rate(st, np.array([0]))[0]), 4)  # (0.9 x 3 + 1) / (0.9 x 4 + 12)
+        0.2372
     """
     k = _backend.kernels(backend)
     edges, margin = _edges_margin(config)

@@ -70,7 +70,7 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
         "difficulty classifier",
         [
             ("num_bins", "difficulty bins"),
-            ("window", "pass-rate window H (0 = cumulative)"),
+            ("window", "classifier memory in visits (0 = cumulative; default: the core's)"),
             ("hysteresis", "bin hysteresis (default 0.3 x narrowest bin)"),
             ("pass_k", "per-visit pass@k outcome with this k (default: pooled per-rollout rate)"),
         ],

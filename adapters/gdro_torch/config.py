@@ -45,7 +45,8 @@ class TrainConfig:
         rollout_max: Most rollouts a prompt gets.
         selection: Budget allocator pick: ``mode`` (argmax) or ``sample``.
         num_bins: Difficulty bins B.
-        window: Classifier window H (0 = cumulative).
+        window: Classifier memory in visits (0 = cumulative; None = the core's default: 10 for
+            the pooled rate, 100 with --pass-k).
         hysteresis: Classifier hysteresis (None = 0.3 x the narrowest bin).
         pass_k: Classifier's k (None = the core's default outcome, the pooled per-rollout rate;
             an int = per-visit unbiased pass@k).
@@ -121,7 +122,7 @@ class TrainConfig:
     rollout_max: int = 12
     selection: Literal["mode", "sample"] = "mode"
     num_bins: int = 10
-    window: int = 100
+    window: int | None = None
     hysteresis: float | None = None
     pass_k: int | None = None
     signal: Literal["loss", "failure", "variance"] = "loss"
@@ -271,7 +272,7 @@ def controller_configs(cfg: TrainConfig) -> dict[str, Any]:
         return {
             "classifier": ClassifierConfig(
                 num_bins=cfg.num_bins,
-                window=cfg.window,
+                window=-1 if cfg.window is None else cfg.window,
                 # None: the core's derived default (0.3 x the narrowest bin)
                 hysteresis=-1.0 if cfg.hysteresis is None else cfg.hysteresis,
                 outcome="rate" if cfg.pass_k is None else "pass@k",

@@ -21,8 +21,9 @@ def feed(clf: DifficultyClassifier, pid: int, outcomes: list[int]) -> list[int]:
 def test_defaults() -> None:
     cfg = ClassifierConfig()
     assert (cfg.num_bins, cfg.window, cfg.hysteresis, cfg.success_threshold, cfg.outcome, cfg.k) == (
-        10, 100, 0.03, 0.5, "rate", None)
-    assert cfg.decay == 0.99
+        10, 10, 0.03, 0.5, "rate", None)
+    assert cfg.decay == 0.9
+    assert ClassifierConfig(outcome="any").window == 100 and ClassifierConfig(window=0).decay == 1.0
     np.testing.assert_allclose(cfg.edge_array, np.arange(1, 10) / 10)
 
 
@@ -173,7 +174,7 @@ def test_derived_values_are_stored_and_the_old_names_warn() -> None:
         ({"num_bins": -1}, r"ClassifierConfig.num_bins must be an integer in \[0, 255\]; got -1"),
         ({"num_bins": 256}, r"ClassifierConfig.num_bins must be an integer in \[0, 255\]; got 256"),
         ({"num_bins": 2.0}, "ClassifierConfig.num_bins must be an integer; got 2.0"),
-        ({"window": -1}, r"ClassifierConfig.window must be an integer in \[0, 4096\]; got -1"),
+        ({"window": 4097}, r"ClassifierConfig.window must be an integer <= 4096; got 4097"),
         ({"edges": (0.5, 0.2)}, "ClassifierConfig.edges must be strictly increasing"),
         ({"edges": (0.0, 0.5)}, r"ClassifierConfig.edges\[0\] must be a finite number in \(0, 1\)"),
         ({"edges": [0.5]}, "ClassifierConfig.edges must be a tuple"),
