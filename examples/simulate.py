@@ -13,11 +13,12 @@ import sys
 
 import numpy as np
 
-from gdro_core import ClassifierConfig, GDROController, PromptConfig, RolloutConfig
+from gdro_core import ControllerConfig, GDROController
+from gdro_lab.controllers import strategy_config
 from gdro_lab.learner import Learner, LearnerConfig
 from gdro_lab.scenarios import get_scenario
 
-SEED, NUM_PROMPTS, BATCH, MEAN_ROLLOUTS = 0, 14_100, 256, 4
+SEED, NUM_PROMPTS, BATCH = 0, 14_100, 256
 STEPS = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 600
 
 # --- the world: a heavy-tailed population of prompts and a learner with a shared ability -----
@@ -28,26 +29,28 @@ generation_rng = np.random.default_rng([SEED, 1])
 everyone = np.arange(NUM_PROMPTS)
 print(f"initial mean success {learner.success_prob(everyone).mean():.3f}")
 
-# --- the controller: online bins, Prompt-GDRO on the failure rate, Neyman rollouts -----------
-ctl = GDROController(
-    num_prompts=NUM_PROMPTS,
-    classifier=ClassifierConfig(num_bins=10),
-    prompt=PromptConfig(mode="reweight", signal="failure"),
-    rollout=RolloutConfig(mode="neyman", mean=MEAN_ROLLOUTS, min=2, max=12),
-    seed=SEED,
-)
+# --- the controller: one config object; online bins, Prompt-GDRO on the failure rate, Neyman --
+config = ControllerConfig.from_mapping({
+    "recipe": "paper",                                    # the paper's settings, then ours:
+    "prompt": {"mode": "reweight", "signal": "failure"},  # the simulator has no per-prompt loss
+    "rollout": {"mode": "neyman", "mean": 4, "min": 2, "max": 12},
+    "seed": SEED,
+})
+assert config == strategy_config("gdro-both", seed=SEED)  # the lab's gdro-both strategy
+ctl = GDROController.from_config(config, NUM_PROMPTS)
+mean = config.rollout.mean  # the budget: rollouts per prompt on average, every step
 
 for step in range(STEPS):
     # 1. the controller picks prompts, their rollouts and weights BEFORE generation
     plan = ctl.plan(ctl.sample(BATCH))
-    if plan.rollouts.sum() != MEAN_ROLLOUTS * BATCH:  # equal compute, every step
+    if plan.rollouts.sum() != mean * BATCH:  # equal compute, every step
         raise RuntimeError("the plan broke the rollout budget")
     # 2. the simulated policy answers: verdicts and each group's GRPO signal
     gen = learner.generate(generation_rng, np.asarray(plan.prompt_ids),
                            np.asarray(plan.rollouts), flip_rate=scenario.flip_rate)
     # 3. one optimiser step on the weighted advantages
     learner.train(np.asarray(plan.prompt_ids), gen.levels, gen.signal,
-                  np.asarray(plan.weights), np.asarray(plan.rollouts), MEAN_ROLLOUTS)
+                  np.asarray(plan.weights), np.asarray(plan.rollouts), mean)
     # 4. the controller learns from the verdicts (bins, adversary scores, variance estimates)
     ctl.update(plan, gen.reward)
     if (step + 1) % 150 == 0:

@@ -7,10 +7,11 @@ now. The runner (:mod:`gdro_lab.run`) drives every strategy through the same thr
     proposal = strategy.propose()                    # ids, rollouts, weights, bins
     generation = learner.generate(rng, proposal.ids, proposal.rollouts, ...)
     batch = strategy.observe(proposal, generation)   # what the optimiser step uses
-    learner.train(*batch)
+    learner.train(*batch, mean=rollout.mean)
     row = strategy.metrics()                         # flat floats for metrics.jsonl
 
-Every strategy spends exactly ``batch_size * mean_rollouts`` rollouts per step (equal compute).
+Every strategy spends exactly ``batch_size * rollout.mean`` rollouts per step (equal compute), with
+``rollout`` the ``gdro_core.RolloutConfig`` of the simulation (:attr:`gdro_lab.run.SimConfig.rollout`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Proposal(NamedTuple):
 
     Attributes:
         ids: int64 (n,), prompt ids, unique.
-        rollouts: int64 (n,), rollouts per prompt, summing to ``batch_size * mean_rollouts``.
+        rollouts: int64 (n,), rollouts per prompt, summing to ``batch_size * rollout.mean``.
         weights: float64 (n,), advantage weights.
         bins: int64 (n,), the online classifier's bins at planning time.
         handle: strategy-private object (the controller's ``Plan`` for GDRO strategies).
@@ -69,7 +70,7 @@ class TrainBatch(NamedTuple):
         >>> batch = TrainBatch(ids=np.array([0, 1]), levels=np.array([1, 1]),
         ...                    signal=np.array([0.0, 0.5]), weights=np.ones(2),
         ...                    rollouts=np.array([4, 4]))
-        >>> learner.train(*batch, mean_rollouts=4)
+        >>> learner.train(*batch, mean=4)
         >>> learner.own.tolist()
         [0.0, 0.5]
     """
@@ -92,19 +93,20 @@ class Strategy(Protocol):
         The runner's loop, here with the knapsack baseline on 16 simulated prompts (from the
         third step on it has seen each prompt once and moves rollouts to the uncertain ones):
 
+        >>> from gdro_core import ClassifierConfig
         >>> from gdro_lab.learner import Learner, LearnerConfig
         >>> from gdro_lab.scenarios import get_scenario
         >>> from gdro_lab.strategies import KnapsackAllocation
         >>> pop = get_scenario("stationary").build(np.random.default_rng(0), 16)
         >>> learner = Learner(LearnerConfig(), pop)
-        >>> strategy: Strategy = KnapsackAllocation(num_prompts=16, batch_size=8,
-        ...                                         mean_rollouts=4, num_bins=5, seed=0)
+        >>> strategy: Strategy = KnapsackAllocation(num_prompts=16, batch_size=8, seed=0,
+        ...                                         classifier=ClassifierConfig(num_bins=5))
         >>> rng = np.random.default_rng(1)
         >>> for _ in range(3):
         ...     proposal = strategy.propose()
         ...     generation = learner.generate(rng, proposal.ids, proposal.rollouts)
         ...     batch = strategy.observe(proposal, generation)
-        ...     learner.train(*batch, mean_rollouts=4)
+        ...     learner.train(*batch, mean=4)
         >>> strategy.name, int(proposal.rollouts.sum()), proposal.rollouts.tolist()
         ('knapsack', 32, [4, 2, 5, 5, 4, 5, 5, 2])
         >>> strategy.metrics()["rollout/budget_target"]
@@ -167,7 +169,7 @@ class EpochSampler:
 
 
 def bin_metrics(
-    bins: NDArray[np.int64], rollouts: NDArray[np.int64], num_bins: int, mean_rollouts: int
+    bins: NDArray[np.int64], rollouts: NDArray[np.int64], num_bins: int, mean: int
 ) -> dict[str, float]:
     """Classifier and rollout metrics in ``GDROController.metrics()`` form.
 
@@ -175,14 +177,14 @@ def bin_metrics(
         bins: int64 (n,), bins of the step's prompts.
         rollouts: int64 (n,), their rollouts.
         num_bins: B.
-        mean_rollouts: the budget's mean rollouts per prompt.
+        mean: the budget, rollouts per prompt on average (``RolloutConfig.mean``).
 
     Returns:
         ``classifier/share/{b}`` for every bin, ``classifier/mean_bin``,
         ``rollout/n_mean/{b}`` for the bins present and ``rollout/budget_target``.
 
     Examples:
-        >>> m = bin_metrics(np.array([0, 0, 2]), np.array([2, 4, 6]), num_bins=3, mean_rollouts=4)
+        >>> m = bin_metrics(np.array([0, 0, 2]), np.array([2, 4, 6]), num_bins=3, mean=4)
         >>> for key, value in m.items():
         ...     print(key, round(value, 3))
         classifier/share/0 0.667
@@ -200,7 +202,7 @@ def bin_metrics(
     n_sum = np.bincount(bins, weights=rollouts, minlength=num_bins)
     for b in np.flatnonzero(counts):
         out[f"rollout/n_mean/{b}"] = float(n_sum[b] / counts[b])
-    out["rollout/budget_target"] = float(mean_rollouts)
+    out["rollout/budget_target"] = float(mean)
     return out
 
 

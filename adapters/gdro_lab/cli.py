@@ -12,6 +12,12 @@ and ``runs/<strategy>-s<seed>/`` run directories (``config.json`` + ``metrics.js
 ``gdro report`` reads like training runs. A preset gives every setting; explicit flags override it.
 Rerunning into the same folder replaces the run directories the previous run listed in its
 ``results.json``; a non-empty folder without one is refused.
+
+The controller flags are named after the ``gdro_core.ControllerConfig`` field they set
+(:data:`CONTROLLER_FLAGS`: ``--rollout.mean``, ``--prompt.eta``, ...; ``--eta``, ``--dual-step``
+and the other short spellings set the same fields) and go on top of every GDRO strategy's mapping
+(:data:`gdro_lab.controllers.GDRO_STRATEGIES`). ``--mean-rollouts``, the previous release's
+spelling of ``--rollout.mean``, still works, with a warning, until the next release.
 """
 
 from __future__ import annotations
@@ -19,16 +25,24 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from gdro_lab.controllers import ControllerKnobs
 from gdro_lab.learner import LearnerConfig
 from gdro_lab.run import STRATEGIES, SimConfig
 from gdro_lab.scenarios import SCENARIOS
 
-__all__ = ["DEFAULTS", "PRESETS", "add_arguments", "build_config", "run", "settings"]
+__all__ = [
+    "CONTROLLER_FLAGS",
+    "DEFAULTS",
+    "PRESETS",
+    "add_arguments",
+    "build_config",
+    "run",
+    "settings",
+]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
@@ -70,15 +84,46 @@ DEFAULTS: dict[str, Any] = {
     "steps": 1000,
     "num_prompts": 14_100,
     "batch_size": 256,
-    "mean_rollouts": 4,
     "eval_every": 10,
     "eval_size": 20_000,
-    "num_bins": 10,
-    "signal": "failure",
-    "score_rule": "ema",
-    "selection": "mode",
     "print_every": 0,
 }
+#: The controller flags: ``--SECTION.FIELD`` (or the short spelling) sets that ``ControllerConfig``
+#: field in ``SimConfig.controller``, on top of every strategy's mapping: (field, short spelling,
+#: type or choices, help).
+CONTROLLER_FLAGS: tuple[tuple[str, str | None, Any, str], ...] = (
+    ("classifier.num_bins", "--num-bins", int, "difficulty bins (default 10)"),
+    (
+        "classifier.outcome",
+        None,
+        ("rate", "any", "pass@k"),
+        "classifier outcome (default rate: the pooled per-rollout pass rate; any: the paper's)",
+    ),
+    ("prompt.signal", "--signal", ("failure", "variance"), "Prompt-GDRO signal (default failure)"),
+    ("prompt.score_rule", "--score-rule", ("ema", "cumulative"), "Prompt-GDRO rule (default ema)"),
+    ("prompt.eta", "--eta", float, "Prompt-GDRO rate (default 0.65)"),
+    ("rollout.mean", None, int, "the budget, rollouts per prompt on average (default 4)"),
+    ("rollout.min", None, int, "fewest rollouts per prompt (default 2)"),
+    ("rollout.max", None, int, "most rollouts per prompt (default 12)"),
+    (
+        "rollout.dual_step",
+        "--dual-step",
+        float,
+        "shadow-price step (default: the recipe's, 2e-4 or 0.05)",
+    ),
+    ("rollout.selection", "--selection", ("mode", "sample"), "bandit selection (default mode)"),
+)
+
+
+class _Renamed(argparse.Action):
+    """A flag of the previous release, kept until the next: warns, then sets its new field."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        new = "--" + self.dest
+        print(
+            f"gdro simulate: {option} is deprecated (gone next release): use {new}", file=sys.stderr
+        )
+        setattr(namespace, self.dest, values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,9 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         >>> parser = argparse.ArgumentParser(prog="gdro simulate")
         >>> add_arguments(parser)
         >>> args = parser.parse_args(["--preset", "smoke", "--strategies", "uniform", "knapsack",
-        ...                           "--steps", "5", "--out", "runs/sim"])
+        ...                           "--steps", "5", "--rollout.mean", "6", "--eta", "0.3",
+        ...                           "--out", "runs/sim"])
         >>> args.preset, args.strategies, args.steps, args.seeds, args.no_plots
         ('smoke', ['uniform', 'knapsack'], 5, None, False)
+        >>> getattr(args, "rollout.mean"), getattr(args, "prompt.eta")
+        (6, 0.3)
     """
     a = parser.add_argument
     a("--preset", choices=sorted(PRESETS), help="a named set of settings (flags override it)")
@@ -108,8 +156,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--steps", type=int, help="steps per run (default 1000)")
     a("--num-prompts", type=int, help="population size (default 14100, the paper's dataset)")
     a("--batch-size", type=int, help="prompts per step (default 256)")
-    a("--mean-rollouts", type=int, help="rollouts per prompt on average (default 4)")
-    a("--num-bins", type=int, help="difficulty bins (default 10)")
     a("--eval-every", type=int, help="steps between evaluations (default 10)")
     a("--eval-size", type=int, help="prompts in the evaluation subsample (default 20000)")
     a(
@@ -117,16 +163,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="mean success for 'steps to target' (default: halve the initial failure rate)",
     )
-    a("--signal", choices=("failure", "variance"), help="Prompt-GDRO signal (default failure)")
-    a("--score-rule", choices=("ema", "cumulative"), help="Prompt-GDRO rule (default ema)")
-    a("--eta", type=float, help="Prompt-GDRO rate (default: the core's 0.65)")
-    a(
-        "--dual-step",
-        type=float,
-        help="shadow-price step alpha (default: 2e-4 for "
-        "rollout-bandit, RolloutConfig.variance_bandit; 0.05 for rollout-bandit-paper)",
-    )
-    a("--selection", choices=("mode", "sample"), help="Rollout-GDRO bandit selection")
+    for path, short, kind, text in CONTROLLER_FLAGS:
+        name = path.split(".")[1].upper()
+        kw = {"choices": kind} if isinstance(kind, tuple) else {"type": kind, "metavar": name}
+        a(f"--{path}", *([short] if short else []), dest=path, help=text, **kw)
+    a("--mean-rollouts", dest="rollout.mean", type=int, action=_Renamed, help="old --rollout.mean")
     a("--lr-shared", type=float, help="learner: shared-ability step size (default 0.05)")
     a("--lr-own", type=float, help="learner: per-prompt step size (default 0.05)")
     a("--aggregation", choices=("token", "prompt"), help="learner: loss aggregation")
@@ -143,22 +184,33 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         args: the parsed flags (a flag left at None keeps the preset's or default value).
 
     Returns:
-        Every setting by name (:data:`DEFAULTS`'s keys plus any optional ones given).
+        Every setting by name (:data:`DEFAULTS`'s keys plus any optional ones given), with
+        ``controller``: the controller flags given, as ``SimConfig.controller`` overrides.
 
     Examples:
         >>> parser = argparse.ArgumentParser()
         >>> add_arguments(parser)
-        >>> s = settings(parser.parse_args(["--preset", "smoke", "--steps", "5", "--out", "x"]))
-        >>> s["steps"], s["seeds"], s["num_prompts"], s["mean_rollouts"]  # flag, preset, default
-        (5, 2, 3000, 4)
+        >>> s = settings(parser.parse_args(["--preset", "smoke", "--steps", "5", "--out", "x",
+        ...                                 "--num-bins", "5", "--rollout.mean", "6"]))
+        >>> s["steps"], s["seeds"], s["eval_every"]  # flag, preset, default
+        (5, 2, 10)
+        >>> s["controller"]
+        {'classifier': {'num_bins': 5}, 'rollout': {'mean': 6}}
     """
     merged = dict(DEFAULTS)
     if getattr(args, "preset", None):
         merged.update(PRESETS[args.preset])
-    for key in (*DEFAULTS, "target", "eta", "dual_step", "lr_shared", "lr_own", "aggregation"):
+    for key in (*DEFAULTS, "target", "lr_shared", "lr_own", "aggregation"):
         value = getattr(args, key, None)
         if value is not None:
             merged[key] = value
+    controller: dict[str, dict[str, Any]] = {}
+    for path, *_ in CONTROLLER_FLAGS:
+        value = getattr(args, path, None)
+        if value is not None:
+            section, name = path.split(".")
+            controller.setdefault(section, {})[name] = value
+    merged["controller"] = controller
     return merged
 
 
@@ -177,7 +229,7 @@ def build_config(s: dict[str, Any]) -> SimConfig:
     Examples:
         >>> s = {**DEFAULTS, "strategies": ["uniform,knapsack"], "seeds": 2, "num_prompts": 500}
         >>> cfg = build_config(s)
-        >>> cfg.strategies, cfg.seeds, cfg.num_prompts, cfg.knobs.num_bins
+        >>> cfg.strategies, cfg.seeds, cfg.num_prompts, cfg.classifier.num_bins
         (('uniform', 'knapsack'), (0, 1), 500, 10)
         >>> build_config({**s, "seeds": 0})
         Traceback (most recent call last):
@@ -196,20 +248,12 @@ def build_config(s: dict[str, Any]) -> SimConfig:
         seeds=tuple(range(s["seeds"])),
         num_prompts=s["num_prompts"],
         batch_size=s["batch_size"],
-        mean_rollouts=s["mean_rollouts"],
         steps=s["steps"],
         eval_every=s["eval_every"],
         eval_size=s["eval_size"],
         target=s.get("target"),
         learner=LearnerConfig(**learner_kw),
-        knobs=ControllerKnobs(
-            num_bins=s["num_bins"],
-            signal=s["signal"],
-            score_rule=s["score_rule"],
-            eta=s.get("eta"),
-            dual_step=s.get("dual_step"),
-            selection=s["selection"],
-        ),
+        controller=s.get("controller", {}),
     )
 
 

@@ -12,27 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gdro_core import PromptConfig
+from gdro_core import ControllerConfig
 from gdro_lab import plots
 from gdro_lab._io import write_json, write_text
-from gdro_lab.controllers import GDRO_MODES
+from gdro_lab.controllers import GDRO_STRATEGIES
 from gdro_lab.run import RunResult, SimConfig, build_population, run_one, write_run
 from gdro_lab.summary import regret, summarise, to_markdown
 
 __all__ = ["simulate"]
-
-
-def controller_constants(cfg: SimConfig) -> dict[str, float]:
-    """The Prompt-GDRO rate and mixing the controllers use.
-
-    Each strategy's dual step and price cap are in ``results.json``'s budget section, see
-    :func:`gdro_lab.summary.rollout_constants`.
-    """
-    p = PromptConfig()
-    return {
-        "eta": float(cfg.knobs.eta if cfg.knobs.eta is not None else p.eta),
-        "gamma": float(p.gamma),
-    }
 
 
 def watched_strategy(cfg: SimConfig) -> str | None:
@@ -41,7 +28,7 @@ def watched_strategy(cfg: SimConfig) -> str | None:
     if "gdro-both" in cfg.strategies:
         return "gdro-both"
     return next(
-        (s for s in cfg.strategies if s in GDRO_MODES and s != "uniform"), cfg.strategies[0]
+        (s for s in cfg.strategies if s in GDRO_STRATEGIES and s != "uniform"), cfg.strategies[0]
     )
 
 
@@ -106,17 +93,17 @@ def simulate(
         ...                        write_plots=False, console=Console(file=log, width=100))
         ...     print(sorted(p.name for p in Path(d).iterdir()))
         ['results.json', 'results.md', 'runs']
-        >>> results["runs"], results["controller"]
-        (['runs/prompt-reweight-s0', 'runs/uniform-s0'], {'eta': 0.65, 'gamma': 0.01})
+        >>> results["runs"], results["controllers"]["prompt-reweight"]["prompt"]["eta"]
+        (['runs/prompt-reweight-s0', 'runs/uniform-s0'], 0.65)
         >>> o = results["outcomes"]["prompt-reweight"]  # (mean, CI half-width) over seeds
         >>> round(o["final_mean"][0], 3), round(o["auc"][0], 3), o["reached_target"], o["seeds"]
-        (0.685, 0.681, 0, 1)
+        (0.686, 0.681, 0, 1)
         >>> for line in log.getvalue().splitlines():
         ...     if line.startswith(("prompt-reweight step", "outcomes")):
         ...         print(line.strip())
         prompt-reweight step 1: mean bin 0.00, reward 0.531, price 0.000
         prompt-reweight step 10: mean bin 0.00, reward 0.859, price 0.000
-        prompt-reweight step 20: mean bin 7.31, reward 0.594, price 0.000
+        prompt-reweight step 20: mean bin 5.56, reward 0.594, price 0.000
         outcomes (mean ± 95% CI over seeds)
     """
     console = console or Console(width=None if sys.stdout.isatty() else 110)
@@ -146,59 +133,52 @@ def simulate(
                 ) -> None:
                     bar.advance(task)
                     if show and ((t + 1) % print_every == 0 or t == 0):
-                        console.print(curriculum_table(name, t, row, cfg.knobs.num_bins))
+                        console.print(curriculum_table(name, t, row, cfg.classifier.num_bins))
 
                 result = run_one(cfg, name, seed, population=pop, on_step=on_step)
                 write_run(out, cfg, result)
                 results.append(result)
-    consts = controller_constants(cfg)
-    summary = summarise(cfg, results, **consts)
-    summary["controller"] = consts
+    summary = summarise(cfg, results)
     summary["runs"] = sorted(f"runs/{r.strategy}-s{r.seed}" for r in results)
     if write_plots:
-        summary["plots"] = _write_plots(cfg, results, out, consts)
+        summary["plots"] = _write_plots(cfg, results, out)
     write_json(out / "results.json", summary)
     write_text(out / "results.md", to_markdown(summary) + _plot_links(summary.get("plots", [])))
     console.print(_outcome_table(summary))
     return summary
 
 
-def _write_plots(
-    cfg: SimConfig, results: list[RunResult], out: Path, consts: dict[str, float]
-) -> list[str]:
+def _write_plots(cfg: SimConfig, results: list[RunResult], out: Path) -> list[str]:
+    b = cfg.classifier.num_bins
+    first = {s: next(r for r in results if r.strategy == s) for s in cfg.strategies}
+    ctl = {s: r.controller for s, r in first.items()}  # None for the alternatives
+    varying = [s for s, c in ctl.items() if c is not None and c.rollout.mode != "fixed"]
+    adversary = [s for s, c in ctl.items() if c is not None and c.prompt.mode != "off"]
     names = [plots.learning_curves(results, cfg.strategies, out / "learning_curves.png")]
     for s in cfg.strategies:
-        if s in GDRO_MODES or s == "knapsack":
-            run = next(r for r in results if r.strategy == s)
-            names.append(
-                plots.curriculum_heatmaps(run, cfg.knobs.num_bins, out / f"curriculum_{s}.png")
-            )
-    rollout = [s for s in cfg.strategies if GDRO_MODES.get(s, ("", "fixed"))[1] != "fixed"]
-    if rollout:
-        names.append(plots.budget(results, rollout, cfg.mean_rollouts, out / "budget.png"))
-    varying = [
-        s
-        for s in cfg.strategies
-        if s == "knapsack" or GDRO_MODES.get(s, ("", "fixed"))[1] != "fixed"
-    ]
+        if ctl[s] is not None or s == "knapsack":
+            names.append(plots.curriculum_heatmaps(first[s], b, out / f"curriculum_{s}.png"))
     if varying:
-        names.append(plots.wse(results, varying, out / "wse.png"))
-    curves, bounds = {}, {}
-    for s in cfg.strategies:
-        run = next(r for r in results if r.strategy == s)
-        reg = regret(run, cfg.knobs.num_bins, consts["eta"], consts["gamma"], cfg.knobs.score_rule)
-        if reg is not None and s != "uniform" and GDRO_MODES.get(s, ("off",))[0] != "off":
+        names.append(plots.budget(results, varying, cfg.rollout.mean, out / "budget.png"))
+    with_knapsack = [s for s in cfg.strategies if s == "knapsack" or s in varying]
+    if with_knapsack:
+        names.append(plots.wse(results, with_knapsack, out / "wse.png"))
+    curves, bounds, rules = {}, {}, set()
+    for s, c in ctl.items():
+        reg = None if s not in adversary or c is None else regret(first[s], b, *_hedge(c))
+        if reg is not None:
             curves[s], bounds[s] = reg["curve"], reg["bound"]
+            rules.add(reg["bound_applies"])
     if curves:
-        names.append(
-            plots.regret(
-                curves, bounds, out / "regret.png", applies=cfg.knobs.score_rule == "cumulative"
-            )
-        )
-    adversary = [s for s in cfg.strategies if GDRO_MODES.get(s, ("off",))[0] != "off"]
+        names.append(plots.regret(curves, bounds, out / "regret.png", applies=rules == {True}))
     if adversary:
-        names.append(plots.lead_lag(results, adversary, cfg.knobs.num_bins, out / "lead_lag.png"))
+        names.append(plots.lead_lag(results, adversary, b, out / "lead_lag.png"))
     return [p.name for p in names]
+
+
+def _hedge(config: ControllerConfig) -> tuple[float, float, str]:
+    """The Prompt-GDRO eta, gamma and score rule a controller was built with."""
+    return config.prompt.eta, config.prompt.gamma, config.prompt.score_rule
 
 
 def _plot_links(names: list[str]) -> str:

@@ -234,7 +234,7 @@ class Learner:
         and its own term, and, through the transfer kernel, the easier levels, the more the closer:
 
         >>> lrn.train(np.array([1]), np.array([4]), np.array([0.4]), np.ones(1), np.array([4]),
-        ...           mean_rollouts=4)
+        ...           mean=4)
         >>> np.round(lrn.theta, 4)
         array([0.0014, 0.0027, 0.0053, 0.0103, 0.02  ])
         >>> np.round(lrn.success_prob(np.array([0, 1])), 4)
@@ -313,7 +313,7 @@ class Learner:
         signal: NDArray[np.float64],
         weights: NDArray[np.float64],
         rollouts: NDArray[np.int64],
-        mean_rollouts: float,
+        mean: float,
     ) -> None:
         """Apply one SGD step on a training batch (see the module docstring for the rule).
 
@@ -323,12 +323,13 @@ class Learner:
             signal: float64 (n,), their GRPO signals g_i.
             weights: float64 (n,), advantage weights w_i.
             rollouts: int64 (n,), their group sizes.
-            mean_rollouts: the budget's mean rollouts per prompt (normalises ``"token"``).
+            mean: the budget, rollouts per prompt on average (``RolloutConfig.mean``; it
+                normalises ``"token"`` aggregation).
         """
         if ids.size == 0:
             return
         cfg = self.config
-        agg = rollouts / mean_rollouts if cfg.aggregation == "token" else np.ones(ids.size)
+        agg = rollouts / mean if cfg.aggregation == "token" else np.ones(ids.size)
         push = agg * weights * signal
         per_level = np.bincount(levels, weights=push, minlength=cfg.num_levels) / ids.size
         self.theta += cfg.lr_shared * (self.kernel @ per_level)

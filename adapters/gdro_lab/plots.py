@@ -148,7 +148,7 @@ def budget(
         ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     path = budget(runs, cfg.strategies, cfg.mean_rollouts, Path(d) / "budget.png")
+        ...     path = budget(runs, cfg.strategies, cfg.rollout.mean, Path(d) / "budget.png")
         ...     print(path.name, path.stat().st_size > 0)
         budget.png True
     """

@@ -1,12 +1,13 @@
 r"""The strategies a user would pick today instead of GDRO, written on the lab's interface.
 
 These are deliberately *not* part of ``gdro_core``: each is a small, documented baseline that
-spends the same rollouts per step as every other strategy (``batch_size * mean_rollouts``), so the
-lab compares them with the controllers at equal compute. All three keep a per-prompt record of the
+spends the same rollouts per step as every other strategy (``batch_size * rollout.mean``, with
+``rollout`` the ``gdro_core.RolloutConfig`` the controllers share), so the lab compares them with
+the controllers at equal compute. All three keep a per-prompt record of the
 prompt's latest group (``int16`` correct and total counts, 4 bytes per prompt) and use the
 ``gdro_core`` :class:`~gdro_core.DifficultyClassifier` only to *report* bins, never to decide.
 
-* :class:`DynamicSampling` (DAPO-style): generate ``mean_rollouts`` for a uniform batch, drop the
+* :class:`DynamicSampling` (DAPO-style): generate ``rollout.mean`` for a uniform batch, drop the
   zero-variance groups, and keep the rest in a buffer; an optimiser step runs when the buffer holds
   a full batch. At equal compute it takes fewer, fuller optimiser steps.
 * :class:`VarianceSampling`: sample prompts with probability proportional to
@@ -20,38 +21,75 @@ prompt's latest group (``int16`` correct and total counts, 4 bytes per prompt) a
   with :math:`\hat p_i = (c+\tfrac12)/(n+1)` (Jeffreys) from the latest group, 0.5 if unseen. The
   marginal gains are non-increasing in :math:`n`, so taking the largest marginal gains greedily,
   under ``min <= n_i <= max`` and the exact budget, is optimal.
+
+Each takes the budget and bounds as a ``rollout`` config and bins its reports with a
+``classifier`` config, the controllers' own settings types. The keywords of the previous release
+(``mean_rollouts``, ``num_bins``, and the knapsack's ``min_rollouts`` and ``max_rollouts``) still
+work, with a ``FutureWarning``, until the next release.
 """
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
-from gdro_core import ClassifierConfig, DifficultyClassifier
-from gdro_core._validation import check_float, check_int
+from gdro_core import ClassifierConfig, DifficultyClassifier, RolloutConfig
+from gdro_core._validation import check_float, check_int, type_fail
 from gdro_lab.base import EpochSampler, Proposal, TrainBatch, bin_metrics, last_rate
 from gdro_lab.learner import Generation
 
 __all__ = ["DynamicSampling", "KnapsackAllocation", "VarianceSampling", "knapsack_rollouts"]
 
 
+_RENAMED = {"mean_rollouts": "mean", "min_rollouts": "min", "max_rollouts": "max"}
+
+
+def _configs(
+    owner: str, rollout: Any, classifier: Any, old: dict[str, Any]
+) -> tuple[RolloutConfig, ClassifierConfig]:
+    """The budget and classifier configs; until the next release, the previous release's keywords
+    (``mean_rollouts``, ``num_bins``, the knapsack's ``min_rollouts``, ``max_rollouts``) build
+    them instead, with a ``FutureWarning``."""
+    if old:
+        if set(old) - {*_RENAMED, "num_bins"} or rollout is not None or classifier is not None:
+            raise TypeError(f"{owner}() takes rollout= and classifier=; got {sorted(old)}")
+        warnings.warn(f"{owner}({', '.join(old)}) is deprecated", FutureWarning, stacklevel=3)
+        bins = {"num_bins": old.pop("num_bins")} if "num_bins" in old else {}
+        rollout = RolloutConfig(**{_RENAMED[k]: v for k, v in old.items()})
+        classifier = ClassifierConfig(**bins)
+    rollout = RolloutConfig() if rollout is None else rollout
+    classifier = ClassifierConfig() if classifier is None else classifier
+    if not isinstance(rollout, RolloutConfig):
+        raise type_fail("rollout", "a gdro_core.RolloutConfig", rollout)
+    if not isinstance(classifier, ClassifierConfig):
+        raise type_fail("classifier", "a gdro_core.ClassifierConfig", classifier)
+    return rollout, classifier
+
+
 class _History:
     """Latest-group counts per prompt plus the reporting classifier (shared by the baselines)."""
 
     def __init__(
-        self, num_prompts: int, num_bins: int, batch_size: int, mean_rollouts: int, seed: int
+        self,
+        num_prompts: int,
+        batch_size: int,
+        rollout: RolloutConfig,
+        classifier: ClassifierConfig,
+        seed: int,
     ) -> None:
         check_int("batch_size", batch_size, lo=1, hi=num_prompts)
-        check_int("mean_rollouts", mean_rollouts, lo=2, hi=10_000)
         self.num_prompts = num_prompts
-        self.num_bins = num_bins
+        self.num_bins = classifier.num_bins
         self.batch_size = batch_size
-        self.mean_rollouts = mean_rollouts
+        self.rollout = rollout
         self.rng = np.random.default_rng(seed)
         self.sampler = EpochSampler(num_prompts, self.rng)
         self.last_correct = np.zeros(num_prompts, dtype=np.int16)
         self.last_total = np.zeros(num_prompts, dtype=np.int16)
-        self.classifier = DifficultyClassifier(ClassifierConfig(num_bins=num_bins), num_prompts)
+        self.classifier = DifficultyClassifier(classifier, num_prompts)
         self._metrics: dict[str, float] = {}
 
     def record(self, proposal: Proposal, reward: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -63,7 +101,7 @@ class _History:
         self.last_total[proposal.ids] = proposal.rollouts
         self.classifier.update(proposal.ids, correct, proposal.rollouts)
         self._metrics = bin_metrics(
-            proposal.bins, proposal.rollouts, self.num_bins, self.mean_rollouts
+            proposal.bins, proposal.rollouts, self.num_bins, self.rollout.mean
         )
         return correct
 
@@ -99,9 +137,10 @@ class DynamicSampling:
     Args:
         num_prompts: population size N.
         batch_size: prompts generated per step, and groups per optimiser step.
-        mean_rollouts: rollouts per prompt.
-        num_bins: bins of the reporting classifier.
         seed: seed of the prompt sampler.
+        rollout: the budget, ``rollout.mean`` rollouts per prompt (default
+            ``RolloutConfig()``: 4).
+        classifier: the reporting classifier's settings (default ``ClassifierConfig()``: 10 bins).
 
     Examples:
         Each step generates 8 x 4 rollouts; only the mixed groups are kept, and the first
@@ -112,7 +151,7 @@ class DynamicSampling:
         >>> learner = Learner(LearnerConfig(),
         ...                   get_scenario("stationary").build(np.random.default_rng(0), 100))
         >>> rng = np.random.default_rng(1)
-        >>> s = DynamicSampling(num_prompts=100, batch_size=8, mean_rollouts=4, num_bins=10, seed=0)
+        >>> s = DynamicSampling(num_prompts=100, batch_size=8, seed=0)
         >>> for _ in range(3):
         ...     p = s.propose()
         ...     batch = s.observe(p, learner.generate(rng, p.ids, p.rollouts))
@@ -127,18 +166,26 @@ class DynamicSampling:
     name = "dapo"
 
     def __init__(
-        self, *, num_prompts: int, batch_size: int, mean_rollouts: int, num_bins: int, seed: int
+        self,
+        *,
+        num_prompts: int,
+        batch_size: int,
+        seed: int,
+        rollout: RolloutConfig | None = None,
+        classifier: ClassifierConfig | None = None,
+        **renamed: Any,
     ) -> None:
-        self.num_bins = num_bins
-        self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
+        r, c = _configs("DynamicSampling", rollout, classifier, renamed)
+        self._h = _History(num_prompts, batch_size, r, c, seed)
+        self.num_bins = self._h.num_bins
         self._buffer: list[TrainBatch] = []
         self._buffered = 0
 
     def propose(self) -> Proposal:
-        """A uniform batch with ``mean_rollouts`` each."""
+        """A uniform batch with ``rollout.mean`` each."""
         h = self._h
         ids = h.sampler.draw(h.batch_size)
-        return h.proposal(ids, np.full(ids.size, h.mean_rollouts, dtype=np.int64))
+        return h.proposal(ids, np.full(ids.size, h.rollout.mean, dtype=np.int64))
 
     def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:
         """Keep the mixed groups; return a full batch from the buffer (FIFO) or an empty one."""
@@ -173,9 +220,10 @@ class VarianceSampling:
     Args:
         num_prompts: population size N.
         batch_size: prompts per step.
-        mean_rollouts: rollouts per prompt.
-        num_bins: bins of the reporting classifier.
         seed: seed of the sampler.
+        rollout: the budget, ``rollout.mean`` rollouts per prompt (default
+            ``RolloutConfig()``: 4).
+        classifier: the reporting classifier's settings (default ``ClassifierConfig()``: 10 bins).
         pool_factor: candidate pool size in batches (>= 1).
         floor: smallest sampling weight, in (0, 0.25].
 
@@ -187,7 +235,8 @@ class VarianceSampling:
         >>> difficulty = np.r_[np.full(8, -10.0), np.zeros(8)].astype(np.float32)
         >>> pop = Population(difficulty, np.zeros(16, np.int8), -12.0, 4.0)
         >>> learner, rng = Learner(LearnerConfig(), pop), np.random.default_rng(1)
-        >>> s = VarianceSampling(num_prompts=16, batch_size=4, mean_rollouts=4, num_bins=3, seed=0)
+        >>> s = VarianceSampling(num_prompts=16, batch_size=4, seed=0,
+        ...                      classifier=ClassifierConfig(num_bins=3))
         >>> picks = []
         >>> for _ in range(50):
         ...     p = s.propose()
@@ -204,18 +253,20 @@ class VarianceSampling:
         *,
         num_prompts: int,
         batch_size: int,
-        mean_rollouts: int,
-        num_bins: int,
         seed: int,
+        rollout: RolloutConfig | None = None,
+        classifier: ClassifierConfig | None = None,
         pool_factor: int = 4,
         floor: float = 0.01,
+        **renamed: Any,
     ) -> None:
+        r, c = _configs("VarianceSampling", rollout, classifier, renamed)
         check_int("pool_factor", pool_factor, lo=1)
         check_float("floor", floor, lo=0.0, hi=0.25, lo_open=True)
-        self.num_bins = num_bins
         self.pool_factor = pool_factor
         self.floor = floor
-        self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
+        self._h = _History(num_prompts, batch_size, r, c, seed)
+        self.num_bins = self._h.num_bins
 
     def propose(self) -> Proposal:
         """Gumbel top-k of log-weights over a uniform candidate pool."""
@@ -225,7 +276,7 @@ class VarianceSampling:
         key = np.log(np.maximum(p * (1.0 - p), self.floor)) + h.rng.gumbel(size=pool.size)
         take = np.sort(np.argsort(-key, kind="stable")[: h.batch_size])
         ids = pool[take]
-        return h.proposal(ids, np.full(ids.size, h.mean_rollouts, dtype=np.int64))
+        return h.proposal(ids, np.full(ids.size, h.rollout.mean, dtype=np.int64))
 
     def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:
         """Record the groups; train on all of them."""
@@ -284,11 +335,10 @@ class KnapsackAllocation:
     Args:
         num_prompts: population size N.
         batch_size: prompts per step.
-        mean_rollouts: mean rollouts per prompt (the budget).
-        num_bins: bins of the reporting classifier.
         seed: seed of the sampler.
-        min_rollouts: fewest rollouts per prompt (>= 2).
-        max_rollouts: most rollouts per prompt.
+        rollout: the budget and bounds: ``rollout.mean`` rollouts per prompt on average, each
+            prompt in ``[rollout.min, rollout.max]`` (default ``RolloutConfig()``: 4 in [2, 12]).
+        classifier: the reporting classifier's settings (default ``ClassifierConfig()``: 10 bins).
 
     Examples:
         Four easy prompts and four coin flips; after one step of 4 rollouts each, the next epoch
@@ -298,8 +348,8 @@ class KnapsackAllocation:
         >>> difficulty = np.r_[np.full(4, -10.0), np.zeros(4)].astype(np.float32)
         >>> pop = Population(difficulty, np.zeros(8, np.int8), -12.0, 4.0)
         >>> learner, rng = Learner(LearnerConfig(), pop), np.random.default_rng(1)
-        >>> s = KnapsackAllocation(num_prompts=8, batch_size=8, mean_rollouts=4, num_bins=3,
-        ...                        seed=0)
+        >>> s = KnapsackAllocation(num_prompts=8, batch_size=8, seed=0,
+        ...                        classifier=ClassifierConfig(num_bins=3))
         >>> p = s.propose()
         >>> g = learner.generate(rng, p.ids, p.rollouts)
         >>> _ = s.observe(p, g)
@@ -317,25 +367,22 @@ class KnapsackAllocation:
         *,
         num_prompts: int,
         batch_size: int,
-        mean_rollouts: int,
-        num_bins: int,
         seed: int,
-        min_rollouts: int = 2,
-        max_rollouts: int = 12,
+        rollout: RolloutConfig | None = None,
+        classifier: ClassifierConfig | None = None,
+        **renamed: Any,
     ) -> None:
-        check_int("min_rollouts", min_rollouts, lo=2, hi=mean_rollouts)
-        check_int("max_rollouts", max_rollouts, lo=mean_rollouts)
-        self.num_bins = num_bins
-        self.min_rollouts = min_rollouts
-        self.max_rollouts = max_rollouts
-        self._h = _History(num_prompts, num_bins, batch_size, mean_rollouts, seed)
+        r, c = _configs("KnapsackAllocation", rollout, classifier, renamed)
+        self._h = _History(num_prompts, batch_size, r, c, seed)
+        self.num_bins = self._h.num_bins
 
     def propose(self) -> Proposal:
         """A uniform batch; rollouts from :func:`knapsack_rollouts`."""
         h = self._h
         ids = h.sampler.draw(h.batch_size)
         p = last_rate(h.last_correct, h.last_total, ids, prior=0.5, smoothing=0.5)
-        n = knapsack_rollouts(p, h.mean_rollouts * ids.size, self.min_rollouts, self.max_rollouts)
+        r = h.rollout
+        n = knapsack_rollouts(p, r.mean * ids.size, r.min, r.max)
         return h.proposal(ids, n)
 
     def observe(self, proposal: Proposal, generation: Generation) -> TrainBatch:

@@ -12,14 +12,12 @@ from numpy.typing import NDArray
 
 from gdro_core.stats import mean_ci
 from gdro_lab import theory
-from gdro_lab.controllers import GDRO_MODES, rollout_config
 from gdro_lab.run import RunResult, SimConfig
 
 __all__ = [
     "matrix",
     "outcome",
     "regret",
-    "rollout_constants",
     "series",
     "summarise",
     "to_markdown",
@@ -144,62 +142,45 @@ def regret(
     }
 
 
-def rollout_constants(cfg: SimConfig, name: str) -> dict[str, float]:
-    """The dual step, price cap and arm rate a strategy's controller uses (core defaults for the
-    lab's alternatives, which have no price).
-
-    Examples:
-        >>> cfg = SimConfig(num_prompts=200, batch_size=16)
-        >>> rollout_constants(cfg, "rollout-bandit")
-        {'dual_step': 0.0002, 'mu_max': 0.1, 'arm_eta': 1000.0}
-        >>> rollout_constants(cfg, "knapsack")
-        {'dual_step': 0.05, 'mu_max': 1.0, 'arm_eta': 0.65}
-    """
-    if name in GDRO_MODES:
-        r = rollout_config(name, mean_rollouts=cfg.mean_rollouts, knobs=cfg.knobs)
-    else:
-        r = rollout_config("uniform", mean_rollouts=cfg.mean_rollouts, knobs=cfg.knobs)
-    return {"dual_step": float(r.dual_step), "mu_max": float(r.mu_max), "arm_eta": float(r.arm_eta)}
-
-
-def summarise(
-    cfg: SimConfig, results: Sequence[RunResult], *, eta: float, gamma: float
-) -> dict[str, Any]:
+def summarise(cfg: SimConfig, results: Sequence[RunResult]) -> dict[str, Any]:
     """Everything ``results.json`` holds: per-strategy outcomes with 95% CIs and theory checks.
 
     Args:
         cfg: the simulation configuration.
         results: every run.
-        eta: the Prompt-GDRO rate the controllers used (for the Hedge bound).
-        gamma: their mixing weight.
 
     Returns:
-        A dict with ``config`` and, per strategy, ``outcomes`` (each a (mean, 95% half-width)
-        pair over seeds), ``budget``, ``wse``, ``price`` (strategies whose rollouts vary),
-        ``regret`` (strategies that log adversary weights) and ``curriculum``.
+        A dict with ``config``, ``controllers`` (each strategy's settings,
+        :meth:`SimConfig.settings`) and, per strategy, ``outcomes`` (each a (mean, 95%
+        half-width) pair over seeds), ``budget``, ``wse``, ``price`` (strategies whose rollouts
+        vary), ``regret`` (strategies with a prompt adversary, which log its weights) and
+        ``curriculum``.
 
-    The budget checks use each strategy's own dual step and price cap
-    (:func:`rollout_constants`).
+    The constants of the theory checks are read from the settings each run's controller was
+    built with (:attr:`RunResult.controller`): the Hedge bound's eta and gamma and the score rule
+    from its ``prompt`` settings, the dual step and price cap of the budget checks from its
+    ``rollout`` settings (an alternative, which has no price, is checked with ``cfg.rollout``'s).
 
     Examples:
         >>> from gdro_lab.run import run_one
         >>> cfg = SimConfig(strategies=("uniform", "rollout-neyman"), seeds=(0, 1),
         ...                 num_prompts=200, batch_size=16, steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, seed) for s in cfg.strategies for seed in cfg.seeds]
-        >>> out = summarise(cfg, runs, eta=0.65, gamma=0.01)
+        >>> out = summarise(cfg, runs)
         >>> list(out)
-        ['config', 'outcomes', 'budget', 'wse', 'price', 'regret', 'curriculum']
+        ['config', 'controllers', 'outcomes', 'budget', 'wse', 'price', 'regret', 'curriculum']
         >>> list(out["price"])  # the strategies whose rollouts vary
         ['rollout-neyman']
         >>> mean, half = out["outcomes"]["rollout-neyman"]["final_mean"]
         >>> round(mean, 3), round(half, 3), out["outcomes"]["rollout-neyman"]["seeds"]
-        (0.702, 0.205, 2)
+        (0.702, 0.203, 2)
         >>> out["budget"]["rollout-neyman"]["max_abs_realised_gap"]  # exactly on budget
         0.0
     """
-    b = cfg.knobs.num_bins
+    b = cfg.classifier.num_bins
     out: dict[str, Any] = {
         "config": _config_dict(cfg),
+        "controllers": {},
         "outcomes": {},
         "budget": {},
         "wse": {},
@@ -216,25 +197,31 @@ def summarise(
         row["reached_target"] = int(sum(math.isfinite(o["steps_to_target"]) for o in outs))
         row["seeds"] = len(runs)
         out["outcomes"][name] = row
-        out["wse"][name] = _wse(runs, b, cfg.batch_size, cfg.mean_rollouts)
-        rc = rollout_constants(cfg, name)
-        out["budget"][name] = _budget(
-            runs, cfg.mean_rollouts, rc["dual_step"], rc["mu_max"], cfg.batch_size
+        ctl = runs[0].controller  # the settings its controllers were built with (seeds aside)
+        out["controllers"][name] = (
+            cfg.settings(name) if ctl is None else ctl.replace(seed=None).to_dict()
         )
-        out["budget"][name]["dual"] = GDRO_MODES.get(name, ("", ""))[1] == "bandit"
-        out["budget"][name].update(rc)
-        if GDRO_MODES.get(name, ("", "fixed"))[1] != "fixed":
-            out["price"][name] = _price(runs, b, cfg.mean_rollouts)
-        reg = [regret(r, b, eta, gamma, cfg.knobs.score_rule) for r in runs]
-        found = [x for x in reg if x is not None]
-        if found and len(found) == len(reg):
-            out["regret"][name] = {
-                "regret": mean_ci(np.array([x["regret"] for x in found])),
-                "bound": found[0]["bound"],
-                "bound_applies": found[0]["bound_applies"],
-                "max_abs_q_vs_hedge": max(x["max_abs_q_vs_hedge"] for x in found),
-                "gain_max": max(x["gain_range"][1] for x in found),
-            }
+        rc = cfg.rollout if ctl is None else ctl.rollout
+        out["wse"][name] = _wse(runs, b, cfg.batch_size, rc.mean)
+        out["budget"][name] = _budget(runs, rc.mean, rc.dual_step, rc.mu_max, cfg.batch_size)
+        out["budget"][name]["dual"] = ctl is not None and rc.mode == "bandit"
+        out["budget"][name].update(dual_step=rc.dual_step, mu_max=rc.mu_max, arm_eta=rc.arm_eta)
+        if ctl is not None and rc.mode != "fixed":
+            out["price"][name] = _price(runs, b, rc.mean)
+        if ctl is not None:
+            pc = ctl.prompt
+            reg = [regret(r, b, pc.eta, pc.gamma, pc.score_rule) for r in runs]
+            found = [x for x in reg if x is not None]
+            if found and len(found) == len(reg):
+                out["regret"][name] = {
+                    "regret": mean_ci(np.array([x["regret"] for x in found])),
+                    "bound": found[0]["bound"],
+                    "bound_applies": found[0]["bound_applies"],
+                    "max_abs_q_vs_hedge": max(x["max_abs_q_vs_hedge"] for x in found),
+                    "gain_max": max(x["gain_range"][1] for x in found),
+                    "eta": pc.eta,
+                    "gamma": pc.gamma,
+                }
         out["curriculum"][name] = _curriculum(runs, b)
     return out
 
@@ -246,9 +233,7 @@ def _config_dict(cfg: SimConfig) -> dict[str, Any]:
     return d
 
 
-def _wse(
-    runs: Sequence[RunResult], num_bins: int, batch_size: int, mean_rollouts: int
-) -> dict[str, Any]:
+def _wse(runs: Sequence[RunResult], num_bins: int, batch_size: int, mean: int) -> dict[str, Any]:
     """WSE reductions against every prompt at the mean budget, on the same batches.
 
     ``reduction``: with the true per-rollout reward std of each bin at each step (what the
@@ -274,7 +259,7 @@ def _wse(
         sigma = np.sqrt(np.maximum(g2.sum(axis=0) / tot - (g1.sum(axis=0) / tot) ** 2, 0.0))
         n = matrix(r.rows, "rollout/n_mean/", num_bins)
         alloc = theory.wse(share, sigma[None, :], n)
-        flat = theory.wse(share, sigma[None, :], np.full_like(share, float(mean_rollouts)))
+        flat = theory.wse(share, sigma[None, :], np.full_like(share, float(mean)))
         red_loss.append(1.0 - float(alloc.mean()) / float(flat.mean()))
     return {
         "reduction": mean_ci(np.array(red)),
@@ -334,7 +319,7 @@ def _column_means(m: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
-def _price(runs: Sequence[RunResult], num_bins: int, mean_rollouts: int) -> dict[str, Any]:
+def _price(runs: Sequence[RunResult], num_bins: int, mean: int) -> dict[str, Any]:
     """Rollout-GDRO's price and allocation against the square-root law on the same batches.
 
     After a burn-in of the first fifth of the steps: the mean logged price and the mean KKT price
@@ -356,7 +341,7 @@ def _price(runs: Sequence[RunResult], num_bins: int, mean_rollouts: int) -> dict
         ney = matrix(r.rows, "sim/neyman_n/", num_bins)[burn:]
         w = np.where(np.isfinite(n) & np.isfinite(ney), share, 0.0)
         dev.append(float(np.sum(w * np.abs(np.nan_to_num(n - ney))) / w.sum()))
-        dev_flat.append(float(np.sum(w * np.abs(np.nan_to_num(mean_rollouts - ney))) / w.sum()))
+        dev_flat.append(float(np.sum(w * np.abs(np.nan_to_num(mean - ney))) / w.sum()))
     r = runs[0]
     burn = len(r.rows) // 5
     share = np.nan_to_num(matrix(r.rows, "classifier/share/", num_bins))[burn:]
@@ -436,7 +421,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         >>> cfg = SimConfig(strategies=("uniform", "knapsack"), num_prompts=200, batch_size=16,
         ...                 steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
-        >>> md = to_markdown(summarise(cfg, runs, eta=0.65, gamma=0.01))
+        >>> md = to_markdown(summarise(cfg, runs))
         >>> lines = md.splitlines()
         >>> print("\\n".join(line for line in lines if line.startswith("#")))
         # Simulation: scenario `stationary`
@@ -452,12 +437,13 @@ def to_markdown(results: dict[str, Any]) -> str:
         | knapsack | 0.686 | 0.016 | 0.681 | 0.016 | n/a (0/1) |
     """
     c = results["config"]
+    shared = next(iter(results["controllers"].values()))  # bins and budget: every strategy's
     lines = [
         f"# Simulation: scenario `{c['scenario']}`",
         "",
         f"{len(c['seeds'])} seeds, {c['steps']} steps, batch {c['batch_size']} prompts x "
-        f"{c['mean_rollouts']} rollouts on average (equal compute for every strategy), "
-        f"{c['num_prompts']:,} prompts, {c['knobs']['num_bins']} bins. "
+        f"{shared['rollout']['mean']} rollouts on average (equal compute for every strategy), "
+        f"{c['num_prompts']:,} prompts, {shared['classifier']['num_bins']} bins. "
         "Values are means over seeds ± the half-width of a 95% t-interval.",
         "",
         "## Outcomes",

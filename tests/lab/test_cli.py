@@ -37,7 +37,9 @@ def test_smoke_writes_results_plots_and_run_dirs(smoke: Path) -> None:
     assert results["budget"]["rollout-bandit"]["dual_step"] == 2e-4
     assert results["budget"]["rollout-bandit-paper"]["dual_step"] == 0.05
     config = json.loads((smoke / "runs" / "rollout-bandit-s0" / "config.json").read_text())
-    assert config["rollout_config"]["arm_eta"] == 1000.0
+    assert config["controller"]["rollout"]["arm_eta"] == 1000.0  # the settings actually built
+    assert config["controller"]["seed"] == 0 and config["controller"]["prompt"]["mode"] == "off"
+    assert results["controllers"]["rollout-bandit-paper"]["rollout"]["arm_eta"] == 0.65
     for name in results["plots"]:
         assert (smoke / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(smoke.rglob("*.tmp"))  # atomic writes leave no temporary files
@@ -99,6 +101,9 @@ def test_curriculum_table_is_printed(tmp_path: Path, capsys: pytest.CaptureFixtu
     (["--batch-size", "5000"], r"batch_size must be an integer in [1, 3000]; got 5000"),
     (["--target", "1.5"], "target must be a finite number in (0, 1); got 1.5"),
     (["--print-every", "-1"], "--print-every must be an integer >= 0; got -1"),
+    (["--rollout.mean", "13"], "RolloutConfig.min, RolloutConfig.mean and RolloutConfig.max "
+                               "must be ordered as min <= mean <= max; got (2, 13, 12)"),
+    (["--eta", "-1"], "PromptConfig.eta must be a finite number >= 0; got -1.0"),
 ])
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   flags: list[str], message: str) -> None:
@@ -130,3 +135,44 @@ def test_rerun_replaces_the_previous_runs(tmp_path: Path) -> None:
     assert main([*base, "--strategies", "knapsack"]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == ["knapsack-s0", "mine"]
+
+
+def test_controller_flags_set_the_controller_settings(tmp_path: Path) -> None:
+    # each flag lands in SimConfig.controller, on top of every strategy's mapping, and the run
+    # directories and results.json show the settings the controllers were built with
+    assert main(["simulate", "--preset", "smoke", "--strategies", "rollout-bandit,knapsack,gdro-both",
+                 "--seeds", "1", "--steps", "4", "--no-progress", "--no-plots",
+                 "--rollout.mean", "6", "--rollout.min", "3", "--rollout.max", "10",
+                 "--num-bins", "5", "--eta", "0.3", "--dual-step", "1e-3", "--selection", "sample",
+                 "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["controller"] == {
+        "classifier": {"num_bins": 5}, "prompt": {"eta": 0.3},
+        "rollout": {"mean": 6, "min": 3, "max": 10, "dual_step": 1e-3, "selection": "sample"}}
+    bandit = json.loads((tmp_path / "runs" / "rollout-bandit-s0" / "config.json").read_text())
+    ctl = bandit["controller"]
+    assert (ctl["classifier"]["num_bins"], ctl["prompt"]["eta"]) == (5, 0.3)
+    assert {k: ctl["rollout"][k] for k in ("mean", "min", "max", "dual_step", "selection")} == {
+        "mean": 6, "min": 3, "max": 10, "dual_step": 1e-3, "selection": "sample"}
+    assert ctl["rollout"]["arm_eta"] == 1000.0  # the strategy's recipe, untouched
+    assert results["controllers"]["knapsack"]["rollout"]["mean"] == 6
+    for s in ("rollout-bandit", "knapsack", "gdro-both"):
+        rows = [json.loads(x) for x in
+                (tmp_path / "runs" / f"{s}-s0" / "metrics.jsonl").read_text().splitlines()]
+        assert all(r["train/rollouts"] == 32 * 6 for r in rows)  # the budget, every strategy
+        assert all(f"classifier/share/{b}" in rows[-1] for b in range(5))
+    assert results["regret"]["gdro-both"]["eta"] == 0.3
+
+
+def test_the_old_mean_rollouts_flag_still_works_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["simulate", "--preset", "smoke", "--strategies", "uniform", "--seeds", "1",
+            "--steps", "3", "--no-progress", "--no-plots"]
+    assert main([*base, "--mean-rollouts", "6", "--out", str(tmp_path / "old")]) == 0
+    assert "--mean-rollouts is deprecated (gone next release): use --rollout.mean" in (
+        capsys.readouterr().err)
+    assert main([*base, "--rollout.mean", "6", "--out", str(tmp_path / "new")]) == 0
+    runs = [(tmp_path / d / "runs" / "uniform-s0" / "metrics.jsonl").read_bytes()
+            for d in ("old", "new")]
+    assert runs[0] == runs[1]

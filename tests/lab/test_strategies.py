@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gdro_core import ClassifierConfig, RolloutConfig
 from gdro_lab.base import EpochSampler, bin_metrics
 from gdro_lab.learner import Learner, LearnerConfig
 from gdro_lab.scenarios import get_scenario
@@ -62,14 +63,14 @@ def test_every_step_spends_exactly_the_budget(cls: type) -> None:
     pop = scen.build(np.random.default_rng(0), 2000)
     lrn = Learner(LearnerConfig(), pop)
     rng = np.random.default_rng(1)
-    s = cls(num_prompts=2000, batch_size=50, mean_rollouts=4, num_bins=10, seed=0)
+    s = cls(num_prompts=2000, batch_size=50, seed=0)
     for _ in range(40):
         prop = s.propose()
         assert prop.rollouts.sum() == 200 and np.all((prop.rollouts >= 2) & (prop.rollouts <= 12))
         assert np.unique(prop.ids).size == 50 and np.all((prop.bins >= 0) & (prop.bins < 10))
         gen = lrn.generate(rng, prop.ids, prop.rollouts)
         batch = s.observe(prop, gen)
-        lrn.train(*batch, mean_rollouts=4)
+        lrn.train(*batch, mean=4)
         m = s.metrics()
         assert m["rollout/budget_target"] == 4.0
         assert sum(m[f"classifier/share/{b}"] for b in range(10)) == pytest.approx(1.0)
@@ -79,7 +80,7 @@ def test_dynamic_sampling_trains_full_batches_of_mixed_groups() -> None:
     pop = get_scenario("stationary").build(np.random.default_rng(0), 3000)
     lrn = Learner(LearnerConfig(), pop)
     rng = np.random.default_rng(2)
-    s = DynamicSampling(num_prompts=3000, batch_size=40, mean_rollouts=4, num_bins=10, seed=0)
+    s = DynamicSampling(num_prompts=3000, batch_size=40, seed=0)
     mixed_total, trained_total = 0, 0
     for _ in range(30):
         prop = s.propose()
@@ -96,7 +97,7 @@ def test_dynamic_sampling_trains_full_batches_of_mixed_groups() -> None:
 
 def test_variance_sampling_prefers_informative_prompts() -> None:
     n = 400
-    s = VarianceSampling(num_prompts=n, batch_size=20, mean_rollouts=4, num_bins=10, seed=0)
+    s = VarianceSampling(num_prompts=n, batch_size=20, seed=0)
     h = s._h
     h.last_total[:] = 4
     h.last_correct[: n // 2] = 4  # solved last time: weight = floor 0.01
@@ -108,7 +109,7 @@ def test_variance_sampling_prefers_informative_prompts() -> None:
 
 
 def test_knapsack_gives_informative_prompts_more_rollouts() -> None:
-    s = KnapsackAllocation(num_prompts=100, batch_size=100, mean_rollouts=4, num_bins=10, seed=0)
+    s = KnapsackAllocation(num_prompts=100, batch_size=100, seed=0)
     h = s._h
     h.last_total[:] = 4
     h.last_correct[:50] = 4
@@ -128,7 +129,51 @@ def test_bin_metrics_shape() -> None:
 
 def test_bad_arguments_name_the_parameter() -> None:
     with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 10\]; got 11"):
-        DynamicSampling(num_prompts=10, batch_size=11, mean_rollouts=4, num_bins=10, seed=0)
+        DynamicSampling(num_prompts=10, batch_size=11, seed=0)
     with pytest.raises(ValueError, match=r"floor must be a finite number in \(0, 0.25\]"):
-        VarianceSampling(num_prompts=10, batch_size=5, mean_rollouts=4, num_bins=10, seed=0,
-                         floor=0.0)
+        VarianceSampling(num_prompts=10, batch_size=5, seed=0, floor=0.0)
+    with pytest.raises(TypeError, match="rollout must be a gdro_core.RolloutConfig; got 4"):
+        KnapsackAllocation(num_prompts=10, batch_size=5, seed=0, rollout=4)  # type: ignore[arg-type]
+
+
+def test_the_budget_bounds_and_bins_come_from_the_core_configs() -> None:
+    # the knapsack spends rollout.mean per prompt within [rollout.min, rollout.max]; every
+    # alternative reports bins with the classifier config it is given
+    rollout, classifier = RolloutConfig(mean=6, min=3, max=9), ClassifierConfig(num_bins=4)
+    pop = get_scenario("stationary").build(np.random.default_rng(0), 500)
+    lrn, rng = Learner(LearnerConfig(), pop), np.random.default_rng(1)
+    for cls in ALTERNATIVES:
+        s = cls(num_prompts=500, batch_size=20, seed=0, rollout=rollout, classifier=classifier)
+        assert s.num_bins == 4
+        for _ in range(30):
+            prop = s.propose()
+            assert prop.rollouts.sum() == 120 and np.all((prop.rollouts >= 3) & (prop.rollouts <= 9))
+            s.observe(prop, lrn.generate(rng, prop.ids, prop.rollouts))
+            assert s.metrics()["rollout/budget_target"] == 6.0
+            assert np.all(prop.bins < 4)
+
+
+@pytest.mark.parametrize("cls", ALTERNATIVES)
+def test_old_keywords_still_work_for_one_release(cls: type) -> None:
+    old = {"mean_rollouts": 6, "num_bins": 5}
+    if cls is KnapsackAllocation:
+        old.update(min_rollouts=3, max_rollouts=9)
+    with pytest.warns(FutureWarning, match=r"\(mean_rollouts, num_bins.*\) is deprecated"):
+        a = cls(num_prompts=300, batch_size=16, seed=4, **old)
+    b = cls(num_prompts=300, batch_size=16, seed=4,
+            rollout=RolloutConfig(mean=6, **({"min": 3, "max": 9} if "min_rollouts" in old else {})),
+            classifier=ClassifierConfig(num_bins=5))
+    pop = get_scenario("stationary").build(np.random.default_rng(0), 300)
+    la, lb = Learner(LearnerConfig(), pop), Learner(LearnerConfig(), pop)
+    ra, rb = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(10):  # the same decisions, step after step
+        pa, pb = a.propose(), b.propose()
+        for x, y in zip(pa[:4], pb[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        a.observe(pa, la.generate(ra, pa.ids, pa.rollouts))
+        b.observe(pb, lb.generate(rb, pb.ids, pb.rollouts))
+    assert a.metrics() == b.metrics()
+    with pytest.raises(TypeError, match=r"takes rollout= and classifier=; got \['mean_rollouts'\]"):
+        cls(num_prompts=300, batch_size=16, seed=0, rollout=RolloutConfig(), mean_rollouts=4)
+    with pytest.raises(TypeError, match=r"takes rollout= and classifier=; got \['mean'\]"):
+        cls(num_prompts=300, batch_size=16, seed=0, mean=4)

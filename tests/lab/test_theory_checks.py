@@ -1,21 +1,21 @@
 """Small-scale versions of the theory checks, on the real controller and the simulated learner.
 
 Each tolerance comes from the bound being checked, not from the runs: the Hedge regret bound,
-the exact dual-update bound (with each bandit's own dual step and price cap: the sized
-``RolloutConfig.variance_bandit`` knobs of ``rollout-bandit`` and the paper's of
-``rollout-bandit-paper``), the WSE minimum under the exact budget, and the realised budget.
+the exact dual-update bound (with each bandit's own dual step and price cap: the ``reward``
+recipe's knobs of ``rollout-bandit`` and the paper's of ``rollout-bandit-paper``), the WSE minimum
+under the exact budget, and the realised budget. The constants come from the controllers the
+lab built, never from fresh configs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from gdro_core import PromptConfig, RolloutConfig
 from gdro_lab import theory
-from gdro_lab.controllers import ControllerKnobs, rollout_config
 from gdro_lab.run import SimConfig, run_one
 from gdro_lab.summary import matrix, regret, series, summarise
 
@@ -25,10 +25,11 @@ SMALL = {"num_prompts": 3000, "batch_size": 64, "eval_every": 50, "eval_size": 1
 def test_prompt_gdro_regret_within_hedge_bound() -> None:
     steps = 300
     eta = theory.tuned_eta(10, steps)
-    gamma = PromptConfig().gamma
     cfg = SimConfig(strategies=("prompt-reweight",), steps=steps, **SMALL,
-                    knobs=ControllerKnobs(score_rule="cumulative", eta=eta))
+                    controller={"prompt": {"score_rule": "cumulative", "eta": eta}})
     res = run_one(cfg, "prompt-reweight", 0)
+    assert res.controller is not None and res.controller.prompt.eta == eta
+    gamma = res.controller.prompt.gamma
     out = regret(res, 10, eta, gamma)
     assert out is not None
     lo, hi = out["gain_range"]
@@ -48,12 +49,13 @@ def test_prompt_gdro_regret_within_hedge_bound() -> None:
 @pytest.mark.parametrize("steps", [100, 400])
 def test_budget_violation_shrinks_like_one_over_sqrt_t(name: str, c: float, steps: int) -> None:
     alpha = c / math.sqrt(steps)
-    knobs = ControllerKnobs(dual_step=alpha)
-    rc = rollout_config(name, mean_rollouts=4, knobs=knobs)
+    cfg = SimConfig(strategies=(name,), steps=steps, **SMALL,
+                    controller={"rollout": {"dual_step": alpha}})
+    res = run_one(cfg, name, 0)
+    assert res.controller is not None
+    rc = res.controller.rollout
     assert rc.dual_step == alpha and rc.arm_signal == "variance"
     mu_max = rc.mu_max
-    cfg = SimConfig(strategies=(name,), steps=steps, **SMALL, knobs=knobs)
-    res = run_one(cfg, name, 0)
     realised = series(res.rows, "train/rollouts") / cfg.batch_size
     m = series(res.rows, "rollout/budget_unconstrained")
     mu = series(res.rows, "rollout/shadow_price")
@@ -116,25 +118,45 @@ def test_ema_regret_is_measured_on_failure_rates_without_a_bound() -> None:
     assert regret(run_one(cfg, "knapsack", 0), 10, 0.65, 0.01, rule="ema") is None
 
 
-def test_bandit_strategies_use_their_own_knobs() -> None:
-    knobs = ControllerKnobs()
-    sized = rollout_config("rollout-bandit", mean_rollouts=4, knobs=knobs)
-    assert sized == RolloutConfig.variance_bandit(mean=4, min=2, max=12, selection="mode")
-    paper = rollout_config("rollout-bandit-paper", mean_rollouts=4, knobs=knobs)
-    assert paper == RolloutConfig(mode="bandit", arm_signal="variance", mean=4)
-    assert rollout_config("rollout-neyman", mean_rollouts=4, knobs=knobs).mode == "neyman"
-    # an explicit dual step overrides either variant and leaves the rest alone
-    over = rollout_config("rollout-bandit", mean_rollouts=4, knobs=ControllerKnobs(dual_step=1e-3))
-    assert over.dual_step == 1e-3 and over.arm_eta == sized.arm_eta and over.mu_max == sized.mu_max
+def test_an_explicit_dual_step_overrides_either_bandit_and_leaves_the_rest() -> None:
+    base, over = SimConfig(), SimConfig(controller={"rollout": {"dual_step": 1e-3}})
+    for name in ("rollout-bandit", "rollout-bandit-paper"):
+        a, b = base.controller_config(name), over.controller_config(name)
+        assert a is not None and b is not None
+        assert b.rollout.dual_step == 1e-3 and a.rollout.dual_step != 1e-3
+        assert dataclasses.replace(b.rollout, dual_step=a.rollout.dual_step) == a.rollout
+        assert (b.prompt, b.classifier) == (a.prompt, a.classifier)
+
+
+def test_theory_checks_read_eta_and_gamma_from_the_controller_built() -> None:
+    # a non-default eta (and gamma) given as an override reaches the controller, and the summary
+    # checks the weights against Hedge with exactly those: a summary using the default 0.65 would
+    # report it and find the logged q far from Hedge's
+    steps, eta, gamma = 80, 0.3, 0.05
+    cfg = SimConfig(strategies=("prompt-reweight", "gdro-both"), steps=steps, **SMALL,
+                    controller={"prompt": {"eta": eta, "gamma": gamma,
+                                           "score_rule": "cumulative"}})
+    res = [run_one(cfg, n, 0) for n in cfg.strategies]
+    out = summarise(cfg, res)
+    for name in cfg.strategies:
+        r = out["regret"][name]
+        assert (r["eta"], r["gamma"]) == (eta, gamma)
+        assert r["bound"] == pytest.approx(theory.hedge_bound(10, steps, eta, gamma))
+        assert r["max_abs_q_vs_hedge"] < 1e-12
+        assert out["controllers"][name]["prompt"]["eta"] == eta
+    wrong = regret(res[0], 10, 0.65, 0.01)  # the constants of a fresh PromptConfig()
+    assert wrong is not None and wrong["max_abs_q_vs_hedge"] > 1e-3
 
 
 def test_summary_checks_each_bandit_against_its_own_dual_step() -> None:
     names = ("rollout-bandit", "rollout-bandit-paper")
     cfg = SimConfig(strategies=names, steps=200, **SMALL)
     res = [run_one(cfg, n, s) for n in names for s in (0, 1)]
-    out = summarise(cfg, res, eta=0.65, gamma=0.01)
+    out = summarise(cfg, res)
     for name in names:
-        rc = rollout_config(name, mean_rollouts=4, knobs=cfg.knobs)
+        c = cfg.controller_config(name)
+        assert c is not None
+        rc = c.rollout
         b = out["budget"][name]
         assert b["dual"] and b["dual_step"] == rc.dual_step and b["mu_max"] == rc.mu_max
         assert b["dual_bound"] == pytest.approx(rc.mu_max / (rc.dual_step * cfg.steps))
@@ -150,7 +172,7 @@ def test_sized_bandit_moves_toward_the_square_root_law_and_paper_knobs_do_not() 
     # knobs (bandit flat, allocation driven by the price alone) do not
     names = ("rollout-bandit", "rollout-bandit-paper")
     cfg = SimConfig(strategies=names, steps=300, **SMALL)
-    out = summarise(cfg, [run_one(cfg, n, 0) for n in names], eta=0.65, gamma=0.01)["price"]
+    out = summarise(cfg, [run_one(cfg, n, 0) for n in names])["price"]
     sized, paper = out["rollout-bandit"], out["rollout-bandit-paper"]
     assert sized["deviation"][0] < sized["deviation_flat"][0] and sized["bin_corr"] > 0
     assert paper["deviation"][0] > paper["deviation_flat"][0]
