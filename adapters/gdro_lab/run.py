@@ -430,6 +430,13 @@ def run_one(
             "eval/pass@8": float(np.mean(1.0 - (1.0 - p) ** 8)),
         }
         row.update({f"eval/success/{s}": float(per[s]) for s in np.flatnonzero(strata_size)})
+        pass8 = np.bincount(strata, weights=1.0 - (1.0 - p) ** 8, minlength=10)
+        row.update(
+            {
+                f"eval/pass@8/{s}": float(pass8[s] / strata_size[s])
+                for s in np.flatnonzero(strata_size)
+            }
+        )
         return row
 
     evaluate(0)
