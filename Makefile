@@ -32,11 +32,11 @@ demo-sim: $(STAMP)
 	$(BIN)/gdro simulate --preset demo --out runs/demo-sim
 
 lint: $(STAMP)
-	$(BIN)/ruff check gdro_core adapters tests benchmarks examples
-	$(BIN)/ruff format --check gdro_core adapters/gdro_torch adapters/gdro_cli adapters/gdro_lab adapters/gdro_verl adapters/gdro_trl
+	$(BIN)/ruff check gdro_core gdro_lab gdro_cli adapters tests benchmarks examples
+	$(BIN)/ruff format --check gdro_core gdro_lab gdro_cli adapters/gdro_torch adapters/gdro_verl adapters/gdro_trl
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gdro_core adapters/gdro_verl adapters/gdro_trl adapters/gdro_lab adapters/gdro_torch adapters/gdro_cli
+	$(BIN)/mypy gdro_core gdro_lab gdro_cli adapters/gdro_verl adapters/gdro_trl adapters/gdro_torch
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -q

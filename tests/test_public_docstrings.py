@@ -3,7 +3,8 @@
 "Public" is what a module exports: each package's ``__all__`` and the ``__all__`` of each of its
 modules whose name does not start with an underscore (such a module must declare one, so that
 nothing is public by accident). The examples themselves run under ``--doctest-modules`` (the
-pytest configuration collects ``gdro_core`` and ``adapters``); this file checks they exist.
+pytest configuration collects ``gdro_core``, ``gdro_lab``, ``gdro_cli`` and ``adapters``); this
+file checks they exist.
 """
 
 from __future__ import annotations
