@@ -136,17 +136,15 @@ def record(run: TaskRun, log: Any = _log) -> dict[str, Any]:
     from gdro_torch.evaluate import sample_counts
     from gdro_torch.loop import StepContext, grpo_step, lr_at
 
-    preset = dict(PRESETS["default"])
+    preset: TrainConfig = PRESETS["default"]
     if run.sft_steps is not None:
-        preset.update(sft_steps=run.sft_steps, sft_target_loss=None)
-    cfg = TrainConfig(**preset).replace(
+        preset = preset.replace(sft_steps=run.sft_steps, sft_target_loss=None)
+    cfg = preset.replace(
         model=run.model,
         task=run.task,
         steps=run.steps,
         batch_size=run.batch_size,
-        rollout_mean=run.rollouts,
-        prompt="off",
-        rollout="fixed",
+        controller={"rollout": {"mean": run.rollouts, "mode": "fixed"}, "prompt": {"mode": "off"}},
         lr=run.lr,
         seed=run.seed,
     )

@@ -54,18 +54,23 @@ from typing import Any
 
 import numpy as np
 
-from gdro_cli.report import MECHANISM_KEYS, mean_key, rollouts_to_target
+from gdro_cli.runs import MECHANISM_KEYS, mean_key, read_jsonl, rollouts_to_target
 from gdro_core import stats
 
+def _modes(prompt: str, rollout: str) -> dict[str, Any]:
+    return {"prompt": {"mode": prompt}, "rollout": {"mode": rollout}}
+
+
+# each arm: the TrainConfig changes it makes (its controller modes, merged into the grid's)
 ARMS: dict[str, dict[str, Any]] = {
-    "grpo": {"prompt": "off", "rollout": "fixed"},
-    "prompt-reweight": {"prompt": "reweight", "rollout": "fixed"},
-    "prompt-resample": {"prompt": "resample", "rollout": "fixed"},
-    "rollout-bandit": {"prompt": "off", "rollout": "bandit"},
-    "rollout-neyman": {"prompt": "off", "rollout": "neyman"},
-    "both": {"prompt": "reweight", "rollout": "neyman"},
+    "grpo": {"controller": _modes("off", "fixed")},
+    "prompt-reweight": {"controller": _modes("reweight", "fixed")},
+    "prompt-resample": {"controller": _modes("resample", "fixed")},
+    "rollout-bandit": {"controller": _modes("off", "bandit")},
+    "rollout-neyman": {"controller": _modes("off", "neyman")},
+    "both": {"controller": _modes("reweight", "neyman")},
     # a peer strategy: variance-weighted prompt sampling (the lab's VarianceSampling), n fixed
-    "variance-sampling": {"prompt": "off", "rollout": "fixed", "sampler": "variance"},
+    "variance-sampling": {"controller": _modes("off", "fixed"), "sampler": "variance"},
 }
 BASELINE = "grpo"
 SHORT_ARMS = [
@@ -82,13 +87,10 @@ LONG_ARMS = ["grpo", "prompt-reweight", "rollout-neyman", "both", "variance-samp
 # decay, no KL, variance signal, 500 held-out prompts x 16 samples, the warm-up to SFT loss 0.25
 _DEFAULT_RL = dict(
     batch_size=32,
-    rollout_mean=8,
-    rollout_min=2,
-    rollout_max=16,
+    controller={"recipe": "reward", "rollout": {"mean": 8, "min": 2, "max": 16}},
     lr=1e-4,
     lr_schedule="cosine",
     kl_coef=0.0,
-    signal="variance",
     eval_samples=16,
     sft_target_loss=0.25,
 )
@@ -118,8 +120,7 @@ GRIDS: dict[str, dict[str, Any]] = {
             task="addition:min_digits=1,max_digits=3,size=300,eval_size=16",
             steps=4,
             batch_size=4,
-            rollout_mean=4,
-            rollout_max=8,
+            controller={"rollout": {"mean": 4, "max": 8}},
             eval_every=2,
             checkpoint_every=2,
             eval_samples=8,
@@ -216,15 +217,8 @@ def sft_dir(out: Path, replicate: int | None) -> Path:
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    f = path / "metrics.jsonl"
-    if f.exists():
-        for line in f.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+    """A run directory's metric rows (the project's one reader; a torn last line is skipped)."""
+    return read_jsonl(path / "metrics.jsonl")
 
 
 def total_rollouts(rows: list[dict[str, Any]]) -> int:
@@ -589,7 +583,7 @@ def _warm_up(
 
     path = sft_dir(out, replicate)
     extra = {} if replicate is None else {"sft_seed": replicate}
-    cfg = TrainConfig(**{**base, **extra, "sft_steps": sft_steps})
+    cfg = TrainConfig(**{**base, **extra, "sft_steps": sft_steps})  # the controller is not used
     key: dict[str, Any] = {
         k: getattr(cfg, k)
         for k in (
@@ -703,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     probe = TrainConfig(**base)  # validates the grid before any compute
-    expected = probe.steps * probe.batch_size * probe.rollout_mean
+    expected = probe.steps * probe.batch_size * probe.controller.rollout.mean
 
     # 1. the warm starts: one shared, or one per replicate (cached per sft seed)
     starts = {
@@ -718,8 +712,8 @@ def main(argv: list[str] | None = None) -> int:
             rd = run_dir(out, a, s)
             extra = {"sft_seed": s} if per_replicate else {}
             cfg = TrainConfig(
-                **{**base, **ARMS[a], **extra, "model": str(start), "sft_steps": 0, "seed": s}
-            )
+                **{**base, **extra, "model": str(start), "sft_steps": 0, "seed": s}
+            ).replace(**ARMS[a])
             t0 = time.perf_counter()
             res = _train_one(cfg, rd)
             if res is not None:
@@ -748,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = "its own warm-up per replicate" if per_replicate else "one shared warm-up"
     header = (
         f"## {args.grid} grid: {base['model']} on `{base['task']}`, {base['steps']} steps x "
-        f"{base['batch_size']} prompts x {base.get('rollout_mean', 4)} rollouts, {len(seeds)} replicates, {warm}"
+        f"{base['batch_size']} prompts x {probe.controller.rollout.mean} rollouts, {len(seeds)} replicates, {warm}"
     )
     (out / "results.md").write_text(markdown(summary, header))
     plot_curves(out, arms, seeds)

@@ -1,7 +1,8 @@
 """The simulation lab's loop, read top to bottom: one GDRO controller on the simulated learner.
 
-``gdro simulate`` runs many strategies and seeds and writes tables and plots; this script shows
-the loop it runs for one of them, so you can see where each piece sits::
+``gdro simulate`` runs many strategies and seeds and writes tables and plots (the command is
+``gdro_cli.simulate``, the simulator ``gdro_lab``); this script shows the loop the simulator runs
+for one of them, so you can see where each piece sits::
 
     python examples/simulate.py              # Prompt-GDRO reweighting + Neyman rollouts
     python examples/simulate.py --steps 20   # smoke mode (the test suite runs this)

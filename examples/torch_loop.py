@@ -34,7 +34,7 @@ def main() -> None:
         task="addition:min_digits=1,max_digits=5,eval_size=100",
         steps=args.steps,
         batch_size=32,
-        rollout_mean=8,
+        controller={"rollout": {"mean": 8}},
         sft_steps=args.sft_steps,
         kl_coef=0.0,
         lr=5e-5,
@@ -51,8 +51,10 @@ def main() -> None:
 
     print(f"pass@8 before: {held_out(start):.3f}")
     arms = {
-        "GRPO": base.replace(prompt="off", rollout="fixed"),
-        "Prompt-GDRO": base.replace(prompt="reweight", signal="variance"),
+        "GRPO": base.replace(controller={"prompt": {"mode": "off"}, "rollout": {"mode": "fixed"}}),
+        "Prompt-GDRO": base.replace(
+            controller={"recipe": "reward", "prompt": {"mode": "reweight"}}
+        ),
     }
     for name, cfg in arms.items():
         policy = copy.deepcopy(start)

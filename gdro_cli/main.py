@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -27,13 +28,13 @@ EXTRAS: dict[str, str] = {"train": "torch", "simulate": "cli", "report": "cli"}
 
 # name -> (module path, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("gdro_torch.cli", "train a causal LM with GRPO + GDRO (the torch loop)"),
-    "simulate": ("gdro_lab.cli", "simulate GRPO on a synthetic prompt population"),
+    "train": ("gdro_cli.train", "train a causal LM with GRPO + GDRO (the torch loop)"),
+    "simulate": ("gdro_cli.simulate", "simulate GRPO on a synthetic prompt population"),
     "report": ("gdro_cli.report", "plot and summarise run directories"),
 }
 
 
-def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+def _build_parser(selected: str | None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gdro",
         description="Group-DRO controllers for GRPO: prompt reweighting and rollout allocation.",
@@ -42,7 +43,11 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
     for name, (_module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
-            _load(name).add_arguments(sp)
+            module = _load(name)
+            if "argv" in inspect.signature(module.add_arguments).parameters:
+                module.add_arguments(sp, argv=argv)  # e.g. --help shows the named preset
+            else:
+                module.add_arguments(sp)
     return parser
 
 
@@ -104,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if selected not in SUBCOMMANDS:
         selected = None
     try:
-        parser = _build_parser(selected)
+        parser = _build_parser(selected, argv)
     except MissingExtraError as exc:
         print(f"gdro {selected}: error: {exc}", file=sys.stderr)
         return 2

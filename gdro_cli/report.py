@@ -8,7 +8,7 @@ solved rate, held-out pass@8 and mean@n), the mechanism metrics overlaid (did th
 anything: budget moved, q away from uniform, weight spread, groups without gradient, prompts
 stuck solved or failed, visits per prompt), and, when a GRPO baseline is among the runs, the
 rollouts and generated tokens each run needed to reach the baseline's final held-out mean@n
-(:func:`rollouts_to_target`). Missing keys are fine: a panel without data is left out.
+(:func:`gdro_cli.runs.rollouts_to_target`). Missing keys are fine: a panel without data is left out.
 
 Usage::
 
@@ -18,294 +18,29 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gdro_core.files import atomic_write, atomic_write_text
+from gdro_cli.figures import savefig
+from gdro_cli.runs import (
+    MECHANISM_KEYS,
+    Run,
+    is_baseline,
+    load_runs,
+    modes,
+    rollouts_to_target,
+    smooth,
+)
+from gdro_core._validation import check_int
+from gdro_core.files import atomic_write_text
 
-__all__ = [
-    "MECHANISM_KEYS",
-    "Run",
-    "add_arguments",
-    "is_baseline",
-    "load_run",
-    "mean_key",
-    "rollouts_to_target",
-    "run",
-    "write_report",
-]
-
-#: The controllers' mechanism metrics (``GDROController.metrics()``), with a short label each.
-MECHANISM_KEYS: dict[str, str] = {
-    "mechanism/budget_moved": "rollout budget moved vs uniform",
-    "mechanism/q_tv": "TV distance of q from uniform",
-    "mechanism/weight_max_ratio": "largest weight / mean weight",
-    "mechanism/weight_p90_ratio": "p90 weight / mean weight",
-    "mechanism/zero_adv_share": "groups with zero advantage",
-    "mechanism/always_solved_share": "batch in always-solved prompts",
-    "mechanism/always_failed_share": "batch in always-failed prompts",
-    "mechanism/visits_mean": "visits per training prompt",
-}
-
-
-def mean_key(rows: list[dict[str, Any]]) -> str:
-    """The overall held-out mean@n key logged in ``rows`` (``eval/mean@8`` if none).
-
-    ``n`` is the run's samples per held-out prompt (``--eval-samples``).
-
-    Examples:
-        >>> mean_key([{"step": 0, "eval/mean@16": 0.5, "eval/mean@16/level1": 0.9}])
-        'eval/mean@16'
-        >>> mean_key([{"step": 1, "train/reward_mean": 0.3}])  # no evaluation logged
-        'eval/mean@8'
-    """
-    for r in rows:
-        for k in r:
-            if re.fullmatch(r"eval/mean@\d+", k):
-                return k
-    return "eval/mean@8"
-
-
-def rollouts_to_target(
-    rows: list[dict[str, Any]], target: float, key: str
-) -> tuple[float, float, float] | None:
-    """When a run first reached a held-out score: step, rollouts and generated tokens so far.
-
-    The evaluations (rows with ``key``) are taken in step order; the first one at or above
-    ``target`` is the crossing, and the step, rollouts and tokens are interpolated linearly
-    between it and the evaluation before it (the run's score is taken to move linearly between
-    evaluations). Rollouts and tokens are the sums of the per-step ``train/rollouts`` and
-    ``train/tokens`` up to a step.
-
-    Args:
-        rows: The run's ``metrics.jsonl`` rows.
-        target: The held-out score to reach (e.g. the GRPO baseline's final ``eval/mean@16``).
-        key: The held-out metric (e.g. ``eval/mean@16``).
-
-    Returns:
-        ``(step, rollouts, tokens)`` (tokens NaN when the run did not log them), or None if
-        no evaluation reached ``target``.
-
-    Examples:
-        Evaluated at steps 0, 2 and 4 (0.4, 0.5, 0.7), 10 rollouts and 30 tokens a step: 0.6 is
-        half way from step 2 to step 4:
-
-        >>> rows = [{"step": 0, "eval/mean@16": 0.4}]
-        >>> rows += [{"step": s, "train/rollouts": 10.0, "train/tokens": 30.0} for s in (1, 2)]
-        >>> rows[-1]["eval/mean@16"] = 0.5
-        >>> rows += [{"step": s, "train/rollouts": 10.0, "train/tokens": 30.0} for s in (3, 4)]
-        >>> rows[-1]["eval/mean@16"] = 0.7
-        >>> rollouts_to_target(rows, 0.6, "eval/mean@16")
-        (3.0, 30.0, 90.0)
-        >>> rollouts_to_target(rows, 0.4, "eval/mean@16")  # already there at the start
-        (0.0, 0.0, 0.0)
-        >>> print(rollouts_to_target(rows, 0.8, "eval/mean@16"))
-        None
-    """
-    rollouts = tokens = 0.0
-    points: list[tuple[float, float, float, float]] = []  # (step, score, rollouts, tokens)
-    for r in sorted(rows, key=lambda r: int(r.get("step", 0))):
-        if isinstance(r.get("train/rollouts"), (int, float)):  # a training step
-            rollouts += float(r["train/rollouts"])
-            spent = r.get("train/tokens")
-            tokens += float(spent) if isinstance(spent, (int, float)) else math.nan
-        value = r.get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            points.append((float(r.get("step", 0)), float(value), rollouts, tokens))
-    previous = None
-    for point in points:
-        if point[1] >= target:
-            if previous is None or point[1] == previous[1]:
-                return point[0], point[2], point[3]
-            frac = (target - previous[1]) / (point[1] - previous[1])
-            step, _, roll, tok = (a + frac * (b - a) for a, b in zip(previous, point, strict=True))
-            return step, roll, tok
-        previous = point
-    return None
-
-
-def is_baseline(config: dict[str, Any]) -> bool:
-    """True for a GRPO baseline run: uniform prompts, fixed rollouts, the controller's sampler.
-
-    Examples:
-        >>> is_baseline({"prompt": "off", "rollout": "fixed"})
-        True
-        >>> is_baseline({"prompt": "off", "rollout": "fixed", "sampler": "variance"})
-        False
-        >>> is_baseline({"prompt": "reweight", "rollout": "fixed"})
-        False
-    """
-    return (
-        config.get("prompt") == "off"
-        and config.get("rollout") == "fixed"
-        and config.get("sampler", "controller") == "controller"
-    )
-
-
-@dataclass
-class Run:
-    """A run directory's contents.
-
-    Attributes:
-        path: The directory.
-        name: A short label (the directory name, made unique).
-        config: ``config.json``.
-        rows: ``metrics.jsonl``, one dict per line, in file order.
-
-    Examples:
-        Two bins; bin 1 is absent from the share at step 2:
-
-        >>> run = Run(Path("runs/demo"), "demo", {}, [
-        ...     {"step": 1, "classifier/share/0": 0.25, "classifier/share/1": 0.75, "loss": 0.9},
-        ...     {"step": 2, "classifier/share/0": 1.0, "loss": float("nan")},
-        ...     {"step": 3, "loss": 0.5},
-        ... ])
-        >>> run.num_bins  # no num_bins in the config: inferred from the keys
-        2
-        >>> run.series("loss")  # only the finite values
-        (array([1., 3.]), array([0.9, 0.5]))
-        >>> steps, share = run.matrix("classifier/share/")
-        >>> steps, share
-        (array([1., 2.]), array([[0.25, 0.75],
-               [1.  ,  nan]]))
-        >>> print(run.matrix("prompt/q/"))
-        None
-        >>> run.mean_key  # no held-out mean logged: the 8-sample name
-        'eval/mean@8'
-        >>> Run(Path("runs/x"), "x", {}, [{"step": 0, "eval/mean@16": 0.5}]).mean_key
-        'eval/mean@16'
-    """
-
-    path: Path
-    name: str
-    config: dict[str, Any]
-    rows: list[dict[str, Any]]
-
-    @property
-    def num_bins(self) -> int:
-        """B from the config, else inferred from the ``.../{b}`` keys."""
-        if isinstance(self.config.get("num_bins"), int):
-            return int(self.config["num_bins"])
-        found = [
-            int(m.group(1))
-            for r in self.rows
-            for k in r
-            if (m := re.match(r"(?:classifier/share|prompt/q|rollout/n_mean)/(\d+)$", k))
-        ]
-        return max(found) + 1 if found else 0
-
-    @property
-    def mean_key(self) -> str:
-        """The overall held-out mean@n key the run logged (see :func:`mean_key`)."""
-        return mean_key(self.rows)
-
-    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of the rows that have a finite ``key``."""
-        pts = [
-            (r["step"], r[key])
-            for r in self.rows
-            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r
-        ]
-        if not pts:
-            return np.zeros(0), np.zeros(0)
-        steps, values = zip(*pts, strict=True)
-        return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
-
-    def matrix(self, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(steps, float (T, B)) of ``prefix{b}``, NaN where a bin is absent; None if no data."""
-        rows = [r for r in self.rows if any(k.startswith(prefix) for k in r)]
-        if not rows or self.num_bins == 0:
-            return None
-        mat = np.full((len(rows), self.num_bins), np.nan)
-        for t, r in enumerate(rows):
-            for b in range(self.num_bins):
-                v = r.get(f"{prefix}{b}")
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    mat[t, b] = v
-        return np.asarray([r.get("step", t) for t, r in enumerate(rows)], dtype=float), mat
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            if isinstance(obj, dict):
-                rows.append(obj)
-    return rows
-
-
-def load_run(path: str | os.PathLike[str], name: str | None = None) -> Run:
-    """Read a run directory.
-
-    Args:
-        path: The directory holding ``config.json`` and ``metrics.jsonl``.
-        name: The run's label (default: the directory name).
-
-    Returns:
-        The run; lines of ``metrics.jsonl`` that are not JSON objects (a torn last line of a run
-        still writing) are skipped.
-
-    Raises:
-        ValueError: If it has no ``config.json`` or ``metrics.jsonl``, or the config is not a JSON
-            object.
-
-    Examples:
-        >>> import json, tempfile
-        >>> tmp = tempfile.TemporaryDirectory()
-        >>> run_dir = Path(tmp.name) / "grpo-s0"
-        >>> run_dir.mkdir()
-        >>> _ = (run_dir / "config.json").write_text('{"kind": "train", "num_bins": 4}')
-        >>> _ = (run_dir / "metrics.jsonl").write_text(
-        ...     '{"step": 1, "train/reward_mean": 0.25}\\n{"step": 2, "train/rew'
-        ... )
-        >>> run = load_run(run_dir)
-        >>> run.name, run.config["kind"], run.num_bins, run.rows
-        ('grpo-s0', 'train', 4, [{'step': 1, 'train/reward_mean': 0.25}])
-        >>> load_run(tmp.name)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: ... is not a run directory: no config.json
-        >>> tmp.cleanup()
-    """
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise ValueError(f"{p} is not a run directory: no config.json")
-    if not (p / "metrics.jsonl").is_file():
-        raise ValueError(f"{p} is not a run directory: no metrics.jsonl")
-    try:
-        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p / 'config.json'}: not valid JSON ({exc.msg})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{p / 'config.json'}: expected a JSON object")
-    return Run(p, name or p.name, config, _read_jsonl(p / "metrics.jsonl"))
-
-
-def _expand(paths: list[Path]) -> list[Path]:
-    """Run directories, looking one and two levels down for folders of runs (``DIR/runs/*``)."""
-    out: list[Path] = []
-    for p in paths:
-        if (p / "config.json").is_file() or not p.is_dir():
-            out.append(p)
-            continue
-        found = sorted({c.parent for c in [*p.glob("*/config.json"), *p.glob("*/*/config.json")]})
-        out.extend(found or [p])
-    return out
-
-
-def _savefig(fig: Any, path: Path) -> None:
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
+__all__ = ["add_arguments", "run", "write_report"]
 
 
 def _fixed_rollouts(run: Run) -> float | None:
@@ -357,8 +92,7 @@ def _heatmaps(run: Run, path: Path) -> bool:
         fig.colorbar(im, ax=ax, pad=0.01)
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(run.name + ("" if fixed is None else f" (rollouts fixed at {fixed:g} per prompt)"))
-    _savefig(fig, path)
-    plt.close(fig)
+    savefig(fig, path)
     return True
 
 
@@ -415,20 +149,11 @@ def _dynamics(run: Run, path: Path) -> bool:
             ax.legend(fontsize=8)
     axes[-1, 0].set_xlabel("step")
     fig.suptitle(run.name)
-    _savefig(fig, path)
-    plt.close(fig)
+    savefig(fig, path)
     return True
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1 or values.size < window:
-        return values
-    kernel = np.ones(window) / window
-    head = np.cumsum(values[: window - 1]) / np.arange(1, window)
-    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
-
-
-def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
+def _curves(runs: list[Run], path: Path, window: int) -> bool:
     import matplotlib.pyplot as plt
 
     keys = [
@@ -453,7 +178,7 @@ def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
             if steps.size:
                 ax.plot(
                     steps,
-                    _smooth(values, smooth) if smoothed else values,
+                    smooth(values, window) if smoothed else values,
                     marker=None if smoothed else "o",
                     ms=3,
                     lw=1.2,
@@ -462,12 +187,11 @@ def _curves(runs: list[Run], path: Path, smooth: int) -> bool:
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     axes[-1, 0].set_xlabel("step")
-    _savefig(fig, path)
-    plt.close(fig)
+    savefig(fig, path)
     return True
 
 
-def _mechanism(runs: list[Run], path: Path, smooth: int) -> bool:
+def _mechanism(runs: list[Run], path: Path, window: int) -> bool:
     """One panel per mechanism metric over steps, the runs overlaid."""
     import matplotlib.pyplot as plt
 
@@ -483,7 +207,7 @@ def _mechanism(runs: list[Run], path: Path, smooth: int) -> bool:
         for r in runs:
             steps, values = r.series(key)
             if steps.size:
-                ax.plot(steps, _smooth(values, smooth), lw=1.1, label=r.name)
+                ax.plot(steps, smooth(values, window), lw=1.1, label=r.name)
         ax.set_title(f"{MECHANISM_KEYS[key]} ({key.split('/', 1)[1]})", fontsize=9)
     for ax in axes.ravel()[len(keys) :]:
         ax.set_visible(False)
@@ -491,8 +215,7 @@ def _mechanism(runs: list[Run], path: Path, smooth: int) -> bool:
     for ax in axes[-1, :]:
         ax.set_xlabel("step")
     fig.suptitle("Mechanism: did the controllers do anything? (smoothed)", fontsize=10)
-    _savefig(fig, path)
-    plt.close(fig)
+    savefig(fig, path)
     return True
 
 
@@ -550,8 +273,7 @@ def _target_plot(
     ax.set_ylabel(f"held-out {targets[0][1].mean_key.removeprefix('eval/')}")
     ax.set_title("Rollouts to reach the GRPO baseline's final score (dashed; x: first reached)")
     ax.legend(fontsize=7)
-    _savefig(fig, path)
-    plt.close(fig)
+    savefig(fig, path)
     return True
 
 
@@ -566,7 +288,8 @@ def _summary_rows(run: Run) -> list[str]:
     p8 = run.series("eval/pass@8")[1]
     m8 = run.series(run.mean_key)[1]
     n = run.mean_key.rsplit("@", 1)[1]
-    mode = f"{run.config.get('prompt', run.config.get('strategy', '-'))}/{run.config.get('rollout', '-')}"
+    p, r = modes(run.config)
+    mode = str(run.config.get("strategy")) if "strategy" in run.config else f"{p}/{r}"
     last = run.rows[-1] if run.rows else {}
     return [
         run.name,
@@ -593,13 +316,16 @@ def write_report(
     Args:
         run_dirs: Run directories (a folder holding runs, such as a simulation's, is expanded).
         out: Output directory (default: the first run's ``report/``).
-        smooth: Moving-average window of the training curves (0 = about 1/20 of the steps).
+        smooth: Window of the smoothed curves (:func:`gdro_cli.runs.smooth`, a trailing mean
+            over the last ``smooth`` logged values; 0 = about 1/20 of the steps).
 
     Returns:
         The output directory.
 
     Raises:
-        ValueError: If a path is not a run directory.
+        ValueError: If ``run_dirs`` is empty, a path is not a run directory, or ``smooth`` is
+            negative.
+        ModuleNotFoundError: If matplotlib is not installed (checked first).
 
     Examples:
         A run that logged only its training reward and held-out pass@8 gets the learning curves
@@ -620,18 +346,9 @@ def write_report(
         | grpo-s0 | train | off/- | 10 | 1.000 | 0.250 → 0.500 | - → - | - | - |
         >>> tmp.cleanup()
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    paths = _expand([Path(p) for p in run_dirs])
-    if not paths:
-        raise ValueError("gdro report needs at least one run directory")
-    runs = [load_run(p) for p in paths]
-    seen: dict[str, int] = {}
-    for r in runs:  # unique labels
-        seen[r.name] = seen.get(r.name, 0) + 1
-        if seen[r.name] > 1:
-            r.name = f"{r.name}-{seen[r.name]}"
+    importlib.import_module("matplotlib")  # the 'cli' extra, named before anything is read
+    check_int("smooth", smooth, lo=0)
+    runs = load_runs(run_dirs)
     out_dir = Path(out) if out is not None else runs[0].path / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     longest = max((len(r.rows) for r in runs), default=0)
@@ -717,7 +434,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help="output directory (default: the first run's report/)"
     )
     parser.add_argument(
-        "--smooth", type=int, default=0, help="moving-average window of training curves (0 = auto)"
+        "--smooth",
+        type=int,
+        default=0,
+        help="window of the smoothed curves, a trailing mean (0 = about 1/20 of the steps)",
     )
 
 

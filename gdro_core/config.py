@@ -102,6 +102,46 @@ class ControllerConfig:
         """
         return dataclasses.replace(self, **changes)
 
+    def merged(self, overrides: Mapping[str, Any], *, where: str = "config") -> ControllerConfig:
+        """This config with the settings of ``overrides`` (``from_mapping``'s shape) changed.
+
+        A ``recipe`` in ``overrides`` applies that recipe's settings first; the other keys
+        change only the fields they name. A value this config derived (``num_bins`` from the
+        edges, ``window`` from the outcome, ``hysteresis`` from the narrowest bin) is derived
+        again when what it derives from changes and it is not given itself.
+
+        Examples:
+            >>> cfg = ControllerConfig()
+            >>> cfg.merged({"classifier": {"outcome": "any"}}).classifier.window  # derived again
+            100
+            >>> cfg.merged({"classifier": {"num_bins": 5}}).classifier.hysteresis
+            0.06
+            >>> cfg.merged({"recipe": "reward", "rollout": {"mean": 8}}).prompt.signal
+            'variance'
+        """
+        mapping = self.to_dict()
+        given = _as_dict(overrides, where)
+        c, cur = mapping["classifier"], self.classifier
+        new = _as_dict(given.get("classifier", {}), f"{where}.classifier")
+        if "edges" in new and "num_bins" not in new and cur.num_bins == _bins_of(cur.edges):
+            c["num_bins"] = 0
+        if "outcome" in new and "window" not in new and cur.window == _window_of(cur.outcome):
+            c["window"] = -1
+        shape = {"edges", "num_bins"} & set(new)
+        if shape and "hysteresis" not in new and cur.hysteresis == round(0.3 * cur.min_width, 12):
+            c["hysteresis"] = -1.0
+        layers = (
+            [recipe_mapping(given["recipe"], where=f"{where}.recipe")] if "recipe" in given else []
+        )
+        layers.append({k: v for k, v in given.items() if k != "recipe"})
+        for layer in layers:
+            for key, value in layer.items():
+                if isinstance(value, Mapping) and isinstance(mapping.get(key), dict):
+                    mapping[key] = {**mapping[key], **value}
+                else:
+                    mapping[key] = value
+        return ControllerConfig.from_mapping(mapping, where=where)
+
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dicts (tuples as lists), the inverse of :meth:`from_mapping`.
 
@@ -154,6 +194,14 @@ class ControllerConfig:
             elif name in base:
                 kwargs[name] = base[name]
         return cls(**kwargs)
+
+
+def _bins_of(edges: tuple[float, ...] | None) -> int:
+    return 10 if edges is None else len(edges) + 1
+
+
+def _window_of(outcome: str) -> int:
+    return 10 if outcome == "rate" else 100
 
 
 def _as_dict(value: Any, where: str) -> dict[str, Any]:

@@ -129,7 +129,7 @@ class RolloutConfig:
         [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     """
 
-    mode: RolloutMode = "fixed"
+    mode: str = "fixed"
     mean: int = 4
     min: int = 2
     max: int = 12

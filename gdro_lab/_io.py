@@ -1,4 +1,4 @@
-"""Atomic file writes for the lab's outputs (JSON, JSON lines, Markdown, PNG).
+"""Atomic file writes for the lab's outputs (JSON, JSON lines, Markdown).
 
 Every file is written to a temporary sibling and moved into place with :func:`os.replace`, so a
 crash or an interrupt never leaves a truncated file behind.
@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gdro_core.files import atomic_write, atomic_write_text
+from gdro_core.files import atomic_write_text
 
-__all__ = ["atomic_write", "write_json", "write_jsonl", "write_text"]
+__all__ = ["write_json", "write_jsonl", "write_text"]
 
 
 def _clean(value: Any) -> Any:

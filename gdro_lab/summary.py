@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from numpy.typing import NDArray
 
 from gdro_core.stats import mean_ci
 from gdro_lab import theory
+from gdro_lab._io import write_json, write_text
 from gdro_lab.run import RunResult, SimConfig
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "series",
     "summarise",
     "to_markdown",
+    "write_results",
 ]
 
 
@@ -587,3 +590,34 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"{lag} | {corr} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def write_results(out: str | Path, results: dict[str, Any]) -> None:
+    """Write ``results.json`` (every number) and ``results.md`` (the tables) into ``out``.
+
+    ``results.md`` is :func:`to_markdown`'s text followed, when ``results`` lists ``plots`` (PNG
+    file names in ``out``), by a section linking them. Both files are written atomically.
+
+    Args:
+        out: the results folder (created).
+        results: the output of :func:`summarise`, with ``runs`` and ``plots`` when known.
+
+    Examples:
+        >>> import json, tempfile
+        >>> from gdro_lab.run import run_one
+        >>> cfg = SimConfig(strategies=("uniform",), num_prompts=200, batch_size=16, steps=5,
+        ...                 eval_size=200)
+        >>> results = {**summarise(cfg, [run_one(cfg, "uniform", 0)]), "plots": ["a.png"]}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_results(d, results)
+        ...     saved = json.loads(Path(d, "results.json").read_text())
+        ...     md = Path(d, "results.md").read_text()
+        ...     print(sorted(p.name for p in Path(d).iterdir()))
+        ['results.json', 'results.md']
+        >>> saved["plots"], md.endswith("## Plots\\n\\n![a.png](a.png)\\n\\n")
+        (['a.png'], True)
+    """
+    write_json(Path(out) / "results.json", results)
+    names = results.get("plots", [])
+    links = "\n## Plots\n\n" + "".join(f"![{n}]({n})\n\n" for n in names) if names else ""
+    write_text(Path(out) / "results.md", to_markdown(results) + links)

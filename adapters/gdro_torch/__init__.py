@@ -9,7 +9,7 @@ The pieces, one concept per module:
 - :mod:`gdro_torch.tasks`: built-in addition and reasoning-gym tasks with exact rewards.
 - :mod:`gdro_torch.evaluate`: held-out mean@n and pass@k per difficulty level.
 - :mod:`gdro_torch.rundir`: run directories, metrics, checkpoints.
-- :mod:`gdro_torch.config`, :mod:`gdro_torch.cli`: settings, presets and ``gdro train``.
+- :mod:`gdro_torch.config`: settings and presets (the command line is ``gdro_cli.train``).
 
 Names are imported lazily, so ``import gdro_torch`` is cheap until torch is needed.
 """

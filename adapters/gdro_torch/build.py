@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from gdro_torch.config import TrainConfig, controller_configs
+from gdro_torch.config import TrainConfig
 from gdro_torch.model import (
     EMBEDDED_MODELS,
     TARGET_WINDOW,
@@ -99,14 +99,15 @@ def build_controller(cfg: TrainConfig, num_prompts: int) -> Any:
     """The ``GDROController`` for the run's settings over ``num_prompts`` training prompts.
 
     Examples:
-        >>> ctl = build_controller(TrainConfig(batch_size=4, rollout_mean=3), num_prompts=20)
+        >>> cfg = TrainConfig(batch_size=4, controller={"rollout": {"mean": 3}})
+        >>> ctl = build_controller(cfg, num_prompts=20)
         >>> plan = ctl.plan(ctl.sample(4))
         >>> plan.prompt_ids.tolist(), plan.rollouts.tolist(), plan.weights.tolist()
         ([4, 19, 6, 2], [3, 3, 3, 3], [1.0, 1.0, 1.0, 1.0])
     """
     from gdro_core import GDROController
 
-    return GDROController(num_prompts=num_prompts, **controller_configs(cfg))
+    return GDROController.from_config(cfg.controller_config(), num_prompts)
 
 
 def sft_steps_for(cfg: TrainConfig) -> int:

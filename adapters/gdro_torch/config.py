@@ -1,21 +1,41 @@
 """``TrainConfig``: every setting of a ``gdro train`` run, and the presets.
 
 A frozen, validated dataclass (style.md): a bad value raises ``ValueError`` naming the field, the
-allowed range and the value received. Controller settings are checked by building the
-``gdro_core`` configs, so errors surface before any model is built.
+allowed range and the value received. The controller's settings are one
+``gdro_core.ControllerConfig`` (the ``controller`` field), validated by the core; nothing here
+re-declares them. Presets are whole configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["PRESETS", "TrainConfig", "controller_configs"]
+from gdro_core import ControllerConfig
 
-PromptMode = Literal["off", "reweight", "resample"]
-RolloutMode = Literal["fixed", "bandit", "neyman"]
+__all__ = ["PRESETS", "RENAMED", "TrainConfig", "controller_from_legacy"]
+
+#: Settings of the previous release that moved into ``controller`` (old name -> new flag).
+RENAMED: dict[str, str] = {
+    "prompt": "prompt.mode",
+    "rollout": "rollout.mode",
+    "rollout_mean": "rollout.mean",
+    "rollout_min": "rollout.min",
+    "rollout_max": "rollout.max",
+    "selection": "rollout.selection",
+    "num_bins": "classifier.num_bins",
+    "window": "classifier.window",
+    "hysteresis": "classifier.hysteresis",
+    "pass_k": "classifier.k",
+    "signal": "prompt.signal",
+    "eta": "prompt.eta",
+    "gamma": "prompt.gamma",
+    "ema": "prompt.ema",
+    "weight_cap": "prompt.weight_cap",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,27 +56,11 @@ class TrainConfig:
             ``max(p(1-p), 0.01)``, with ``p`` the pass rate of the prompt's latest group and
             0.25 for an unseen prompt; :class:`gdro_torch.sampling.VarianceSampler`). The
             controller plans and learns from every batch either way.
-        prompt: Prompt-GDRO mode: ``off`` (uniform; with ``rollout=fixed`` this is plain GRPO),
-            ``reweight`` (the paper's advantage weights) or ``resample``.
-        rollout: Rollout-GDRO mode: ``fixed`` (every prompt gets ``rollout_mean``), ``bandit``
-            (the paper's per-bin arms under an exact budget) or ``neyman`` (square-root law).
-        rollout_mean: Rollouts per prompt on average, n-bar; a step generates ``n-bar * N``.
-        rollout_min: Fewest rollouts a prompt gets (>= 2: a group of 1 has no baseline).
-        rollout_max: Most rollouts a prompt gets.
-        selection: Budget allocator pick: ``mode`` (argmax) or ``sample``.
-        num_bins: Difficulty bins B.
-        window: Classifier memory in visits (0 = cumulative; None = the core's default: 10 for
-            the pooled rate, 100 with --pass-k).
-        hysteresis: Classifier hysteresis (None = 0.3 x the narrowest bin).
-        pass_k: Classifier's k (None = the core's default outcome, the pooled per-rollout rate;
-            an int = per-visit unbiased pass@k).
-        signal: Prompt-GDRO signal: ``loss`` (the paper's), ``failure`` or ``variance``. With a
-            reward-derived signal, ``--rollout bandit`` runs on the variance arm loss with
-            ``RolloutConfig.variance_bandit`` knobs; with ``loss``, the paper's bandit.
-        eta: Prompt-GDRO step size (exponential-weights temperature).
-        gamma: Prompt-GDRO uniform mixing.
-        ema: Prompt-GDRO score smoothing rate beta.
-        weight_cap: Largest advantage weight.
+        controller: The controller: a ``gdro_core.ControllerConfig`` (or a mapping in
+            ``ControllerConfig.from_mapping``'s shape). ``prompt.mode="off"`` with
+            ``rollout.mode="fixed"`` is plain GRPO; ``rollout.mean`` is the budget (a step
+            generates ``rollout.mean * batch_size`` rollouts). Its seed must be unset: ``seed``
+            seeds the controller. On the command line: ``--recipe`` and ``--SECTION.FIELD``.
         lr: AdamW learning rate of the GRPO phase.
         lr_schedule: ``constant``, or ``cosine``: from ``lr`` at the first step down to 0.1 x
             ``lr`` at the last (set from the step number, so a resumed run follows it too).
@@ -88,25 +92,25 @@ class TrainConfig:
             ``auto`` (``cuda`` when one is visible, else ``cpu``).
 
     Examples:
-        The ``smoke`` preset on top of the defaults, then one field changed:
+        The ``smoke`` preset, then its controller changed: a mapping is merged into it.
 
-        >>> cfg = TrainConfig(**PRESETS["smoke"])
-        >>> cfg.model, cfg.steps, cfg.batch_size, cfg.rollout_mean
+        >>> cfg = PRESETS["smoke"]
+        >>> cfg.model, cfg.steps, cfg.batch_size, cfg.controller.rollout.mean
         ('tiny-llama-0.1m', 3, 8, 4)
-        >>> baseline = cfg.replace(prompt="off", rollout="fixed")  # plain GRPO
-        >>> baseline.prompt, baseline.to_dict()["task"]
-        ('off', 'addition:min_digits=1,max_digits=3,size=500,eval_size=20')
+        >>> baseline = cfg.replace(controller={"prompt": {"mode": "off"}})  # plain GRPO
+        >>> baseline.controller.prompt.mode, baseline.controller.rollout.mode
+        ('off', 'fixed')
 
-        A bad value names the flag, what is allowed and what was given:
+        A bad value names the setting, what is allowed and what was given:
 
-        >>> TrainConfig(rollout_min=1)
+        >>> cfg.replace(controller={"rollout": {"min": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: --rollout-min must be an integer >= 2 (a group of 1 has no baseline); got 1
-        >>> cfg.replace(eta=-1.0)
+        ValueError: controller settings: RolloutConfig.min must be an integer in [2, 4096]; got 1
+        >>> TrainConfig(rollout_mean=8)
         Traceback (most recent call last):
         ...
-        ValueError: controller settings: PromptConfig.eta must be a finite number >= 0; got -1.0
+        TypeError: TrainConfig.rollout_mean moved into the controller: use controller={'rollout': {'mean': 8}} (flag --rollout.mean)
     """
 
     model: str = "tiny-llama-1m"
@@ -115,21 +119,7 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 64
     sampler: Literal["controller", "variance"] = "controller"
-    prompt: PromptMode = "reweight"
-    rollout: RolloutMode = "fixed"
-    rollout_mean: int = 4
-    rollout_min: int = 2
-    rollout_max: int = 12
-    selection: Literal["mode", "sample"] = "mode"
-    num_bins: int = 10
-    window: int | None = None
-    hysteresis: float | None = None
-    pass_k: int | None = None
-    signal: Literal["loss", "failure", "variance"] = "loss"
-    eta: float = 0.65
-    gamma: float = 0.01
-    ema: float = 0.12
-    weight_cap: float = 15.0
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     lr: float = 2e-4
     lr_schedule: Literal["constant", "cosine"] = "constant"
     kl_coef: float = 0.001
@@ -154,6 +144,23 @@ class TrainConfig:
     device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     def __post_init__(self) -> None:
+        if isinstance(self.controller, Mapping):
+            try:
+                built = ControllerConfig.from_mapping(self.controller, where="controller")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"controller settings: {exc}") from None
+            object.__setattr__(self, "controller", built)
+        if not isinstance(self.controller, ControllerConfig):
+            raise TypeError(
+                "TrainConfig.controller must be a gdro_core.ControllerConfig or a mapping; got "
+                f"{type(self.controller).__name__}"
+            )
+        if self.controller.seed is not None:
+            raise ValueError(
+                "TrainConfig.controller.seed must be unset (--seed seeds the controller); "
+                f"got {self.controller.seed}"
+            )
+
         def need(name: str, ok: bool, allowed: str) -> None:
             if not ok:
                 raise ValueError(f"{_flag(name)} must be {allowed}; got {getattr(self, name)!r}")
@@ -198,8 +205,6 @@ class TrainConfig:
         need("clip_low", 0 < self.clip_low < 1, "in (0, 1)")
         need("clip_high", self.clip_high > 0, "> 0")
         need("lr_schedule", self.lr_schedule in ("constant", "cosine"), "constant or cosine")
-        need("prompt", self.prompt in ("off", "reweight", "resample"), "off, reweight or resample")
-        need("rollout", self.rollout in ("fixed", "bandit", "neyman"), "fixed, bandit or neyman")
         need(
             "loss_agg",
             self.loss_agg in ("token-mean", "seq-mean-token-mean"),
@@ -208,113 +213,148 @@ class TrainConfig:
         need("backend", self.backend in ("hf", "vllm"), "hf or vllm")
         need("device", self.device in ("cpu", "cuda", "auto"), "cpu, cuda or auto")
         need("sampler", self.sampler in ("controller", "variance"), "controller or variance")
-        if self.sampler == "variance" and self.prompt == "resample":
+        if self.sampler == "variance" and self.controller.prompt.mode == "resample":
             raise ValueError(
                 "--sampler variance draws the batch itself, so it cannot be combined with "
-                "--prompt resample (which also draws it); got --prompt resample"
+                "--prompt.mode resample (which also draws it); got --prompt.mode resample"
             )
-        need(
-            "rollout_min",
-            isinstance(self.rollout_min, int) and self.rollout_min >= 2,
-            "an integer >= 2 (a group of 1 has no baseline)",
-        )
         if self.eval_samples < 8:
             raise ValueError(
                 f"--eval-samples must be >= 8 (pass@8 needs 8 samples per prompt); "
                 f"got {self.eval_samples}"
             )
-        if self.rollout != "fixed" and self.batch_size < 2:
+        mode = self.controller.rollout.mode
+        if mode != "fixed" and self.batch_size < 2:
             raise ValueError(
-                f"--batch-size must be >= 2 with --rollout {self.rollout} (a budget "
+                f"--batch-size must be >= 2 with --rollout.mode {mode} (a budget "
                 f"of one prompt leaves nothing to move); got {self.batch_size}"
             )
-        controller_configs(self)  # the gdro_core configs validate the controller settings
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        A mapping given for ``controller`` is merged into the current controller's settings,
+        section by section (``{"prompt": {"mode": "off"}}`` changes that field only); a
+        ``recipe`` in it applies that recipe's settings first.
+        """
+        given = changes.get("controller")
+        if isinstance(given, Mapping):
+            try:
+                changes["controller"] = self.controller.merged(given, where="controller")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"controller settings: {exc}") from None
         return dataclasses.replace(self, **changes)
 
+    def controller_config(self) -> ControllerConfig:
+        """The controller's config, seeded with ``seed``.
+
+        Examples:
+            >>> TrainConfig(seed=3).controller_config().seed
+            3
+        """
+        return self.controller.replace(seed=self.seed)
+
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """The fields as a JSON-ready dict (the controller as ``ControllerConfig.to_dict``)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["controller"] = self.controller.to_dict()
+        del out["controller"]["seed"]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; a config saved by the previous release is converted
+        (its flat controller settings moved into ``controller``).
+
+        Examples:
+            >>> TrainConfig.from_dict({"prompt": "off", "rollout_mean": 8}).controller.rollout.mean
+            8
+        """
+        d = dict(d)
+        legacy = {k: d.pop(k) for k in list(d) if k in RENAMED}
+        if legacy:
+            if "controller" in d:
+                raise ValueError(
+                    f"config has both 'controller' and the old settings {sorted(legacy)}"
+                )
+            d["controller"] = controller_from_legacy(legacy)
+        return cls(**d)
 
 
 def _flag(field: str) -> str:
-    return "--" + {"prompt": "prompt", "pass_k": "pass-k"}.get(field, field.replace("_", "-"))
+    return "--" + field.replace("_", "-")
 
 
-def controller_configs(cfg: TrainConfig) -> dict[str, Any]:
-    """Build the ``gdro_core`` configs for ``cfg`` (their constructors validate the values).
+_OLD_DEFAULTS: dict[str, Any] = dict(
+    prompt="reweight", rollout="fixed", rollout_mean=4, rollout_min=2, rollout_max=12,
+    selection="mode", num_bins=10, window=100, hysteresis=None, pass_k=None, signal="loss",
+    eta=0.65, gamma=0.01, ema=0.12, weight_cap=15.0,
+)  # fmt: skip
 
-    Returns:
-        Keyword arguments for ``GDROController`` (without ``num_prompts``).
 
-    Raises:
-        ValueError: Re-raised from the core's config classes, prefixed ``controller settings:``
-            (the message names the core field, e.g. ``PromptConfig.eta``).
+def controller_from_legacy(old: Mapping[str, Any]) -> dict[str, Any]:
+    """The controller mapping for the previous release's flat settings (missing ones: its
+    defaults), giving exactly the controller that release built: the paper's any-correct
+    classifier outcome (or pass@k), and a bandit on the variance arm loss with the ``reward``
+    recipe's knobs when the signal was reward-derived.
 
     Examples:
-        >>> kwargs = controller_configs(TrainConfig(rollout="bandit", num_bins=5, seed=3))
-        >>> sorted(kwargs)
-        ['classifier', 'prompt', 'rollout', 'seed']
-        >>> kwargs["classifier"].num_bins, kwargs["rollout"].mode, kwargs["seed"]
-        (5, 'bandit', 3)
-
-        With a reward-derived signal the rollout bandit runs on the variance arm loss:
-
-        >>> kwargs = controller_configs(TrainConfig(rollout="bandit", signal="variance"))
-        >>> kwargs["rollout"].arm_signal
-        'variance'
+        >>> m = controller_from_legacy({"rollout": "bandit", "signal": "variance"})
+        >>> m["recipe"], m["rollout"]["mode"], m["classifier"]["outcome"]
+        ('reward', 'bandit', 'any')
     """
-    from gdro_core import ClassifierConfig, PromptConfig
-
-    try:
-        return {
-            "classifier": ClassifierConfig(
-                num_bins=cfg.num_bins,
-                window=-1 if cfg.window is None else cfg.window,
-                # None: the core's derived default (0.3 x the narrowest bin)
-                hysteresis=-1.0 if cfg.hysteresis is None else cfg.hysteresis,
-                outcome="rate" if cfg.pass_k is None else "pass@k",
-                k=cfg.pass_k,
-            ),
-            "prompt": PromptConfig(
-                mode=cfg.prompt,
-                eta=cfg.eta,
-                gamma=cfg.gamma,
-                ema=cfg.ema,
-                weight_cap=cfg.weight_cap,
-                signal=cfg.signal,
-            ),
-            "rollout": rollout_config(cfg),
-            "seed": cfg.seed,
-        }
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"controller settings: {exc}") from None
+    o = {**_OLD_DEFAULTS, **old}
+    classifier: dict[str, Any] = {"num_bins": o["num_bins"], "k": o["pass_k"]}
+    if o["pass_k"] is not None:
+        classifier.update(outcome="pass@k", window=-1 if o["window"] is None else o["window"])
+    elif o["window"] is None:  # written between the releases: the core's default outcome
+        classifier.update(outcome="rate", window=-1)
+    else:
+        classifier.update(outcome="any", window=o["window"])
+    if o["hysteresis"] is not None:
+        classifier["hysteresis"] = o["hysteresis"]
+    prompt = {k: o[k] for k in ("eta", "gamma", "ema", "weight_cap", "signal")}
+    prompt["mode"] = o["prompt"]
+    rollout = {
+        "mode": o["rollout"],
+        "mean": o["rollout_mean"],
+        "min": o["rollout_min"],
+        "max": o["rollout_max"],
+        "selection": o["selection"],
+    }
+    out: dict[str, Any] = {"classifier": classifier, "prompt": prompt, "rollout": rollout}
+    if o["rollout"] == "bandit" and o["signal"] != "loss":
+        out["recipe"] = "reward"
+    return out
 
 
-def rollout_config(cfg: TrainConfig) -> Any:
-    """Rollout-GDRO settings: with ``signal="loss"`` the paper's bandit on the prompt loss; with a
-    reward-derived signal the bandit runs on the variance loss with knobs sized to it
-    (``RolloutConfig.variance_bandit``), since the loss is inert without KL (method.md 7.6)."""
-    from gdro_core import RolloutConfig
+def _refuse_renamed(cls: type) -> None:
+    """Make the previous release's keyword arguments a clear error naming the new spelling."""
+    init = cls.__dict__["__init__"]
 
-    common: dict[str, Any] = dict(
-        mode=cfg.rollout,
-        mean=cfg.rollout_mean,
-        min=cfg.rollout_min,
-        max=cfg.rollout_max,
-        selection=cfg.selection,
-    )
-    if cfg.rollout == "bandit" and cfg.signal != "loss":
-        return RolloutConfig.variance_bandit(**common)
-    return RolloutConfig(**common)
+    def __init__(self: Any, **kwargs: Any) -> None:
+        old = sorted(set(kwargs) & set(RENAMED))
+        if old:
+            name = old[0]
+            section, key = RENAMED[name].split(".")
+            raise TypeError(
+                f"TrainConfig.{name} moved into the controller: use "
+                f"controller={{{section!r}: {{{key!r}: {kwargs[name]!r}}}}} "
+                f"(flag --{RENAMED[name]})"
+            )
+        init(self, **kwargs)
+
+    __init__.__doc__ = init.__doc__
+    cls.__init__ = __init__  # type: ignore[misc]
 
 
-#: Presets: field overrides on top of the ``TrainConfig`` defaults.
-PRESETS: dict[str, dict[str, Any]] = {
+_refuse_renamed(TrainConfig)
+
+
+#: Presets: whole configs; ``gdro train --preset NAME`` runs one, and its flags change it.
+PRESETS: dict[str, TrainConfig] = {
     # under a minute on 2 CPU cores: the 0.1 M model, a short SFT, 3 steps
-    "smoke": dict(
+    "smoke": TrainConfig(
         model="tiny-llama-0.1m",
         task="addition:min_digits=1,max_digits=3,size=500,eval_size=20",
         steps=3,
@@ -332,12 +372,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # variance signal: the paper's loss signal is inert with one on-policy update per batch
     # and no KL (method.md section 7.6). 500 held-out prompts x 16 samples narrow the
     # interval of the pass@8 change to about 2 points.
-    "default": dict(
+    "default": TrainConfig(
         task="addition:min_digits=1,max_digits=5,eval_size=500",
         batch_size=32,
-        rollout_mean=8,
+        controller=ControllerConfig.from_mapping({"recipe": "reward", "rollout": {"mean": 8}}),
         kl_coef=0.0,
-        signal="variance",
         lr=1e-4,
         lr_schedule="cosine",
         sft_steps=4000,
@@ -351,17 +390,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # prompts x 16 samples every 100 steps. Built in code: no download, nothing to install.
     # Not yet calibrated on a GPU: the warm-up's target and the learning rates are the 1 M
     # model's recipe scaled by the usual rules (lower lr for a wider model).
-    "gpu": dict(
+    "gpu": TrainConfig(
         model="tiny-llama-34m",
         task="addition:min_digits=1,max_digits=12,size=14000,eval_size=1000",
         device="auto",
         steps=1000,
         batch_size=256,
-        rollout_mean=4,
-        rollout_min=2,
-        rollout_max=12,
+        controller=ControllerConfig.from_mapping({"recipe": "reward", "rollout": {"mean": 4}}),
         kl_coef=0.0,
-        signal="variance",
         lr=3e-5,
         lr_schedule="cosine",
         micro_batch=512,

@@ -13,13 +13,14 @@ One step (``grpo_step``), top to bottom:
 6. ``ctl.update(plan, rewards, losses)`` with the paper's per-prompt loss
    l(x_i) = mean over the prompt's responses of (-token-mean clipped surrogate + kl_coef * KL).
 
-``train`` wraps it: run directory, evaluation, checkpoints, resume. With ``prompt="off"`` and
-``rollout="fixed"`` the same loop is the GRPO baseline (uniform sampling, n-bar rollouts each).
+``train`` wraps it: run directory, evaluation, checkpoints, resume. With the controller's
+``prompt.mode="off"`` and ``rollout.mode="fixed"`` the same loop is the GRPO baseline (uniform sampling, n-bar rollouts each).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from gdro_torch.build import (
     resolve_device,
     sft_steps_for,
 )
-from gdro_torch.config import TrainConfig
+from gdro_torch.config import RENAMED, TrainConfig
 from gdro_torch.evaluate import EvalCounts, paired_change, sample_counts, score_counts
 from gdro_torch.generation import VLLMBackend, generate
 from gdro_torch.grpo import group_advantages, policy_loss, sequence_logprobs
@@ -123,7 +124,7 @@ def grpo_step(ctx: StepContext, step: int) -> dict[str, float]:
         >>> from gdro_torch.build import build_controller, check_inputs, load_policy
         >>> cfg = TrainConfig(
         ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20", batch_size=4,
-        ...     rollout="bandit", rollout_mean=3, sft_steps=0, kl_coef=0.0,
+        ...     controller={"rollout": {"mode": "bandit", "mean": 3}}, sft_steps=0, kl_coef=0.0,
         ... )
         >>> task = check_inputs(cfg)
         >>> model, tok, _ = load_policy(cfg, task)
@@ -380,7 +381,7 @@ def run_config(cfg: TrainConfig, task: Task) -> dict[str, Any]:
 
     return {
         "kind": "train",
-        "num_bins": cfg.num_bins,
+        "num_bins": cfg.controller.classifier.num_bins,
         **cfg.to_dict(),
         "task_spec": task.spec,
         "num_prompts": len(task.train),
@@ -425,10 +426,18 @@ def _sft_summary(sft: dict[str, Any], cached: bool) -> str:
 
 
 def config_diff(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """Fields of ``cfg`` whose value differs from a saved ``config.json`` (as ``name: a -> b``)."""
-    return [
-        f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items() if saved.get(k) != v
-    ]
+    """Fields of ``cfg`` whose value differs from a saved ``config.json`` (as ``name: a -> b``).
+
+    A config saved by the previous release (flat controller settings) is converted first.
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if "controller" not in saved:  # saved by the previous release
+        names |= set(RENAMED)
+    try:
+        old = TrainConfig.from_dict({k: v for k, v in saved.items() if k in names}).to_dict()
+    except (TypeError, ValueError) as exc:
+        return [f"the saved config is not valid here ({exc})"]
+    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in cfg.to_dict().items() if old.get(k) != v]
 
 
 def _trainer_state(ctx: StepContext, step: int) -> dict[str, Any]:
@@ -494,7 +503,7 @@ def train(
         >>> from gdro_torch.rundir import read_metrics
         >>> cfg = TrainConfig(
         ...     model="tiny-llama-0.1m", task="addition:max_digits=2,size=20,eval_size=4",
-        ...     steps=2, batch_size=4, rollout_mean=3, sft_steps=0, eval_every=0,
+        ...     steps=2, batch_size=4, controller={"rollout": {"mean": 3}}, sft_steps=0, eval_every=0,
         ...     checkpoint_every=0,
         ... )
         >>> done = []

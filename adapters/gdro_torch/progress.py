@@ -178,7 +178,8 @@ def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
         ...     eval_end={"eval/pass@8": 0.5, "eval/pass@8/level2": 0.25},
         ...     change={"pass@8": (0.25, 0.0625)},  # with its 95% interval over held-out prompts
         ... )
-        >>> cfg, task = TrainConfig(prompt="off"), load_task("addition:max_digits=2")
+        >>> cfg = TrainConfig(controller={"prompt": {"mode": "off"}})
+        >>> task = load_task("addition:max_digits=2")
         >>> with mock.patch.dict(os.environ, {"TTY_COMPATIBLE": "0"}):  # plain text everywhere
         ...     print_summary(cfg, task, result, wall_s=372.4)  # doctest: +NORMALIZE_WHITESPACE
                       prompt=off rollout=fixed
@@ -191,7 +192,8 @@ def print_summary(cfg: Any, task: Any, result: Any, wall_s: float) -> None:
                        addition:max_digits=2
         steps 200/200  wall 372 s  run runs/demo
     """
-    table = Table(title=f"prompt={cfg.prompt} rollout={cfg.rollout}", caption=task.spec)
+    mode = cfg.controller
+    table = Table(title=f"prompt={mode.prompt.mode} rollout={mode.rollout.mode}", caption=task.spec)
     table.add_column("held-out metric")
     table.add_column("start", justify="right")
     table.add_column("end", justify="right")

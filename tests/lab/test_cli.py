@@ -1,15 +1,31 @@
-"""``gdro simulate`` end to end: files, run directories ``gdro report`` reads, errors, determinism."""
+"""``gdro simulate`` end to end: files, run directories ``gdro report`` reads, errors, determinism.
+
+Each test runs the real ``gdro`` entry point (:func:`gdro_cli.main.main`, its one-line errors and
+exit codes included) with ``simulate`` dispatched to :mod:`gdro_cli.simulate`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from gdro_cli.main import main
+from gdro_cli import simulate
+from gdro_cli.main import SUBCOMMANDS, main
 from gdro_lab.run import STRATEGIES
+
+
+def gdro(argv: Sequence[str]) -> int:
+    """``gdro ARGV``, with the ``simulate`` subcommand served by :mod:`gdro_cli.simulate`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(SUBCOMMANDS, "simulate", ("gdro_cli.simulate", SUBCOMMANDS["simulate"][1]))
+        return main(list(argv))
 
 CTL_KEYS = ("classifier/mean_bin", "prompt/entropy", "rollout/shadow_price",
             "rollout/budget_unconstrained", "rollout/budget_target")
@@ -18,7 +34,7 @@ CTL_KEYS = ("classifier/mean_bin", "prompt/entropy", "rollout/shadow_price",
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "smoke"
-    assert main(["simulate", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    assert gdro(["simulate", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
     return out
 
 
@@ -68,9 +84,9 @@ def test_run_dirs_follow_the_report_format(smoke: Path, strategy: str) -> None:
 def test_same_seed_same_bytes_and_rerun_in_place(tmp_path: Path) -> None:
     args = ["simulate", "--preset", "smoke", "--strategies", "gdro-both,knapsack,dapo",
             "--seeds", "1", "--steps", "12", "--no-progress", "--no-plots", "--out"]
-    assert main([*args, str(tmp_path / "a")]) == 0
-    assert main([*args, str(tmp_path / "b")]) == 0
-    assert main([*args, str(tmp_path / "a")]) == 0  # a folder gdro simulate wrote is reused
+    assert gdro([*args, str(tmp_path / "a")]) == 0
+    assert gdro([*args, str(tmp_path / "b")]) == 0
+    assert gdro([*args, str(tmp_path / "a")]) == 0  # a folder gdro simulate wrote is reused
     for s in ("gdro-both", "knapsack", "dapo"):
         a = (tmp_path / "a" / "runs" / f"{s}-s0" / "metrics.jsonl").read_bytes()
         b = (tmp_path / "b" / "runs" / f"{s}-s0" / "metrics.jsonl").read_bytes()
@@ -78,7 +94,7 @@ def test_same_seed_same_bytes_and_rerun_in_place(tmp_path: Path) -> None:
 
 
 def test_seeds_differ(tmp_path: Path) -> None:
-    assert main(["simulate", "--preset", "smoke", "--strategies", "uniform", "--steps", "5",
+    assert gdro(["simulate", "--preset", "smoke", "--strategies", "uniform", "--steps", "5",
                  "--no-progress", "--no-plots", "--out", str(tmp_path)]) == 0
     a = (tmp_path / "runs" / "uniform-s0" / "metrics.jsonl").read_text()
     b = (tmp_path / "runs" / "uniform-s1" / "metrics.jsonl").read_text()
@@ -86,7 +102,7 @@ def test_seeds_differ(tmp_path: Path) -> None:
 
 
 def test_curriculum_table_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["simulate", "--preset", "smoke", "--strategies", "uniform,gdro-both",
+    assert gdro(["simulate", "--preset", "smoke", "--strategies", "uniform,gdro-both",
                  "--seeds", "1", "--steps", "10", "--print-every", "5", "--no-progress",
                  "--no-plots", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -107,7 +123,7 @@ def test_curriculum_table_is_printed(tmp_path: Path, capsys: pytest.CaptureFixtu
 ])
 def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   flags: list[str], message: str) -> None:
-    code = main(["simulate", "--preset", "smoke", "--no-progress", "--out",
+    code = gdro(["simulate", "--preset", "smoke", "--no-progress", "--out",
                  str(tmp_path / "x"), *flags])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
@@ -115,12 +131,12 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_refuses_a_foreign_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    assert main(["simulate", "--preset", "smoke", "--out", str(tmp_path)]) == 2
+    assert gdro(["simulate", "--preset", "smoke", "--out", str(tmp_path)]) == 2
     assert "--out must be a new or empty folder" in capsys.readouterr().err
 
 
 def test_strategies_accept_spaces_and_commas(tmp_path: Path) -> None:
-    assert main(["simulate", "--preset", "smoke", "--strategies", "uniform", "dapo,knapsack",
+    assert gdro(["simulate", "--preset", "smoke", "--strategies", "uniform", "dapo,knapsack",
                  "--seeds", "1", "--steps", "3", "--no-progress", "--no-plots",
                  "--out", str(tmp_path)]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -130,9 +146,9 @@ def test_strategies_accept_spaces_and_commas(tmp_path: Path) -> None:
 def test_rerun_replaces_the_previous_runs(tmp_path: Path) -> None:
     base = ["simulate", "--preset", "smoke", "--seeds", "1", "--steps", "3", "--no-progress",
             "--no-plots", "--out", str(tmp_path)]
-    assert main([*base, "--strategies", "uniform,dapo"]) == 0
+    assert gdro([*base, "--strategies", "uniform,dapo"]) == 0
     (tmp_path / "runs" / "mine").mkdir()  # not listed by gdro simulate: left alone
-    assert main([*base, "--strategies", "knapsack"]) == 0
+    assert gdro([*base, "--strategies", "knapsack"]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert runs == ["knapsack-s0", "mine"]
 
@@ -140,7 +156,7 @@ def test_rerun_replaces_the_previous_runs(tmp_path: Path) -> None:
 def test_controller_flags_set_the_controller_settings(tmp_path: Path) -> None:
     # each flag lands in SimConfig.controller, on top of every strategy's mapping, and the run
     # directories and results.json show the settings the controllers were built with
-    assert main(["simulate", "--preset", "smoke", "--strategies", "rollout-bandit,knapsack,gdro-both",
+    assert gdro(["simulate", "--preset", "smoke", "--strategies", "rollout-bandit,knapsack,gdro-both",
                  "--seeds", "1", "--steps", "4", "--no-progress", "--no-plots",
                  "--rollout.mean", "6", "--rollout.min", "3", "--rollout.max", "10",
                  "--num-bins", "5", "--eta", "0.3", "--dual-step", "1e-3", "--selection", "sample",
@@ -169,10 +185,91 @@ def test_the_old_mean_rollouts_flag_still_works_with_a_warning(
 ) -> None:
     base = ["simulate", "--preset", "smoke", "--strategies", "uniform", "--seeds", "1",
             "--steps", "3", "--no-progress", "--no-plots"]
-    assert main([*base, "--mean-rollouts", "6", "--out", str(tmp_path / "old")]) == 0
+    assert gdro([*base, "--mean-rollouts", "6", "--out", str(tmp_path / "old")]) == 0
     assert "--mean-rollouts is deprecated (gone next release): use --rollout.mean" in (
         capsys.readouterr().err)
-    assert main([*base, "--rollout.mean", "6", "--out", str(tmp_path / "new")]) == 0
+    assert gdro([*base, "--rollout.mean", "6", "--out", str(tmp_path / "new")]) == 0
     runs = [(tmp_path / d / "runs" / "uniform-s0" / "metrics.jsonl").read_bytes()
             for d in ("old", "new")]
     assert runs[0] == runs[1]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gdro simulate")
+    simulate.add_arguments(parser)
+    return parser
+
+
+def test_the_flags_and_their_spellings() -> None:
+    # the command's surface: the generated --SECTION.FIELD controller flags, their short
+    # spellings, the renamed --mean-rollouts, and the simulation's own flags
+    flags = {o for action in _parser()._actions for o in action.option_strings}
+    controller = {f"--{path}" for path, *_ in simulate.CONTROLLER_FLAGS}
+    assert controller == {
+        "--classifier.num_bins", "--classifier.outcome", "--prompt.signal", "--prompt.score_rule",
+        "--prompt.eta", "--rollout.mean", "--rollout.min", "--rollout.max",
+        "--rollout.dual_step", "--rollout.selection"}
+    short = {"--num-bins", "--signal", "--score-rule", "--eta", "--dual-step", "--selection"}
+    own = {"-h", "--help", "--preset", "--scenario", "--strategies", "--seeds", "--steps",
+           "--num-prompts", "--batch-size", "--eval-every", "--eval-size", "--target",
+           "--mean-rollouts", "--lr-shared", "--lr-own", "--aggregation", "--print-every",
+           "--out", "--no-plots", "--no-progress"}
+    assert flags == controller | short | own
+
+
+@pytest.mark.parametrize(("long", "short", "value"), [
+    ("--classifier.num_bins", "--num-bins", "5"), ("--prompt.signal", "--signal", "variance"),
+    ("--prompt.score_rule", "--score-rule", "cumulative"), ("--prompt.eta", "--eta", "0.3"),
+    ("--rollout.dual_step", "--dual-step", "1e-3"), ("--rollout.selection", "--selection", "sample"),
+])
+def test_a_short_spelling_sets_the_same_field(long: str, short: str, value: str) -> None:
+    parser = _parser()
+    a = parser.parse_args([long, value, "--out", "x"])
+    b = parser.parse_args([short, value, "--out", "x"])
+    assert a == b and simulate.settings(a)["controller"] == simulate.settings(b)["controller"]
+    section, name = long[2:].split(".")
+    assert simulate.settings(a)["controller"][section][name] is not None
+
+
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+from gdro_cli.main import SUBCOMMANDS, main
+SUBCOMMANDS["simulate"] = ("gdro_cli.simulate", SUBCOMMANDS["simulate"][1])
+raise SystemExit(main({argv!r}))
+"""
+
+
+@pytest.mark.parametrize(("blocked", "flags", "missing"), [
+    ({"rich", "matplotlib"}, [], "rich"), ({"matplotlib"}, [], "matplotlib"),
+    ({"rich"}, ["--no-plots"], "rich")])
+def test_a_missing_extra_is_named_before_the_output_folder_is_touched(
+    tmp_path: Path, blocked: set[str], flags: list[str], missing: str
+) -> None:
+    out = tmp_path / "sim"
+    base = ["simulate", "--preset", "smoke", "--strategies", "uniform", "--seeds", "1",
+            "--steps", "3", "--no-progress", "--no-plots"]
+    assert gdro([*base, "--out", str(out)]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    argv = [*base[:-1], *flags, "--strategies", "knapsack", "--out", str(out)]
+    code = BLOCK.format(blocked=blocked, argv=argv)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert f"gdro simulate needs the 'cli' extra (the package {missing!r}" in proc.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing replaced
+
+
+def test_simulate_with_no_plots_needs_no_matplotlib(tmp_path: Path) -> None:
+    argv = ["simulate", "--preset", "smoke", "--strategies", "uniform", "--seeds", "1",
+            "--steps", "3", "--no-progress", "--no-plots", "--out", str(tmp_path / "sim")]
+    code = BLOCK.format(blocked={"matplotlib"}, argv=argv)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "sim" / "results.json").is_file()

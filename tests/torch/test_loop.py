@@ -100,7 +100,10 @@ def test_variable_groups_weights_rewards_and_losses_reach_the_right_places(
     tiny_cfg: TrainConfig, monkeypatch: pytest.MonkeyPatch, rollout: str
 ) -> None:
     cfg = tiny_cfg.replace(
-        prompt="reweight", rollout=rollout, batch_size=12, micro_batch=7, kl_coef=0.01
+        controller={"prompt": {"mode": "reweight"}, "rollout": {"mode": rollout}},
+        batch_size=12,
+        micro_batch=7,
+        kl_coef=0.01,
     )
     ctx = _context(cfg)
     _prewarm(ctx.ctl, len(ctx.task.train))
@@ -132,8 +135,9 @@ def test_variable_groups_weights_rewards_and_losses_reach_the_right_places(
     expected = [resp[s : s + n].mean() for s, n in zip(starts, sizes)]
     assert losses.tolist() == pytest.approx(expected, rel=1e-6, abs=1e-9)
     # budget invariants
-    assert sum(sizes) == cfg.rollout_mean * cfg.batch_size == metrics["train/rollouts"]
-    assert min(sizes) >= cfg.rollout_min and max(sizes) <= cfg.rollout_max
+    rc = cfg.controller.rollout
+    assert sum(sizes) == rc.mean * cfg.batch_size == metrics["train/rollouts"]
+    assert min(sizes) >= rc.min and max(sizes) <= rc.max
     assert ro.input_ids.shape[0] == sum(sizes)
 
 
@@ -141,7 +145,9 @@ def test_weights_change_the_update(tiny_cfg: TrainConfig) -> None:
     """The same batch trained with and without Prompt-GDRO weights moves the policy differently."""
     moved = {}
     for prompt in ("reweight", "off"):
-        ctx = _context(tiny_cfg.replace(prompt=prompt, batch_size=12, kl_coef=0.0))
+        ctx = _context(
+            tiny_cfg.replace(controller={"prompt": {"mode": prompt}}, batch_size=12, kl_coef=0.0)
+        )
         _prewarm(ctx.ctl, len(ctx.task.train))
         before = [p.detach().clone() for p in ctx.policy.parameters()]
         grpo_step(ctx, step=0)
@@ -155,7 +161,9 @@ def test_weights_change_the_update(tiny_cfg: TrainConfig) -> None:
     [("off", "fixed"), ("resample", "bandit"), ("reweight", "neyman"), ("off", "bandit")],
 )
 def test_budget_and_metrics_every_mode(tiny_cfg: TrainConfig, prompt: str, rollout: str) -> None:
-    cfg = tiny_cfg.replace(prompt=prompt, rollout=rollout, rollout_mean=3, rollout_max=6)
+    cfg = tiny_cfg.replace(
+        controller={"prompt": {"mode": prompt}, "rollout": {"mode": rollout, "mean": 3, "max": 6}}
+    )
     ctx = _context(cfg)
     _prewarm(ctx.ctl, len(ctx.task.train))
     for step in range(2):

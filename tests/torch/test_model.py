@@ -233,7 +233,7 @@ def test_the_gpu_preset_model_is_tens_of_millions_of_parameters_and_fits_its_tas
     from gdro_torch.config import PRESETS
     from gdro_torch.model import EMBEDDED_MODELS
 
-    preset = TrainConfig(**PRESETS["gpu"])
+    preset = PRESETS["gpu"]
     model, tok = build_embedded(preset.model, seed=0)
     params = sum(p.numel() for p in model.parameters())
     assert 20e6 < params < 100e6

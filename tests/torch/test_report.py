@@ -1,14 +1,20 @@
-"""``gdro report`` on synthetic run directories of both kinds, with missing keys."""
+"""``gdro report`` on synthetic run directories of both kinds, with missing keys; the one reader
+and the one smoothing behind it (:mod:`gdro_cli.runs`)."""
 
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gdro_cli.report import load_run, write_report
+from gdro_cli.report import write_report
+from gdro_cli.runs import load_run, read_jsonl, smooth
 
 
 def _write_run(path: Path, kind: str, steps: int, with_eval: bool, seed: int) -> None:
@@ -120,15 +126,15 @@ def test_report_mechanism_panels_rollout_panels_and_rollouts_to_target(
     import gdro_cli.report as report
 
     figures: dict[str, list[str]] = {}
-    real_savefig = report._savefig
+    real_savefig = report.savefig
 
-    def savefig(fig, path: Path) -> None:  # record each figure's panel titles and title
+    def savefig(fig, path: Path) -> Path:  # record each figure's panel titles and title
         figures[path.name] = [ax.get_title() for ax in fig.axes] + [
             fig._suptitle.get_text() if fig._suptitle else ""
         ]
-        real_savefig(fig, path)
+        return real_savefig(fig, path)
 
-    monkeypatch.setattr(report, "_savefig", savefig)
+    monkeypatch.setattr(report, "savefig", savefig)
     same = {"seed": 0, "sft_seed": 0, "task": "addition", "model": "m"}
     _train_run(
         tmp_path / "grpo",
@@ -172,3 +178,89 @@ def test_report_mechanism_panels_rollout_panels_and_rollouts_to_target(
     assert "| grpo | grpo | 0.600 | 4.0 | 64 | 160 |" in md
     assert "| lone |" not in md.split("## Rollouts")[1]
     assert (out / "rollouts_to_target.png").stat().st_size > 5000
+
+
+def _trailing_mean(values: list[float], window: int) -> list[float]:
+    """The oracle of ``smooth``: a loop over the finite values seen so far."""
+    out, seen = [], []
+    for v in values:
+        if math.isfinite(v):
+            seen.append(v)
+            out.append(sum(seen[-window:]) / len(seen[-window:]))
+        else:
+            out.append(math.nan)
+    return out
+
+
+finite_or_missing = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False), st.just(math.nan), st.just(math.inf)
+)
+
+
+@given(st.lists(finite_or_missing, max_size=60), st.integers(1, 25))
+@settings(max_examples=200, deadline=None)
+def test_smooth_is_a_trailing_mean_over_finite_values_that_keeps_alignment(
+    values: list[float], window: int
+) -> None:
+    out = smooth(values, window)
+    assert out.shape == (len(values),)
+    missing = ~np.isfinite(np.asarray(values, dtype=float))
+    assert np.array_equal(np.isnan(out), missing)  # NaN exactly where the step has no value
+    np.testing.assert_allclose(out, _trailing_mean(values, window), rtol=1e-9, atol=1e-6)
+    finite = [v for v in values if math.isfinite(v)]
+    if finite:  # a mean stays within the values it averages
+        assert np.nanmin(out) >= min(finite) - 1e-6 and np.nanmax(out) <= max(finite) + 1e-6
+    np.testing.assert_array_equal(smooth(values, 1)[~missing], np.asarray(finite))
+
+
+def test_smooth_rejects_a_window_below_one_and_gdro_report_names_its_flag(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="window must be an integer >= 1; got 0"):
+        smooth([1.0, 2.0], 0)
+    with pytest.raises(TypeError, match="window must be an integer"):
+        smooth([1.0, 2.0], 2.5)  # type: ignore[arg-type]
+    _write_run(tmp_path / "run", "train", 10, with_eval=False, seed=0)
+    with pytest.raises(ValueError, match="smooth must be an integer >= 0; got -1"):
+        write_report([tmp_path / "run"], tmp_path / "out", smooth=-1)
+    assert not (tmp_path / "out").exists()  # a rejected call writes nothing
+
+
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["step", "a", "b/0"]), st.floats(0, 1)), max_size=8),
+    st.sampled_from(["", "\n", '{"step": 3, "a"', "[1, 2]\n", "7\n"]),
+)
+@settings(max_examples=50, deadline=None)
+def test_read_jsonl_returns_the_objects_and_skips_torn_or_foreign_lines(
+    rows: list[dict[str, float]], tail: str
+) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "metrics.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+        assert read_jsonl(path) == rows
+        assert read_jsonl(Path(d) / "not-yet.jsonl") == []
+
+
+def test_report_draws_smoothed_curves_against_their_own_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gdro_cli.report as report
+
+    lines: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    real_savefig = report.savefig
+
+    def savefig(fig, path: Path) -> Path:
+        lines[path.name] = [(ln.get_xdata(), ln.get_ydata()) for ln in fig.axes[0].get_lines()]
+        return real_savefig(fig, path)
+
+    monkeypatch.setattr(report, "savefig", savefig)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    # steps 1..30, no reward logged at steps 10 and 20 (NaN written as null by a crashed step)
+    reward = {s: float(s % 7) for s in range(1, 31) if s not in (10, 20)}
+    rows = [{"step": s, "train/reward_mean": reward.get(s)} for s in range(1, 31)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report([run], tmp_path / "out", smooth=4)
+    ((x, y),) = lines["learning_curves.png"]
+    steps = sorted(reward)
+    np.testing.assert_array_equal(x, steps)  # every logged step, none shifted or dropped
+    np.testing.assert_allclose(y, _trailing_mean([reward[s] for s in steps], 4))

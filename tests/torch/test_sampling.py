@@ -64,20 +64,24 @@ def test_bad_input_is_refused_and_changes_nothing() -> None:
     assert not s.last_total.any()
     with pytest.raises(ValueError, match="floor must be in"):
         VarianceSampler(10, seed=0, floor=0.5)
-    with pytest.raises(ValueError, match="cannot be combined with --prompt resample"):
-        TrainConfig(sampler="variance", prompt="resample")
+    with pytest.raises(ValueError, match="cannot be combined with --prompt.mode resample"):
+        TrainConfig(sampler="variance", controller={"prompt": {"mode": "resample"}})
 
 
 def test_train_with_the_variance_sampler_logs_the_controller_and_resumes_exactly(
     tiny_cfg: TrainConfig, tmp_path: Path
 ) -> None:
     cfg = tiny_cfg.replace(
-        sampler="variance", prompt="off", rollout="fixed", steps=4, checkpoint_every=2, eval_every=2
+        sampler="variance",
+        controller={"prompt": {"mode": "off"}, "rollout": {"mode": "fixed"}},
+        steps=4,
+        checkpoint_every=2,
+        eval_every=2,
     )
     train(cfg, tmp_path / "full")
     full = read_metrics(tmp_path / "full" / "metrics.jsonl")
     steps = full[1:]
-    assert [r["train/rollouts"] for r in steps] == [cfg.batch_size * cfg.rollout_mean] * 4
+    assert [r["train/rollouts"] for r in steps] == [cfg.batch_size * cfg.controller.rollout.mean] * 4
     for r in steps:  # the controller plans and learns from every batch: its metrics are there
         assert {"mechanism/visits_mean", "classifier/mean_bin", "sampler/weight_mean"} <= set(r)
     assert steps[0]["sampler/unseen"] == 1.0 and steps[0]["sampler/weight_mean"] == 0.25

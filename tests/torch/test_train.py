@@ -38,7 +38,7 @@ def _strip_timings(rows: list[dict]) -> list[dict]:
 
 
 def test_run_directory_contents(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
-    cfg = tiny_cfg.replace(eval_every=2, checkpoint_every=2, rollout="bandit")
+    cfg = tiny_cfg.replace(eval_every=2, checkpoint_every=2, controller={"rollout": {"mode": "bandit"}})
     result = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
     config = json.loads((run / "config.json").read_text())
@@ -82,8 +82,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_cfg: TrainConfig, tmp_path:
         steps=4,
         eval_every=2,
         checkpoint_every=2,
-        rollout="neyman",
-        prompt="resample",
+        controller={"rollout": {"mode": "neyman"}, "prompt": {"mode": "resample"}},
         lr_schedule="cosine",
     )
     train(cfg, tmp_path / "full")
@@ -136,12 +135,14 @@ def test_bad_input_fails_before_compute(
 
 
 def test_bad_settings_name_the_flag(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--rollout-min must be an integer >= 2"):
-        tiny_cfg.replace(rollout_min=1)
-    with pytest.raises(ValueError, match="--batch-size must be >= 2 with --rollout bandit"):
-        tiny_cfg.replace(rollout="bandit", batch_size=1)
+    with pytest.raises(ValueError, match=r"RolloutConfig.min must be an integer in \[2, 4096\]"):
+        tiny_cfg.replace(controller={"rollout": {"min": 1}})
+    with pytest.raises(ValueError, match="--batch-size must be >= 2 with --rollout.mode bandit"):
+        tiny_cfg.replace(controller={"rollout": {"mode": "bandit"}}, batch_size=1)
     with pytest.raises(ValueError, match="controller settings: .*mean"):
-        tiny_cfg.replace(rollout_mean=20)
+        tiny_cfg.replace(controller={"rollout": {"mean": 20}})
+    with pytest.raises(TypeError, match=r"TrainConfig.rollout_mean moved into the controller"):
+        TrainConfig(rollout_mean=8)
     with pytest.raises(ValueError, match="--eval-samples must be >= 8"):
         tiny_cfg.replace(eval_samples=4)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
@@ -158,7 +159,9 @@ def test_local_model_directory_trains(
 
 def test_reasoning_gym_task_trains(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
     cfg = tiny_cfg.replace(
-        task="chain_sum:min_digits=1,max_digits=2,size=40,eval_size=8", steps=1, rollout="neyman"
+        task="chain_sum:min_digits=1,max_digits=2,size=40,eval_size=8",
+        steps=1,
+        controller={"rollout": {"mode": "neyman"}},
     )
     result = train(cfg, tmp_path / "run")
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -285,8 +288,8 @@ def test_the_gpu_preset_runs_at_smoke_size_on_cpu(tmp_path: Path) -> None:
     the model): two steps on the CPU (``device=auto`` finds no GPU here)."""
     from gdro_torch.config import PRESETS
 
-    preset = TrainConfig(**PRESETS["gpu"])
-    assert (preset.batch_size, preset.rollout_mean, preset.steps) == (256, 4, 1000)
+    preset = PRESETS["gpu"]
+    assert (preset.batch_size, preset.controller.rollout.mean, preset.steps) == (256, 4, 1000)
     assert preset.device == "auto" and preset.sft_target_loss is not None
     cfg = preset.replace(
         model="tiny-llama-0.1m",

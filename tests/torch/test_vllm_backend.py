@@ -117,13 +117,15 @@ def test_train_samples_with_the_engine_and_pushes_weights_after_every_update(
     stand_in: type[_LLM], layout: str, tiny_cfg: TrainConfig, tmp_path: Path
 ) -> None:
     stand_in.layout = layout
-    cfg = tiny_cfg.replace(backend="vllm", steps=2, rollout="bandit", rollout_mean=3)
+    cfg = tiny_cfg.replace(
+        backend="vllm", steps=2, controller={"rollout": {"mode": "bandit", "mean": 3}}
+    )
     result = train(cfg, tmp_path / "run")
     llm = stand_in.last
     assert llm is not None and result.steps_done == 2
     assert llm.kwargs["dtype"] == "float32" and llm.kwargs["enforce_eager"] is True
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    budget = cfg.batch_size * cfg.rollout_mean
+    budget = cfg.batch_size * cfg.controller.rollout.mean
     assert [r["train/rollouts"] for r in rows[1:]] == [budget, budget]
     # every rollout is one request with its own seed; a step's seeds are all different
     assert len(llm.requests) == 2 * budget

@@ -1,8 +1,13 @@
 """``gdro train``: the command line of the torch GRPO loop.
 
-Settings come from, in increasing priority: ``TrainConfig``'s defaults, the ``--preset``, the
-flags given. With ``--resume RUN_DIR`` they come from the run's ``config.json``; a flag that
-contradicts it is an error.
+Settings come from, in increasing priority: the ``--preset`` (a whole ``TrainConfig``; ``default``
+when none is named), then the flags given. The run's own settings have one flag per field
+(``--batch-size``); the controller's come from the core: ``--recipe`` and one ``--SECTION.FIELD``
+flag per ``ClassifierConfig``/``PromptConfig``/``RolloutConfig`` field (``--rollout.mean``),
+generated from the configs (:mod:`gdro_cli.flags`). ``--help`` shows the values the preset will
+run. With ``--resume RUN_DIR`` the settings come from the run's ``config.json``; a flag that
+contradicts it is an error. The previous release's controller flags (``--rollout-mean``,
+``--signal``, ...) still work for one release, with a warning.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import signal
 import sys
 import time
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gdro_torch.config import PRESETS, TrainConfig
+from gdro_cli import flags as _flags
+from gdro_torch.config import PRESETS, RENAMED, TrainConfig
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -43,36 +50,6 @@ _GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
                 "which prompts a step trains on: controller (its sample) | variance (a peer "
                 "strategy: p ~ max(p(1-p), 0.01) from the prompt's latest group, 0.25 unseen)",
             ),
-        ],
-    ),
-    (
-        "Prompt-GDRO",
-        [
-            ("prompt", "off | reweight | resample (off + --rollout fixed = the GRPO baseline)"),
-            ("signal", "adversary signal: loss (paper) | failure | variance"),
-            ("eta", "exponential-weights step size"),
-            ("gamma", "uniform mixing"),
-            ("ema", "score smoothing rate"),
-            ("weight_cap", "largest advantage weight"),
-        ],
-    ),
-    (
-        "Rollout-GDRO",
-        [
-            ("rollout", "fixed | bandit | neyman"),
-            ("rollout_mean", "mean rollouts per prompt (the budget is mean x batch)"),
-            ("rollout_min", "fewest rollouts per prompt (>= 2)"),
-            ("rollout_max", "most rollouts per prompt"),
-            ("selection", "budget allocator: mode | sample"),
-        ],
-    ),
-    (
-        "difficulty classifier",
-        [
-            ("num_bins", "difficulty bins"),
-            ("window", "classifier memory in visits (0 = cumulative; default: the core's)"),
-            ("hysteresis", "bin hysteresis (default 0.3 x narrowest bin)"),
-            ("pass_k", "per-visit pass@k outcome with this k (default: pooled per-rollout rate)"),
         ],
     ),
     (
@@ -129,13 +106,51 @@ def _flag_type(field: dataclasses.Field[Any]) -> tuple[Any, list[str] | None]:
     return base, None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+#: The previous release's controller flags and their types (kept for one release).
+_LEGACY_TYPES: dict[str, Any] = {
+    "prompt": str,
+    "rollout": str,
+    "selection": str,
+    "signal": str,
+    "rollout_mean": int,
+    "rollout_min": int,
+    "rollout_max": int,
+    "num_bins": int,
+    "window": int,
+    "pass_k": int,
+    "hysteresis": float,
+    "eta": float,
+    "gamma": float,
+    "ema": float,
+    "weight_cap": float,
+}
+
+
+def _preset_named(argv: Sequence[str] | None) -> str:
+    """The ``--preset`` given in ``argv`` (``default`` when none or an unknown one)."""
+    args = list(argv or [])
+    for i, a in enumerate(args):
+        name = a.split("=", 1)[1] if a.startswith("--preset=") else None
+        if a == "--preset" and i + 1 < len(args):
+            name = args[i + 1]
+        if name is not None and name in PRESETS:
+            return name
+    return "default"
+
+
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
     """Register the flags of ``gdro train``.
 
-    Every :class:`~gdro_torch.config.TrainConfig` field gets a flag (``batch_size`` becomes
-    ``--batch-size``) defaulting to None, so that :func:`config_from_args` can tell the flags
-    given from the preset's values; the run options (``--preset``, ``--out``, ``--resume``,
-    ...) come first.
+    Every :class:`~gdro_torch.config.TrainConfig` field but ``controller`` gets a flag
+    (``batch_size`` becomes ``--batch-size``), and the controller gets ``--recipe`` and one
+    ``--SECTION.FIELD`` flag per core setting (:func:`gdro_cli.flags.add_controller_arguments`).
+    All default to None, so that :func:`config_from_args` can tell the flags given from the
+    preset's values; the help shows the values of the preset named in ``argv`` (``default``
+    when none is), which is what the run will use.
+
+    Args:
+        parser: the subcommand's parser.
+        argv: the command line, to show the named preset's values in ``--help``.
 
     Raises:
         RuntimeError: If a ``TrainConfig`` field has no flag (a programming error).
@@ -144,31 +159,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         >>> import argparse, contextlib, io
         >>> parser = argparse.ArgumentParser(prog="gdro train")
         >>> add_arguments(parser)
-        >>> args = parser.parse_args(["--preset", "smoke", "--batch-size", "4", "--rollout=bandit"])
-        >>> args.preset, args.batch_size, args.rollout, args.lr  # --lr not given: None
+        >>> args = parser.parse_args(["--preset", "smoke", "--batch-size", "4", "--rollout.mode=bandit"])
+        >>> args.preset, args.batch_size, getattr(args, "rollout.mode"), args.lr  # --lr: None
         ('smoke', 4, 'bandit', None)
 
-        Choices come from the ``Literal`` types of the fields:
+        The help shows what a bare ``gdro train`` runs (the ``default`` preset):
 
-        >>> stderr = io.StringIO()
-        >>> with contextlib.redirect_stderr(stderr), contextlib.suppress(SystemExit):
-        ...     parser.parse_args(["--rollout", "greedy"])
-        >>> print(stderr.getvalue().splitlines()[-1])  # doctest: +ELLIPSIS
-        gdro train: error: argument --rollout: invalid choice: 'greedy' (choose from ...)
+        >>> text = parser.format_help()
+        >>> "prompts per step N [32]" in text, "--rollout.mean MEAN" in text
+        (True, True)
     """
+    preset = PRESETS[_preset_named(argv)]
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="smoke: under a minute; default: about 7 minutes (4 of them a cached warm-up), "
-        "GRPO + Prompt-GDRO on 1-5 digit addition; gpu: the paper's shape (14k prompts, "
-        "256 x 4 rollouts, 1,000 steps, a 34M model warmed up from scratch) for one GPU",
+        help="default (when none is named): about 7 minutes (4 of them a cached warm-up), GRPO "
+        "+ Prompt-GDRO on 1-5 digit addition; smoke: under a minute; gpu: the paper's shape "
+        "(14k prompts, 256 x 4 rollouts, 1,000 steps, a 34M model warmed up from scratch) for "
+        "one GPU. The [values] below are the named preset's",
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="run directory (default runs/train-<preset>-<prompt>-<rollout>-s<seed>)",
+        help="run directory (default runs/train-<preset>-<prompt mode>-<rollout mode>-s<seed>)",
     )
     parser.add_argument(
         "--resume",
@@ -196,23 +211,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(title)
         for name, help_text in entries:
             typ, choices = _flag_type(fields[name])
-            default = fields[name].default
             group.add_argument(
                 "--" + name.replace("_", "-"),
                 dest=name,
                 type=typ,
                 choices=choices,
                 default=None,
-                help=f"{help_text} [{default}]",
+                help=f"{help_text} [{getattr(preset, name)}]",
             )
-    covered = {n for _, entries in _GROUPS for n, _ in entries}
+    covered = {n for _, entries in _GROUPS for n, _ in entries} | {"controller"}
     missing = set(fields) - covered
     if missing:  # every setting has a flag
         raise RuntimeError(f"TrainConfig fields without a flag: {sorted(missing)}")
+    _flags.add_controller_arguments(parser, preset.controller)
+    for old, typ in _LEGACY_TYPES.items():
+        parser.add_argument(
+            "--" + old.replace("_", "-"), dest="legacy." + old, type=typ, help=argparse.SUPPRESS
+        )
+
+
+def _apply_legacy(args: argparse.Namespace) -> None:
+    """Map the previous release's controller flags onto the new ones, with a warning."""
+    for old in _LEGACY_TYPES:
+        value = getattr(args, "legacy." + old, None)
+        if value is None:
+            continue
+        new = RENAMED[old]
+        if getattr(args, new, None) is not None:
+            raise ValueError(f"--{old.replace('_', '-')} and --{new} were both given")
+        print(
+            f"gdro train: --{old.replace('_', '-')} is deprecated (gone next release): "
+            f"use --{new}"
+            + (" (and --recipe reward for a reward-derived signal)" if old == "signal" else ""),
+            file=sys.stderr,
+        )
+        setattr(args, new, value)
+        if old == "pass_k":
+            setattr(args, "classifier.outcome", "pass@k")
+        if old == "signal" and getattr(args, "recipe", None) is None:
+            args.recipe = "paper" if value == "loss" else "reward"
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Merge defaults, preset (or the resumed run's config) and explicit flags.
+    """Merge the preset (or the resumed run's config) and the explicit flags.
 
     Raises:
         ValueError: For an invalid value, ``--preset`` together with ``--resume``, or a flag
@@ -225,8 +266,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         >>> cfg = config_from_args(parser.parse_args(["--preset", "smoke", "--seed", "3"]))
         >>> cfg.model, cfg.steps, cfg.seed, cfg.lr  # the preset, one flag, a default
         ('tiny-llama-0.1m', 3, 3, 0.0002)
-        >>> config_from_args(parser.parse_args([])).batch_size  # no preset: "default"
-        32
+        >>> cfg = config_from_args(parser.parse_args(["--rollout.mode", "neyman"]))
+        >>> cfg.batch_size, cfg.controller.rollout.mode, cfg.controller.prompt.signal
+        (32, 'neyman', 'variance')
         >>> config_from_args(parser.parse_args(["--preset", "smoke", "--resume", "runs/x"]))
         Traceback (most recent call last):
         ...
@@ -236,7 +278,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ...
         ValueError: --eval-samples must be >= 8 (pass@8 needs 8 samples per prompt); got 4
     """
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    _apply_legacy(args)
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "controller"]
     explicit = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     if args.resume is not None:
         if args.preset is not None:
@@ -244,18 +287,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         from gdro_torch.rundir import RunDir
 
         saved = RunDir(args.resume).read_config()
-        base = {n: saved[n] for n in names if n in saved}
+        keep = set(names) | ({"controller"} if "controller" in saved else set(RENAMED))
+        base = TrainConfig.from_dict({k: v for k, v in saved.items() if k in keep})
         mismatch = [
-            f"--{n.replace('_', '-')} {v!r} (run has {base.get(n)!r})"
+            f"--{n.replace('_', '-')} {v!r} (run has {getattr(base, n)!r})"
             for n, v in explicit.items()
-            if base.get(n) != v
+            if getattr(base, n) != v
         ]
+        given = _flags.overrides(args)
+        if given or getattr(args, "recipe", None):
+            try:
+                flagged = _flags.apply(base.controller, args)
+            except ValueError as exc:
+                raise ValueError(f"controller settings: {exc}") from None
+            if flagged != base.controller:
+                mismatch.append(f"controller flags {given} (the run has other values)")
         if mismatch:
             raise ValueError(
                 f"cannot resume {args.resume} with a different config: " + "; ".join(mismatch)
             )
-        return TrainConfig(**base)
-    return TrainConfig(**{**PRESETS[args.preset or "default"], **explicit})
+        return base
+    base = PRESETS[args.preset or "default"]
+    try:
+        controller = _flags.apply(base.controller, args)
+    except ValueError as exc:
+        raise ValueError(f"controller settings: {exc}") from None
+    return base.replace(**explicit, controller=controller)
 
 
 class _StopFlag:
@@ -335,10 +392,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         out = args.resume
     else:
-        out = (
-            args.out
-            or Path("runs")
-            / f"train-{args.preset or 'default'}-{cfg.prompt}-{cfg.rollout}-s{cfg.seed}"
+        out = args.out or Path("runs") / (
+            f"train-{args.preset or 'default'}-{cfg.controller.prompt.mode}-"
+            f"{cfg.controller.rollout.mode}-s{cfg.seed}"
         )
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be an integer >= 1; got {args.threads}")

@@ -1,36 +1,88 @@
-"""PNG plots of a simulation (matplotlib, Agg backend, written atomically)."""
+"""The figures of ``gdro simulate`` and the PNG writer every figure of the command line goes through.
+
+Learning curves, curriculum heatmaps, the shadow price and budget, the weighted standard error,
+the Prompt-GDRO regret and the lead-lag of the adversary against the data, drawn from the
+simulator's runs (:class:`gdro_lab.run.RunResult`). Smoothed curves use
+:func:`gdro_cli.runs.smooth`, the one moving average of ``gdro report`` and ``gdro simulate``: a
+trailing mean that keeps each curve's length, so it is drawn against the steps its values belong
+to. :func:`savefig` writes a PNG atomically (``gdro report`` uses it too). matplotlib (the
+``cli`` extra) is imported when a figure is drawn, not when this module is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+from numpy.typing import NDArray
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import PowerNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from gdro_cli.runs import smooth
+from gdro_core.files import atomic_write
+from gdro_lab.run import RunResult, SimConfig
+from gdro_lab.summary import matrix, series
+from gdro_lab.summary import regret as regret_stats
 
-from gdro_lab._io import atomic_write  # noqa: E402
-from gdro_lab.run import RunResult  # noqa: E402
-from gdro_lab.summary import matrix, series  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-__all__ = ["budget", "curriculum_heatmaps", "lead_lag", "learning_curves", "regret", "wse"]
+__all__ = [
+    "budget",
+    "curriculum_heatmaps",
+    "lead_lag",
+    "learning_curves",
+    "regret",
+    "savefig",
+    "simulation_figures",
+    "wse",
+]
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def savefig(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (110 dpi, tight bounding box) atomically, then close it.
+
+    Args:
+        fig: the figure.
+        path: the PNG to write; its folder is created.
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> plt = _pyplot()
+        >>> fig, ax = plt.subplots()
+        >>> _ = ax.plot([0, 1], [1, 0])
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = savefig(fig, Path(d) / "sub" / "line.png")
+        ...     print(path.name, path.read_bytes()[:4], plt.fignum_exists(fig.number))
+        line.png b'\\x89PNG' False
+    """
+    path = Path(path)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
-def _smooth(x: np.ndarray, width: int) -> np.ndarray:
-    if width <= 1 or x.size < width:
-        return x
-    k = np.ones(width) / width
-    return np.convolve(np.nan_to_num(x), k, mode="valid")
+def _first(results: Sequence[RunResult], name: str) -> RunResult | None:
+    """The first run (the first seed) of strategy ``name``."""
+    return next((r for r in results if r.strategy == name), None)
+
+
+def _steps(run: RunResult) -> NDArray[np.float64]:
+    """The steps of a run's metric rows, the x of every curve over steps."""
+    return series(run.rows, "step")
 
 
 def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> Path:
@@ -46,7 +98,7 @@ def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], pat
 
     Examples:
         >>> import tempfile
-        >>> from gdro_lab.run import SimConfig, run_one
+        >>> from gdro_lab.run import run_one
         >>> cfg = SimConfig(strategies=("uniform", "knapsack"), num_prompts=200, batch_size=16,
         ...                 steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
@@ -55,7 +107,7 @@ def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], pat
         ...     print(path.name, path.read_bytes()[:4], sorted(p.name for p in Path(d).iterdir()))
         learning_curves.png b'\\x89PNG' ['learning_curves.png']
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4))
     for name in strategies:
         runs = [r for r in results if r.strategy == name]
         if not runs:
@@ -71,7 +123,7 @@ def learning_curves(results: Sequence[RunResult], strategies: Sequence[str], pat
     axes[0].set(title="mean success", xlabel="step", ylabel="success probability")
     axes[1].set(title="worst-bin success", xlabel="step")
     axes[0].legend(fontsize=8)
-    return _save(fig, path)
+    return savefig(fig, path)
 
 
 def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
@@ -87,7 +139,7 @@ def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
 
     Examples:
         >>> import tempfile
-        >>> from gdro_lab.run import SimConfig, run_one
+        >>> from gdro_lab.run import run_one
         >>> cfg = SimConfig(strategies=("gdro-both",), num_prompts=200, batch_size=16,
         ...                 steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
@@ -96,6 +148,8 @@ def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
         ...     print(path.name, path.stat().st_size > 0)
         curriculum_gdro-both.png True
     """
+    from matplotlib.colors import PowerNorm
+
     panels = [
         (
             "batch share (sqrt colour scale)",
@@ -109,7 +163,7 @@ def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
             None,
         ),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 3.8))
     for ax, (title, m, norm) in zip(axes, panels, strict=True):
         im = ax.imshow(
             m.T,
@@ -122,15 +176,15 @@ def curriculum_heatmaps(result: RunResult, num_bins: int, path: Path) -> Path:
         )
         ax.set(title=f"{result.strategy}: {title}", xlabel="step", ylabel="bin")
         fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return savefig(fig, path)
 
 
 def budget(
     results: Sequence[RunResult], strategies: Sequence[str], target: float, path: Path
 ) -> Path:
     """Shadow price (log scale) beside the square-root law's KKT price mu* on the first strategy's
-    batches (dotted), and the unconstrained proposal m_t against the target, over steps (first
-    seed).
+    batches (dotted, 10-step mean), and the unconstrained proposal m_t (10-step mean) against the
+    target, over steps (first seed).
 
     Args:
         results: the runs.
@@ -143,7 +197,7 @@ def budget(
 
     Examples:
         >>> import tempfile
-        >>> from gdro_lab.run import SimConfig, run_one
+        >>> from gdro_lab.run import run_one
         >>> cfg = SimConfig(strategies=("rollout-bandit", "rollout-neyman"), num_prompts=200,
         ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
@@ -152,35 +206,38 @@ def budget(
         ...     print(path.name, path.stat().st_size > 0)
         budget.png True
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4))
     for name in strategies:
-        run = next((r for r in results if r.strategy == name), None)
+        run = _first(results, name)
         if run is None:
             continue
+        steps = _steps(run)
         price = series(run.rows, "rollout/shadow_price")
         prop = series(run.rows, "rollout/budget_unconstrained")
-        axes[0].plot(np.where(price > 0, price, np.nan), label=name)
+        axes[0].plot(steps, np.where(price > 0, price, np.nan), label=name)
         if name == strategies[0]:
             axes[0].plot(
-                _smooth(series(run.rows, "sim/mu_star"), 10),
+                steps,
+                smooth(series(run.rows, "sim/mu_star"), 10),
                 ls=":",
                 color="k",
                 lw=1.8,
                 zorder=5,
                 label=f"mu* (square-root law, true variances, {name}'s batches)",
             )
-        axes[1].plot(_smooth(prop, 10), label=name)
+        axes[1].plot(steps, smooth(prop, 10), label=name)
     axes[1].axhline(target, color="k", lw=1, ls="--", label="target")
     axes[0].set_yscale("log")
     axes[0].set(title="shadow price mu_t (log scale)", xlabel="step")
     axes[1].set(title="unconstrained mean rollouts m_t (10-step mean)", xlabel="step")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=8)
-    return _save(fig, path)
+    return savefig(fig, path)
 
 
 def wse(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> Path:
-    """WSE of each strategy relative to uniform rollouts on the same batches (first seed).
+    """WSE of each strategy relative to uniform rollouts on the same batches (first seed, 20-step
+    mean).
 
     Args:
         results: the runs.
@@ -192,7 +249,7 @@ def wse(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> 
 
     Examples:
         >>> import tempfile
-        >>> from gdro_lab.run import SimConfig, run_one
+        >>> from gdro_lab.run import run_one
         >>> cfg = SimConfig(strategies=("rollout-neyman", "knapsack"), num_prompts=200,
         ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
@@ -201,21 +258,26 @@ def wse(results: Sequence[RunResult], strategies: Sequence[str], path: Path) -> 
         ...     print(path.name, path.stat().st_size > 0)
         wse.png True
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
     for name in strategies:
-        run = next((r for r in results if r.strategy == name), None)
+        run = _first(results, name)
         if run is None:
             continue
-        ratio = series(run.rows, "sim/wse") / series(run.rows, "sim/wse_uniform")
-        ax.plot(_smooth(ratio, 20), label=name)
+        with np.errstate(divide="ignore", invalid="ignore"):  # no spread in a batch: no ratio
+            ratio = series(run.rows, "sim/wse") / series(run.rows, "sim/wse_uniform")
+        ax.plot(_steps(run), smooth(ratio, 20), label=name)
     ax.axhline(1.0, color="k", lw=1, ls="--")
     ax.set(title="WSE / WSE(uniform n) (20-step mean)", xlabel="step")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return savefig(fig, path)
 
 
 def regret(
-    curves: dict[str, np.ndarray], bounds: dict[str, float], path: Path, *, applies: bool = True
+    curves: dict[str, NDArray[np.float64]],
+    bounds: dict[str, float],
+    path: Path,
+    *,
+    applies: bool = True,
 ) -> Path:
     """Prompt-GDRO regret over steps, and the Hedge bound at the horizon (dashed).
 
@@ -241,7 +303,7 @@ def regret(
         ...     print(path.name, path.stat().st_size > 0)
         regret.png True
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
     kind = "bound" if applies else "reference (EMA rule: no bound)"
     for name, curve in curves.items():
         (line,) = ax.plot(curve, label=f"{name} regret")
@@ -254,13 +316,14 @@ def regret(
         )
     ax.set(title="regret against the best fixed bin", xlabel="step")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return savefig(fig, path)
 
 
 def lead_lag(
     results: Sequence[RunResult], strategies: Sequence[str], num_bins: int, path: Path
 ) -> Path:
-    """Mean bin of the adversary's weights against the batch's over steps (first seed).
+    """Mean bin of the adversary's weights against the batch's over steps (first seed, 10-step
+    mean).
 
     Args:
         results: the runs.
@@ -273,7 +336,7 @@ def lead_lag(
 
     Examples:
         >>> import tempfile
-        >>> from gdro_lab.run import SimConfig, run_one
+        >>> from gdro_lab.run import run_one
         >>> cfg = SimConfig(strategies=("prompt-reweight",), num_prompts=200, batch_size=16,
         ...                 steps=20, eval_every=5, eval_size=200)
         >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
@@ -282,17 +345,22 @@ def lead_lag(
         ...     print(path.name, path.stat().st_size > 0)
         lead_lag.png True
     """
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _pyplot().subplots(figsize=(8, 4))
     bins = np.arange(num_bins)
     for name in strategies:
-        run = next((r for r in results if r.strategy == name), None)
+        run = _first(results, name)
         if run is None:
             continue
+        steps = _steps(run)
         q = matrix(run.rows, "prompt/q/", num_bins)
         share = np.nan_to_num(matrix(run.rows, "classifier/share/", num_bins))
-        (line,) = ax.plot(_smooth(q @ bins, 10), label=f"{name}: weights q")
+        (line,) = ax.plot(steps, smooth(q @ bins, 10), label=f"{name}: weights q")
         ax.plot(
-            _smooth(share @ bins, 10), ls="--", color=line.get_color(), label=f"{name}: batch share"
+            steps,
+            smooth(share @ bins, 10),
+            ls="--",
+            color=line.get_color(),
+            label=f"{name}: batch share",
         )
     ax.set(
         title="mean bin of adversary weights vs data (10-step mean)",
@@ -300,4 +368,60 @@ def lead_lag(
         ylabel="mean bin",
     )
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return savefig(fig, path)
+
+
+def simulation_figures(cfg: SimConfig, results: Sequence[RunResult], out: Path) -> list[str]:
+    """Write every figure that applies to a simulation's runs into ``out``.
+
+    The learning curves always; a curriculum heatmap per controller strategy and ``knapsack``;
+    the budget figure when some strategy's rollouts vary; the WSE figure for those and
+    ``knapsack``; the regret and lead-lag figures when some strategy's adversary is on. The
+    figures of one run draw its first seed.
+
+    Args:
+        cfg: the simulation configuration.
+        results: every run.
+        out: the folder to write the PNGs into.
+
+    Returns:
+        The file names written, in the order of the list above.
+
+    Examples:
+        >>> import tempfile
+        >>> from gdro_lab.run import run_one
+        >>> cfg = SimConfig(strategies=("prompt-reweight", "knapsack"), num_prompts=200,
+        ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
+        >>> runs = [run_one(cfg, s, 0) for s in cfg.strategies]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     simulation_figures(cfg, runs, Path(d))
+        ['learning_curves.png', 'curriculum_prompt-reweight.png', 'curriculum_knapsack.png', \
+'wse.png', 'regret.png', 'lead_lag.png']
+    """
+    b = cfg.classifier.num_bins
+    first = {s: next(r for r in results if r.strategy == s) for s in cfg.strategies}
+    ctl = {s: r.controller for s, r in first.items()}  # None for the alternatives
+    varying = [s for s, c in ctl.items() if c is not None and c.rollout.mode != "fixed"]
+    adversary = [s for s, c in ctl.items() if c is not None and c.prompt.mode != "off"]
+    names = [learning_curves(results, cfg.strategies, out / "learning_curves.png")]
+    for s in cfg.strategies:
+        if ctl[s] is not None or s == "knapsack":
+            names.append(curriculum_heatmaps(first[s], b, out / f"curriculum_{s}.png"))
+    if varying:
+        names.append(budget(results, varying, cfg.rollout.mean, out / "budget.png"))
+    with_knapsack = [s for s in cfg.strategies if s == "knapsack" or s in varying]
+    if with_knapsack:
+        names.append(wse(results, with_knapsack, out / "wse.png"))
+    curves, bounds, rules = {}, {}, set()
+    for s, c in ctl.items():
+        if s not in adversary or c is None:
+            continue
+        reg = regret_stats(first[s], b, c.prompt.eta, c.prompt.gamma, c.prompt.score_rule)
+        if reg is not None:
+            curves[s], bounds[s] = reg["curve"], reg["bound"]
+            rules.add(reg["bound_applies"])
+    if curves:
+        names.append(regret(curves, bounds, out / "regret.png", applies=rules == {True}))
+    if adversary:
+        names.append(lead_lag(results, adversary, b, out / "lead_lag.png"))
+    return [p.name for p in names]

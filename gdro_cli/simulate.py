@@ -9,7 +9,10 @@ Examples::
 
 The folder holds ``results.json`` (every number), ``results.md`` (the tables), ``*.png`` (plots)
 and ``runs/<strategy>-s<seed>/`` run directories (``config.json`` + ``metrics.jsonl``) that
-``gdro report`` reads like training runs. A preset gives every setting; explicit flags override it.
+``gdro report`` reads like training runs. The simulation itself is :mod:`gdro_lab`
+(:func:`gdro_lab.run.run_one`, :func:`gdro_lab.summary.summarise`); this module is the command
+around it: flags, progress bar, curriculum tables, the results folder and its figures
+(:mod:`gdro_cli.figures`). A preset gives every setting; explicit flags override it.
 Rerunning into the same folder replaces the run directories the previous run listed in its
 ``results.json``; a non-empty folder without one is refused.
 
@@ -23,16 +26,26 @@ spelling of ``--rollout.mean``, still works, with a warning, until the next rele
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from gdro_lab.controllers import GDRO_STRATEGIES
 from gdro_lab.learner import LearnerConfig
-from gdro_lab.run import STRATEGIES, SimConfig
+from gdro_lab.run import STRATEGIES, RunResult, SimConfig, build_population, run_one, write_run
 from gdro_lab.scenarios import SCENARIOS
+from gdro_lab.summary import summarise, write_results
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = [
     "CONTROLLER_FLAGS",
@@ -42,6 +55,7 @@ __all__ = [
     "build_config",
     "run",
     "settings",
+    "simulate",
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -299,6 +313,8 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         ValueError: a bad setting, or an ``--out`` that is a file or a non-empty folder
             ``gdro simulate`` did not write.
+        ModuleNotFoundError: rich (or, unless ``--no-plots``, matplotlib) is not installed; raised
+            before ``--out`` is touched.
 
     Examples:
         >>> import contextlib, io, tempfile
@@ -317,8 +333,8 @@ def run(args: argparse.Namespace) -> int:
         0 ['results.json', 'results.md', 'runs']
         plot the runs with: gdro report DIR/sim --out DIR/sim/report
     """
-    from gdro_lab.lab import simulate  # heavy imports only when running
-
+    for package in ("rich",) if args.no_plots else ("rich", "matplotlib"):
+        importlib.import_module(package)  # the 'cli' extra, named before --out is touched
     s = settings(args)
     cfg = build_config(s)
     if s["print_every"] < 0:
@@ -342,3 +358,162 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"plot the runs with: gdro report {out} --out {out}/report")
     return 0
+
+
+def watched_strategy(cfg: SimConfig) -> str | None:
+    """The strategy whose curriculum is printed: ``gdro-both`` if run, else the first GDRO one
+    that is not uniform, else the first strategy."""
+    if "gdro-both" in cfg.strategies:
+        return "gdro-both"
+    return next(
+        (s for s in cfg.strategies if s in GDRO_STRATEGIES and s != "uniform"), cfg.strategies[0]
+    )
+
+
+def curriculum_table(name: str, step: int, row: dict[str, float], num_bins: int) -> Table:
+    """A compact per-bin table: batch share, adversary weight, rollouts and reward."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{name} step {step + 1}: mean bin {row['classifier/mean_bin']:.2f}, "
+        f"reward {row['train/reward_mean']:.3f}, "
+        f"price {row.get('rollout/shadow_price', 0.0):.3f}",
+        title_justify="left",
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    table.add_column("bin", justify="left")
+    for b in range(num_bins):
+        table.add_column(str(b), justify="right")
+    fields = [
+        ("share", "classifier/share/", "{:.2f}"),
+        ("q", "prompt/q/", "{:.2f}"),
+        ("rollouts", "rollout/n_mean/", "{:.1f}"),
+        ("reward", "train/reward/", "{:.2f}"),
+    ]
+    for label, prefix, fmt in fields:
+        vals = [row.get(f"{prefix}{b}") for b in range(num_bins)]
+        table.add_row(label, *("-" if v is None else fmt.format(v) for v in vals))
+    return table
+
+
+def simulate(
+    cfg: SimConfig,
+    out: Path,
+    *,
+    print_every: int = 0,
+    progress: bool = True,
+    write_plots: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run every strategy and seed of ``cfg`` and write the results folder ``out``.
+
+    Args:
+        cfg: the simulation.
+        out: the output folder (created).
+        print_every: print the watched strategy's curriculum table every this many steps
+            (first seed; 0 = never).
+        progress: show a progress bar.
+        write_plots: write the PNG figures (:func:`gdro_cli.figures.simulation_figures`).
+        console: where to print (default: a new rich console).
+
+    Returns:
+        The ``results.json`` content.
+
+    Examples:
+        Two strategies on 200 prompts for 20 steps, printing ``prompt-reweight``'s curriculum
+        every 10 steps into a string:
+
+        >>> import io, tempfile
+        >>> from rich.console import Console
+        >>> cfg = SimConfig(strategies=("uniform", "prompt-reweight"), num_prompts=200,
+        ...                 batch_size=16, steps=20, eval_every=5, eval_size=200)
+        >>> log = io.StringIO()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     results = simulate(cfg, Path(d), print_every=10, progress=False,
+        ...                        write_plots=False, console=Console(file=log, width=100))
+        ...     print(sorted(p.name for p in Path(d).iterdir()))
+        ['results.json', 'results.md', 'runs']
+        >>> results["runs"], results["controllers"]["prompt-reweight"]["prompt"]["eta"]
+        (['runs/prompt-reweight-s0', 'runs/uniform-s0'], 0.65)
+        >>> o = results["outcomes"]["prompt-reweight"]  # (mean, CI half-width) over seeds
+        >>> round(o["final_mean"][0], 3), round(o["auc"][0], 3), o["reached_target"], o["seeds"]
+        (0.686, 0.681, 0, 1)
+        >>> for line in log.getvalue().splitlines():
+        ...     if line.startswith(("prompt-reweight step", "outcomes")):
+        ...         print(line.strip())
+        prompt-reweight step 1: mean bin 0.00, reward 0.531, price 0.000
+        prompt-reweight step 10: mean bin 0.00, reward 0.859, price 0.000
+        prompt-reweight step 20: mean bin 5.56, reward 0.594, price 0.000
+        outcomes (mean ± 95% CI over seeds)
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gdro_cli.figures import simulation_figures  # matplotlib only when drawing
+
+    console = console or Console(width=None if sys.stdout.isatty() else 110)
+    out = Path(out)
+    watch = watched_strategy(cfg)
+    results: list[RunResult] = []
+    total = len(cfg.seeds) * len(cfg.strategies) * cfg.steps
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task("simulating", total=total)
+        for seed in cfg.seeds:
+            pop = build_population(cfg, seed)
+            for name in cfg.strategies:
+                bar.update(task, description=f"{cfg.scenario} {name} seed {seed}")
+                show = print_every > 0 and name == watch and seed == cfg.seeds[0]
+
+                def on_step(
+                    t: int, row: dict[str, float], name: str = name, show: bool = show
+                ) -> None:
+                    bar.advance(task)
+                    if show and ((t + 1) % print_every == 0 or t == 0):
+                        console.print(curriculum_table(name, t, row, cfg.classifier.num_bins))
+
+                result = run_one(cfg, name, seed, population=pop, on_step=on_step)
+                write_run(out, cfg, result)
+                results.append(result)
+    summary = summarise(cfg, results)
+    summary["runs"] = sorted(f"runs/{r.strategy}-s{r.seed}" for r in results)
+    if write_plots:
+        summary["plots"] = simulation_figures(cfg, results, out)
+    write_results(out, summary)
+    console.print(_outcome_table(summary))
+    return summary
+
+
+def _outcome_table(summary: dict[str, Any]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="outcomes (mean ± 95% CI over seeds)", title_justify="left")
+    for col in ("strategy", "final mean", "worst bin", "AUC", "steps to target", "WSE red."):
+        table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+
+    def f(ci: tuple[float, float], d: int = 3) -> str:
+        m, h = ci
+        if m is None or not math.isfinite(m):
+            return "n/a"
+        return f"{m:.{d}f}" if h is None or not math.isfinite(h) else f"{m:.{d}f}±{h:.{d}f}"
+
+    for name, o in summary["outcomes"].items():
+        red = summary["wse"][name]["reduction"]
+        table.add_row(
+            name,
+            f(o["final_mean"]),
+            f(o["final_worst_bin"]),
+            f(o["auc"]),
+            f"{f(o['steps_to_target'], 0)} ({o['reached_target']}/{o['seeds']})",
+            "n/a" if not np.isfinite(red[0]) else f"{100 * red[0]:.1f}%",
+        )
+    return table
