@@ -213,7 +213,7 @@ def budget(
             continue
         steps = _steps(run)
         price = series(run.rows, "rollout/shadow_price")
-        prop = series(run.rows, "rollout/budget_unconstrained")
+        prop = series(run.rows, "rollout/mean_proposed")
         axes[0].plot(steps, np.where(price > 0, price, np.nan), label=name)
         if name == strategies[0]:
             axes[0].plot(

@@ -123,8 +123,8 @@ def _dynamics(run: Run, path: Path) -> bool:
     price = run.series("rollout/shadow_price")
     if price[0].size and np.any(price[1] != 0):
         panels.append(("shadow price mu", [("mu", price)]))
-    unc = run.series("rollout/budget_unconstrained")
-    target = run.series("rollout/budget_target")
+    unc = run.series("rollout/mean_proposed")
+    target = run.series("rollout/mean")
     flat = target[0].size == unc[0].size and np.array_equal(unc[1], target[1])
     if unc[0].size and not flat:  # with fixed rollouts both lines are the same constant
         panels.append(

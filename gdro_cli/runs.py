@@ -25,6 +25,7 @@ from gdro_core._validation import check_int
 
 __all__ = [
     "MECHANISM_KEYS",
+    "RENAMED_METRICS",
     "Run",
     "find_run_dirs",
     "is_baseline",
@@ -36,6 +37,13 @@ __all__ = [
     "rollouts_to_target",
     "smooth",
 ]
+
+#: Metric keys of runs written by the previous release, read under today's names.
+RENAMED_METRICS: dict[str, str] = {
+    "rollout/budget_target": "rollout/mean",
+    "rollout/budget_unconstrained": "rollout/mean_proposed",
+    "rollout/budget_realized": "rollout/mean_realized",
+}
 
 #: The controllers' mechanism metrics (``GDROController.metrics()``), with a short label each.
 MECHANISM_KEYS: dict[str, str] = {
@@ -369,7 +377,11 @@ def load_run(path: str | os.PathLike[str], name: str | None = None) -> Run:
         raise ValueError(f"{p / 'config.json'}: not valid JSON ({exc.msg})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{p / 'config.json'}: expected a JSON object")
-    return Run(p, name or p.name, config, read_jsonl(p / "metrics.jsonl"))
+    rows = [
+        {RENAMED_METRICS.get(k, k): v for k, v in row.items()}
+        for row in read_jsonl(p / "metrics.jsonl")
+    ]
+    return Run(p, name or p.name, config, rows)
 
 
 def find_run_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -395,8 +395,8 @@ class GDROController:
 
         Keys include ``classifier/mean_bin``, ``classifier/share/{b}``, ``prompt/q/{b}``,
         ``prompt/entropy``, ``prompt/lead_lag``, ``prompt/score/{b}``, ``rollout/n_mean/{b}``
-        (bins present), ``rollout/shadow_price``, ``rollout/budget_target``,
-        ``rollout/budget_unconstrained``, ``batch/reward_mean`` and the ``mechanism/`` keys
+        (bins present), ``rollout/shadow_price``, ``rollout/mean``,
+        ``rollout/mean_proposed``, ``batch/reward_mean`` and the ``mechanism/`` keys
         (see ``gdro_core.metrics.step_metrics``).
         """
         with self._lock:

@@ -137,9 +137,9 @@ def step_metrics(
         out[f"rollout/budget_share/{b}"] = float(n_tot[b] / rollouts.sum())
         out[f"batch/reward/{b}"] = float(r_bin[b])
     out["rollout/shadow_price"] = float(alloc.mu)
-    out["rollout/budget_target"] = float(rcfg.mean)
-    out["rollout/budget_unconstrained"] = float(alloc.unconstrained)
-    out["rollout/budget_realized"] = float(rollouts.sum() / m)
+    out["rollout/mean"] = float(rcfg.mean)
+    out["rollout/mean_proposed"] = float(alloc.unconstrained)
+    out["rollout/mean_realized"] = float(rollouts.sum() / m)
     out["rollout/at_min"] = float(np.mean(rollouts == rcfg.min))
     out["rollout/at_max"] = float(np.mean(rollouts == rcfg.max))
     out["batch/reward_mean"] = stable_mean(feedback.reward_mean, rollouts.astype(np.float64))
@@ -210,15 +210,15 @@ def initial_metrics(
         ...                       proposal=rollout.proposal_bandit(rcfg, rstate, shares))
         >>> out["classifier/mean_bin"], out["prompt/q/1"], round(out["prompt/entropy"], 4)
         (0.0, 0.5, 0.6931)
-        >>> out["rollout/shadow_price"], round(out["rollout/budget_unconstrained"], 6)
+        >>> out["rollout/shadow_price"], round(out["rollout/mean_proposed"], 6)
         (0.0, 5.0)
     """
     out: dict[str, float] = {}
     _bin_block(out, shares, q, pstate)
     out["rollout/shadow_price"] = float(rstate.mu)
-    out["rollout/budget_target"] = float(rcfg.mean)
+    out["rollout/mean"] = float(rcfg.mean)
     m_t = float(rcfg.mean) if proposal is None else float(proposal)
-    out["rollout/budget_unconstrained"] = m_t
+    out["rollout/mean_proposed"] = m_t
     tv = float(0.5 * np.abs(q - 1.0 / q.shape[0]).sum()) if prompt_mode != "off" else 0.0
     out.update(
         {

@@ -109,7 +109,7 @@ class Strategy(Protocol):
         ...     learner.train(*batch, mean=4)
         >>> strategy.name, int(proposal.rollouts.sum()), proposal.rollouts.tolist()
         ('knapsack', 32, [4, 2, 5, 5, 4, 5, 5, 2])
-        >>> strategy.metrics()["rollout/budget_target"]
+        >>> strategy.metrics()["rollout/mean"]
         4.0
     """
 
@@ -181,7 +181,7 @@ def bin_metrics(
 
     Returns:
         ``classifier/share/{b}`` for every bin, ``classifier/mean_bin``,
-        ``rollout/n_mean/{b}`` for the bins present and ``rollout/budget_target``.
+        ``rollout/n_mean/{b}`` for the bins present and ``rollout/mean``.
 
     Examples:
         >>> m = bin_metrics(np.array([0, 0, 2]), np.array([2, 4, 6]), num_bins=3, mean=4)
@@ -193,7 +193,7 @@ def bin_metrics(
         classifier/mean_bin 0.667
         rollout/n_mean/0 3.0
         rollout/n_mean/2 6.0
-        rollout/budget_target 4.0
+        rollout/mean 4.0
     """
     counts = np.bincount(bins, minlength=num_bins)
     share = counts / bins.size
@@ -202,7 +202,7 @@ def bin_metrics(
     n_sum = np.bincount(bins, weights=rollouts, minlength=num_bins)
     for b in np.flatnonzero(counts):
         out[f"rollout/n_mean/{b}"] = float(n_sum[b] / counts[b])
-    out["rollout/budget_target"] = float(mean)
+    out["rollout/mean"] = float(mean)
     return out
 
 

@@ -132,7 +132,7 @@ class ControllerStrategy:
         >>> proposal.bins.tolist(), proposal.rollouts.tolist()
         ([0, 0, 2, 2, 2, 0, 2, 2], [4, 4, 4, 4, 4, 4, 4, 4])
         >>> m = strategy.metrics()
-        >>> m["batch/reward/0"], round(m["batch/reward/2"], 3), m["rollout/budget_realized"]
+        >>> m["batch/reward/0"], round(m["batch/reward/2"], 3), m["rollout/mean_realized"]
         (0.0, 0.95, 4.0)
         >>> [round(m[f"prompt/q/{b}"], 3) for b in range(3)]
         [0.194, 0.594, 0.212]

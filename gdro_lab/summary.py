@@ -286,7 +286,7 @@ def _budget(
     gaps, avg, hit, rec_err, slack = [], [], False, 0.0, -math.inf
     for r in runs:
         realised = series(r.rows, "train/rollouts") / batch_size
-        proposal = series(r.rows, "rollout/budget_unconstrained")
+        proposal = series(r.rows, "rollout/mean_proposed")
         price = series(r.rows, "rollout/shadow_price")
         if np.isnan(proposal).all():
             proposal = realised

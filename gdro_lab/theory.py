@@ -152,7 +152,7 @@ def budget_stats(
 
     Args:
         realised: float64 (T,), realised rollouts per prompt each step.
-        proposal: float64 (T,), ``rollout/budget_unconstrained`` each step.
+        proposal: float64 (T,), ``rollout/mean_proposed`` each step.
         price: float64 (T,), ``rollout/shadow_price`` each step.
         target: the mean budget.
         alpha: the dual step.

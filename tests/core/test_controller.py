@@ -200,7 +200,7 @@ def test_both_adversaries_run_together() -> None:
     assert len({tuple(p.rollouts) for p in plans}) > 1  # rollouts vary
     m = ctl.metrics()
     assert m["rollout/shadow_price"] > 0.0  # the price moved
-    assert abs(m["rollout/budget_unconstrained"] - 4) < 3
+    assert abs(m["rollout/mean_proposed"] - 4) < 3
 
 
 def test_metrics_before_and_after_the_first_update() -> None:
@@ -209,11 +209,11 @@ def test_metrics_before_and_after_the_first_update() -> None:
     assert m0["rollout/shadow_price"] == 0.0
     assert not any(k.startswith("rollout/n_mean/") for k in m0)
     np.testing.assert_allclose([m0[f"prompt/q/{b}"] for b in range(10)], 0.1)
-    assert m0["rollout/budget_unconstrained"] == pytest.approx(7.0)  # uniform over 2..12
+    assert m0["rollout/mean_proposed"] == pytest.approx(7.0)  # uniform over 2..12
     simulate(ctl, 2, 10)
     m = ctl.metrics()
-    required = ["classifier/mean_bin", "prompt/entropy", "rollout/shadow_price", "rollout/budget_target",
-                "rollout/budget_unconstrained"] + [f"classifier/share/{b}" for b in range(10)] + [f"prompt/q/{b}" for b in range(10)]
+    required = ["classifier/mean_bin", "prompt/entropy", "rollout/shadow_price", "rollout/mean",
+                "rollout/mean_proposed"] + [f"classifier/share/{b}" for b in range(10)] + [f"prompt/q/{b}" for b in range(10)]
     for k in required:
         assert k in m
     assert any(k.startswith("rollout/n_mean/") for k in m)

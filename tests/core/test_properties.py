@@ -606,7 +606,7 @@ def test_dual_ascent_recursion_and_cumulative_violation(seed: int, alpha: float,
                          rollout=rc, seed=seed)
     assert ctl.metrics()["rollout/shadow_price"] == 0.0  # mu_1 = 0
     trace = drive(ctl, batch, steps, seed, check=False)
-    m = np.array([met["rollout/budget_unconstrained"] for _, _, met in trace])
+    m = np.array([met["rollout/mean_proposed"] for _, _, met in trace])
     mu = np.array([met["rollout/shadow_price"] for _, _, met in trace] + [float(ctl.state_dict()["rollout"]["mu"])])
     # mu_{t+1} = clip(mu_t + alpha (m_t - mean), 0, mu_max), exactly as computed
     np.testing.assert_array_equal(mu[1:], np.clip(mu[:-1] + alpha * (m - rc.mean), 0.0, mu_max))
@@ -622,7 +622,7 @@ def test_shadow_price_moves_and_the_proposal_converges_to_the_budget() -> None:
     rc = RolloutConfig(mode="bandit", arm_signal="variance")
     ctl = GDROController(200, prompt=PromptConfig(mode="off", signal="failure"), rollout=rc, seed=0)
     trace = drive(ctl, 32, 300, seed=0, check=False)
-    m = np.array([met["rollout/budget_unconstrained"] for _, _, met in trace])
+    m = np.array([met["rollout/mean_proposed"] for _, _, met in trace])
     mu = np.array([met["rollout/shadow_price"] for _, _, met in trace])
     assert m[0] > rc.mean  # uniform arms 2..12 propose 7 rollouts on average
     assert np.all(mu[5:] > 0)

@@ -50,7 +50,7 @@ def test_priced_variance_bandit_approaches_the_square_root_law(selection: str) -
             plan = ctl.plan(ctl.sample(256))
             ctl.update(plan, (rng.random(plan.num_rollouts) < np.repeat(p[plan.prompt_ids], plan.rollouts)).astype(float))
         prices.append(bandit.metrics()["rollout/shadow_price"])
-        proposals.append(bandit.metrics()["rollout/budget_unconstrained"])
+        proposals.append(bandit.metrics()["rollout/mean_proposed"])
     mb, mn = bandit.metrics(), neyman.metrics()
     mu_star = mn["rollout/shadow_price"]
     assert 0.5 * mu_star < np.mean(prices[-50:]) < 2.0 * mu_star  # the price found the KKT price

@@ -28,7 +28,7 @@ def gdro(argv: Sequence[str]) -> int:
         return main(list(argv))
 
 CTL_KEYS = ("classifier/mean_bin", "prompt/entropy", "rollout/shadow_price",
-            "rollout/budget_unconstrained", "rollout/budget_target")
+            "rollout/mean_proposed", "rollout/mean")
 
 
 @pytest.fixture(scope="module")

@@ -78,9 +78,9 @@ def test_smoothed_curves_keep_their_steps(runs: list[RunResult], tmp_path: Path,
     np.testing.assert_allclose(y, smooth(series(bandit, "sim/mu_star"), 10))
     (x, y) = proposal_axes[0]
     np.testing.assert_array_equal(x, steps)
-    np.testing.assert_allclose(y, smooth(series(bandit, "rollout/budget_unconstrained"), 10))
+    np.testing.assert_allclose(y, smooth(series(bandit, "rollout/mean_proposed"), 10))
     # the first step of a smoothed curve is that step's own value, not a mean of later ones
-    assert y[0] == series(bandit, "rollout/budget_unconstrained")[0]
+    assert y[0] == series(bandit, "rollout/mean_proposed")[0]
     # lead-lag: the adversary's and the data's mean bin, both at their own steps
     rows = first["gdro-both"].rows
     bins = np.arange(CFG.classifier.num_bins)

@@ -72,7 +72,7 @@ def test_every_step_spends_exactly_the_budget(cls: type) -> None:
         batch = s.observe(prop, gen)
         lrn.train(*batch, mean=4)
         m = s.metrics()
-        assert m["rollout/budget_target"] == 4.0
+        assert m["rollout/mean"] == 4.0
         assert sum(m[f"classifier/share/{b}"] for b in range(10)) == pytest.approx(1.0)
 
 
@@ -149,7 +149,7 @@ def test_the_budget_bounds_and_bins_come_from_the_core_configs() -> None:
             prop = s.propose()
             assert prop.rollouts.sum() == 120 and np.all((prop.rollouts >= 3) & (prop.rollouts <= 9))
             s.observe(prop, lrn.generate(rng, prop.ids, prop.rollouts))
-            assert s.metrics()["rollout/budget_target"] == 6.0
+            assert s.metrics()["rollout/mean"] == 6.0
             assert np.all(prop.bins < 4)
 
 

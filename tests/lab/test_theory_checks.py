@@ -57,7 +57,7 @@ def test_budget_violation_shrinks_like_one_over_sqrt_t(name: str, c: float, step
     assert rc.dual_step == alpha and rc.arm_signal == "variance"
     mu_max = rc.mu_max
     realised = series(res.rows, "train/rollouts") / cfg.batch_size
-    m = series(res.rows, "rollout/budget_unconstrained")
+    m = series(res.rows, "rollout/mean_proposed")
     mu = series(res.rows, "rollout/shadow_price")
     np.testing.assert_array_equal(realised, 4.0)  # the exact-budget DP, every step
     st = theory.budget_stats(realised, m, mu, 4.0, alpha, mu_max)

@@ -173,7 +173,7 @@ def test_budget_and_metrics_every_mode(tiny_cfg: TrainConfig, prompt: str, rollo
             "classifier/mean_bin",
             "prompt/entropy",
             "rollout/shadow_price",
-            "rollout/budget_unconstrained",
+            "rollout/mean_proposed",
             "train/reward_mean",
             "train/loss",
             "timing/step_s",

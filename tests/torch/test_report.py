@@ -34,7 +34,7 @@ def _write_run(path: Path, kind: str, steps: int, with_eval: bool, seed: int) ->
             "prompt/entropy": float(-(q * np.log(q)).sum()),
             "train/reward_mean": rng.random(),
             "rollout/shadow_price": 0.01 * s,
-            "rollout/budget_unconstrained": 4 + rng.random(),
+            "rollout/mean_proposed": 4 + rng.random(),
         }
         row.update({f"classifier/share/{b}": float(v) for b, v in zip(present, share)})
         row.update({f"prompt/q/{b}": float(v) for b, v in enumerate(q)})
@@ -108,8 +108,8 @@ def _train_run(
             "train/tokens": 40.0,
             "classifier/share/0": 0.5,
             "classifier/share/1": 0.5,
-            "rollout/budget_target": 8.0,
-            "rollout/budget_unconstrained": 8.0,
+            "rollout/mean": 8.0,
+            "rollout/mean_proposed": 8.0,
             "mechanism/budget_moved": abs(per_bin[0] - 8) / 8,
             "mechanism/zero_adv_share": 0.5,
         }

@@ -25,7 +25,7 @@ REQUIRED = [
     "prompt/q/0",
     "prompt/entropy",
     "rollout/shadow_price",
-    "rollout/budget_unconstrained",
+    "rollout/mean_proposed",
     "train/reward_mean",
     "train/rollouts",
     "train/loss",
