@@ -9,7 +9,7 @@ class (``data.custom_cls``) that builds the controller::
       gdro:
         recipe: reward                                # a gdro_core recipe (default: reward)
         seed: 0
-        classifier: {num_bins: 10, window: 100}       # gdro_core.ClassifierConfig fields
+        classifier: {num_bins: 10}                    # gdro_core.ClassifierConfig fields
         prompt: {mode: reweight}                      # gdro_core.PromptConfig fields
         rollout: {mode: bandit, min: 2, max: 12}      # gdro_core.RolloutConfig; mean = rollout.n
         max_in_flight: null                           # plans awaiting feedback (null: from verl)
