@@ -21,7 +21,14 @@ from gdro_core.classifier import SEEN_CORRECT, SEEN_WRONG
 from gdro_core.prompt import PromptState, entropy
 from gdro_core.rollout import Allocation, RolloutConfig, RolloutState
 
-__all__ = ["Feedback", "bin_mean", "initial_metrics", "stable_mean", "step_metrics"]
+__all__ = [
+    "adapter_metrics",
+    "Feedback",
+    "bin_mean",
+    "initial_metrics",
+    "stable_mean",
+    "step_metrics",
+]
 
 
 def _bin_block(
@@ -232,4 +239,51 @@ def initial_metrics(
             "mechanism/visits_mean": 0.0,
         }
     )
+    return out
+
+
+def adapter_metrics(
+    *,
+    rollouts: NDArray[np.int64],
+    n_correct: NDArray[np.int64],
+    controller_metrics: dict[str, float],
+    ks: list[int] | tuple[int, ...],
+    missing: int = 0,
+    prefix: str = "gdro/",
+) -> dict[str, float]:
+    """The metrics an adapter logs for a batch of groups, all under ``prefix``.
+
+    Args:
+        rollouts: int64 (N,), rollouts per prompt.
+        n_correct: int64 (N,), correct rollouts per prompt.
+        controller_metrics: ``GDROController.metrics()``.
+        ks: k values of the unbiased ``pass@k`` (each at most the fewest rollouts).
+        missing: rollouts planned but not returned (failed sessions).
+        prefix: the namespace of every key.
+
+    Returns:
+        ``{prefix}<controller key>`` for each controller metric, plus ``pass@k`` (the mean over
+        prompts of ``1 - C(n-c, k)/C(n, k)``), ``solve_rate`` (the mean per-prompt fraction
+        correct: every prompt weighs the same), ``solved_none`` and ``solved_all`` (fractions of
+        prompts) and ``missing_rollouts``.
+
+    Examples:
+        >>> m = adapter_metrics(rollouts=np.array([4, 4, 2]), n_correct=np.array([0, 2, 2]),
+        ...                     controller_metrics={"prompt/entropy": 1.5}, ks=[1, 2], missing=1)
+        >>> {k: round(v, 3) for k, v in m.items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'gdro/prompt/entropy': 1.5, 'gdro/pass@1': 0.5, 'gdro/pass@2': 0.611,
+         'gdro/solve_rate': 0.5, 'gdro/solved_none': 0.333, 'gdro/solved_all': 0.333,
+         'gdro/missing_rollouts': 1.0}
+    """
+    from gdro_core.passk import pass_at_k
+
+    out = {f"{prefix}{k}": float(v) for k, v in controller_metrics.items()}
+    n = np.asarray(rollouts, dtype=np.int64)
+    c = np.asarray(n_correct, dtype=np.int64)
+    for k in ks:
+        out[f"{prefix}pass@{k}"] = float(np.mean(pass_at_k(n, c, int(k))))
+    out[f"{prefix}solve_rate"] = float(np.mean(c / n))
+    out[f"{prefix}solved_none"] = float(np.mean(c == 0))
+    out[f"{prefix}solved_all"] = float(np.mean(c == n))
+    out[f"{prefix}missing_rollouts"] = float(missing)
     return out

@@ -54,16 +54,14 @@ def step_metrics(
         gdro/missing_rollouts: 0.000
         gdro/completions: 10.000
     """
-    from gdro_core import pass_at_k
+    from gdro_core.metrics import adapter_metrics
 
-    metrics = {f"gdro/{k}": float(v) for k, v in controller_metrics.items()}
-    n = np.asarray(rollouts, dtype=np.int64)
-    c = np.asarray(n_correct, dtype=np.int64)
-    for k in ks:
-        metrics[f"gdro/pass@{k}"] = float(np.mean(pass_at_k(n, c, int(k))))
-    metrics["gdro/solve_rate"] = float(np.mean(c / n))
-    metrics["gdro/solved_none"] = float(np.mean(c == 0))
-    metrics["gdro/solved_all"] = float(np.mean(c == n))
-    metrics["gdro/missing_rollouts"] = float(missing)
-    metrics["gdro/completions"] = float(n.sum())
+    metrics = adapter_metrics(
+        rollouts=rollouts,
+        n_correct=n_correct,
+        controller_metrics=dict(controller_metrics),
+        ks=list(ks),
+        missing=missing,
+    )
+    metrics["gdro/completions"] = float(np.asarray(rollouts).sum())
     return metrics

@@ -265,15 +265,12 @@ def step_metrics(
         gdro/solved_all: 0.333
         gdro/missing_rollouts: 1.000
     """
-    from gdro_core import pass_at_k
+    from gdro_core.metrics import adapter_metrics
 
-    metrics = {f"gdro/{k}": float(v) for k, v in controller_metrics.items()}
-    n = np.asarray(rollouts, dtype=np.int64)
-    c = np.asarray(n_correct, dtype=np.int64)
-    for k in ks:
-        metrics[f"gdro/pass@{k}"] = float(np.mean(pass_at_k(n, c, int(k))))
-    metrics["gdro/solve_rate"] = float(np.mean(c / n))
-    metrics["gdro/solved_none"] = float(np.mean(c == 0))
-    metrics["gdro/solved_all"] = float(np.mean(c == n))
-    metrics["gdro/missing_rollouts"] = float(missing)
-    return metrics
+    return adapter_metrics(
+        rollouts=rollouts,
+        n_correct=n_correct,
+        controller_metrics=dict(controller_metrics),
+        ks=list(ks),
+        missing=missing,
+    )
