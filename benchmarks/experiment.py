@@ -56,6 +56,8 @@ import numpy as np
 
 from gdro_cli.runs import MECHANISM_KEYS, mean_key, read_jsonl, rollouts_to_target
 from gdro_core import stats
+from gdro_core.files import atomic_write_text
+
 
 def _modes(prompt: str, rollout: str) -> dict[str, Any]:
     return {"prompt": {"mode": prompt}, "rollout": {"mode": rollout}}
@@ -607,7 +609,7 @@ def _warm_up(
     t0 = time.perf_counter()
     model, tok, cached = load_policy(cfg, check_inputs(cfg), cache_dir=cache_dir)
     save_model_dir(model, tok, path)
-    stamp.write_text(json.dumps(key))
+    atomic_write_text(stamp, json.dumps(key))
     print(
         f"SFT warm start{'' if replicate is None else f' of replicate {replicate}'}: "
         f"{'cached' if cached else f'{time.perf_counter() - t0:.0f} s'} -> {path}",
@@ -677,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", default=None, help="override the grid's task spec")
     ap.add_argument("--steps", type=int, default=None, help="override the grid's GRPO steps")
     ap.add_argument("--cache-dir", default=None, help="SFT cache (default ~/.cache/gdro)")
+    ap.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: summarise the runs finished so far (e.g. while the grid runs "
+        "in other processes) and list the unfinished ones",
+    )
     args = ap.parse_args(argv)
 
     from gdro_torch.config import TrainConfig
@@ -700,13 +708,21 @@ def main(argv: list[str] | None = None) -> int:
     expected = probe.steps * probe.batch_size * probe.controller.rollout.mean
 
     # 1. the warm starts: one shared, or one per replicate (cached per sft seed)
-    starts = {
-        s: _warm_up(out, base, grid["sft_steps"], s if per_replicate else None, args.cache_dir)
-        for s in (seeds if per_replicate else seeds[:1])
-    }
+    if args.summary_only:
+        starts = {
+            s: path
+            for s in (seeds if per_replicate else seeds[:1])
+            if (path := sft_dir(out, s if per_replicate else None) / "config.json").is_file()
+        }
+        starts = {s: path.parent for s, path in starts.items()}
+    else:
+        starts = {
+            s: _warm_up(out, base, grid["sft_steps"], s if per_replicate else None, args.cache_dir)
+            for s in (seeds if per_replicate else seeds[:1])
+        }
 
     # 2. every arm of every replicate from the replicate's warm start, at equal rollouts
-    for s in seeds:
+    for s in seeds if not args.summary_only else []:
         start = starts[s] if per_replicate else starts[seeds[0]]
         for a in arms:
             rd = run_dir(out, a, s)
@@ -738,16 +754,30 @@ def main(argv: list[str] | None = None) -> int:
         for s, path in starts.items()
         if (rec := _warm_up_record(path)) is not None
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    unfinished = [
+        f"{a}-s{s}"
+        for s in seeds
+        for a in arms
+        if not (run_dir(out, a, s) / "model" / "config.json").is_file()
+    ]
+    summary["unfinished"] = unfinished
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
     warm = "its own warm-up per replicate" if per_replicate else "one shared warm-up"
     header = (
         f"## {args.grid} grid: {base['model']} on `{base['task']}`, {base['steps']} steps x "
         f"{base['batch_size']} prompts x {probe.controller.rollout.mean} rollouts, {len(seeds)} replicates, {warm}"
     )
-    (out / "results.md").write_text(markdown(summary, header))
+    if unfinished:
+        header += (
+            f"\n\nInterim: {len(unfinished)} of {len(seeds) * len(arms)} runs unfinished "
+            f"({', '.join(unfinished)}); the tables hold the finished ones only."
+        )
+    atomic_write_text(out / "results.md", markdown(summary, header))
     plot_curves(out, arms, seeds)
     plot_mechanism(out, arms, seeds)
     print((out / "results.md").read_text())
+    if args.summary_only:
+        return 0
     if not summary["equal_compute"]:
         print(
             f"experiment: runs spent unequal rollouts {summary['rollouts_per_run']} (expected {expected})",

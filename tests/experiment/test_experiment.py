@@ -257,3 +257,23 @@ def test_tiny_long_grid_warms_up_per_replicate_pairs_within_it_and_resumes(tmp_p
     assert all(math.isfinite(v["all"]) and math.isfinite(v["last10"]) for v in mech.values())
     assert mech["mechanism/visits_mean"]["last10"] == pytest.approx(4 * 4 / 300)
     assert (tmp_path / "mechanism.png").stat().st_size > 0
+
+
+def test_summary_only_trains_nothing_and_lists_unfinished_runs(tmp_path: Path) -> None:
+    """While a grid runs in other processes, --summary-only reports the finished runs."""
+    curve = [(0, 0.5), (4, 0.6)]
+    _fake_run(tmp_path, "grpo", 0, curve, steps=4, rollouts=16.0)
+    _fake_run(tmp_path, "both", 0, [(0, 0.5), (4, 0.7)], steps=4, rollouts=16.0)
+    running = exp.run_dir(tmp_path, "both", 1)  # in flight: rows but no final model
+    running.mkdir(parents=True)
+    (running / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/pass@8": 0.4}) + "\n")
+    argv = ["--grid", "tiny-long", "--out", str(tmp_path), "--arms", "grpo", "both"]
+    assert exp.main([*argv, "--summary-only"]) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["unfinished"] == ["grpo-s1", "both-s1"]
+    assert set(summary["per_run"]["both"]) == {"0"} and summary["warmups"] == {}
+    assert summary["arms"]["both"]["pass@8_diff"]["mean"] == pytest.approx(0.1)
+    assert "Interim: 2 of 4 runs unfinished" in (tmp_path / "results.md").read_text()
+    # nothing was trained or warmed up, and the in-flight run was left as it was
+    assert not exp.sft_dir(tmp_path, 0).exists() and not exp.run_dir(tmp_path, "grpo", 1).exists()
+    assert [p.name for p in running.iterdir()] == ["metrics.jsonl"]
