@@ -7,8 +7,10 @@ verl live in :mod:`gdro_verl.hooks`.
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 __all__ = [
     "BUFFER_MARKER",
@@ -17,8 +19,12 @@ __all__ = [
     "PROMPT_ID_FIELD",
     "ROLLOUT_N_FIELD",
     "TESTED_VERL",
+    "Need",
+    "api_error",
+    "api_gaps",
     "checkpoint_folder",
     "is_tested_version",
+    "require_api",
     "require_verl",
     "root_config",
     "sampler_state_of",
@@ -27,8 +33,9 @@ __all__ = [
     "verl_version",
 ]
 
-#: verl releases this adapter is written and tested against (major, minor).
-TESTED_VERL = ((0, 9),)
+#: verl releases this adapter is written and tested against (major, minor, patch). Its hooks
+#: reach into verl's private methods, which change between patch releases too.
+TESTED_VERL = ((0, 9, 1),)
 #: Row field holding the stable prompt id (the dataset position of the prompt).
 PROMPT_ID_FIELD = "gdro_prompt_id"
 #: Row field V1's agent loop pops to decide how many sessions a prompt gets.
@@ -84,13 +91,122 @@ def verl_version() -> tuple[int, int, int]:
 
 
 def is_tested_version() -> bool:
-    """Whether the installed verl's (major, minor) is one this adapter is tested against.
+    """Whether the installed verl is a release this adapter is tested against.
 
     Examples:
         >>> is_tested_version()
         True
     """
-    return verl_version()[:2] in TESTED_VERL
+    return verl_version() in TESTED_VERL
+
+
+def _tested() -> str:
+    return ", ".join(".".join(map(str, v)) for v in TESTED_VERL)
+
+
+class Need(NamedTuple):
+    """A piece of verl's API gdro_verl relies on: an attribute and the parameters it must take.
+
+    Attributes:
+        attr: Dotted path inside the module (``"func"`` or ``"Class.method"``).
+        leading: The names its positional parameters must start with, in order (gdro's
+            wrappers pass them positionally or read them by position).
+        keywords: Names it must accept anywhere (gdro passes them by keyword).
+
+    Examples:
+        >>> Need("ReplayBuffer._clear_groups", ("self", "partition_id", "uids"))
+        Need(attr='ReplayBuffer._clear_groups', leading=('self', 'partition_id', 'uids'), keywords=())
+    """
+
+    attr: str
+    leading: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+
+
+def api_gaps(module: Any, needs: Iterable[Need]) -> list[str]:
+    """What ``module`` lacks of ``needs``: one line per missing attribute or changed signature.
+
+    Args:
+        module: A module (or any object whose attributes the needs' paths name).
+        needs: What gdro_verl uses of it.
+
+    Returns:
+        Descriptions, empty when everything is there as expected.
+
+    Examples:
+        >>> import json
+        >>> api_gaps(json, [Need("dumps", ("obj",)), Need("loads", ("text",)), Need("dump_all")])
+        ['json.loads(s, ...) does not start with (text)', 'json.dump_all is missing']
+    """
+    where = getattr(module, "__name__", type(module).__name__)
+    gaps = []
+    for need in needs:
+        obj: Any = module
+        for part in need.attr.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        name = f"{where}.{need.attr}"
+        if obj is None:
+            gaps.append(f"{name} is missing")
+            continue
+        if not need.leading and not need.keywords:
+            continue
+        try:
+            params = inspect.signature(obj).parameters
+        except (TypeError, ValueError):
+            gaps.append(f"{name} has no inspectable signature")
+            continue
+        positional = [
+            p.name
+            for p in params.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if tuple(positional[: len(need.leading)]) != need.leading:
+            shown = ", ".join(positional[: len(need.leading)])
+            gaps.append(f"{name}({shown}, ...) does not start with ({', '.join(need.leading)})")
+        absent = [k for k in need.keywords if k not in params]
+        if absent:
+            gaps.append(f"{name} takes no {', '.join(absent)}")
+    return gaps
+
+
+def require_api(module: Any, needs: Iterable[Need]) -> None:
+    """Raise ``ImportError`` unless ``module`` has everything gdro_verl uses of it.
+
+    gdro_verl hooks into verl by name; a renamed or re-signed function would otherwise be skipped
+    silently (a run without weights or without feedback). Call before patching anything.
+
+    Raises:
+        ImportError: naming every missing attribute or changed signature, the verl version found
+            and the one this adapter is tested with.
+
+    Examples:
+        >>> import json
+        >>> require_api(json, [Need("dumps", ("obj",))])
+        >>> require_api(json, [Need("dump_all")])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ImportError: gdro_verl cannot hook into verl ...: json.dump_all is missing; gdro_verl is tested with verl 0.9.1...
+    """
+    gaps = api_gaps(module, needs)
+    if gaps:
+        raise api_error(gaps)
+
+
+def api_error(gaps: Iterable[str]) -> ImportError:
+    """The ``ImportError`` for gaps found by :func:`api_gaps` (the verl found, the one tested).
+
+    Examples:
+        >>> print(api_error(["verl.x.f is missing"]))  # doctest: +ELLIPSIS
+        gdro_verl cannot hook into verl 0.9.1: verl.x.f is missing; gdro_verl is tested with ...
+    """
+    found = ".".join(map(str, verl_version()))
+    latest = ".".join(map(str, TESTED_VERL[-1]))
+    return ImportError(
+        f"gdro_verl cannot hook into verl {found}: {'; '.join(gaps)}; gdro_verl is tested "
+        f"with verl {_tested()} (pip install 'verl=={latest}')"
+    )
 
 
 def root_config(node: Any) -> Any | None:

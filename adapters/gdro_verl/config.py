@@ -250,11 +250,29 @@ class RunShape(NamedTuple):
 
     Examples:
         >>> RunShape(max_in_flight=1, feedback_at_advantage=False)
-        RunShape(max_in_flight=1, feedback_at_advantage=False)
+        RunShape(max_in_flight=1, feedback_at_advantage=False, lookahead='')
     """
 
     max_in_flight: int  # plans that may await feedback at once
     feedback_at_advantage: bool  # V1 with a colocated reward model: scores arrive after sampling
+    #: The verl settings that keep prompts in flight beyond one batch ("" for a sync run): named
+    #: in the error when the train set has too few prompts left to plan the next batch.
+    lookahead: str = ""
+
+
+def _lookahead(root: Any, mode: str, dapo: bool, refill: bool) -> str:
+    """The verl settings (``key=value``) that make verl request prompts ahead of feedback."""
+    keys = []
+    if dapo:
+        keys.append("algorithm.filter_groups.max_inflight_gen_batches")
+    if refill and mode == "sync":
+        keys.append("trainer.v1.sampler.sync_refill_failed_groups")
+    if mode != "sync":
+        keys += [
+            f"trainer.v1.{mode}.num_warmup_batches",
+            "trainer.v1.sampler.max_off_policy_threshold",
+        ]
+    return ", ".join(f"{k}={_compat.select(root, k)}" for k in keys)
 
 
 def _needed_in_flight(root: Any, mode: str, dapo: bool, refill: bool) -> int:
@@ -282,7 +300,9 @@ def _needed_in_flight(root: Any, mode: str, dapo: bool, refill: bool) -> int:
     return lifetime + math.ceil(warmup) + 3
 
 
-def check_trainer_config(data_config: Any, settings: GDROSettings) -> RunShape:
+def check_trainer_config(
+    data_config: Any, settings: GDROSettings, *, max_samples: int | None = None
+) -> RunShape:
     """Fail fast on verl settings gdro cannot work with, and say how feedback will flow.
 
     Data-level checks always run; trainer-level checks run when ``data_config`` is attached to the
@@ -291,6 +311,8 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> RunShape:
     Args:
         data_config: verl's ``data`` section.
         settings: The parsed gdro settings.
+        max_samples: The train dataset's ``max_samples`` (verl passes ``data.train_max_samples``);
+            None reads ``data.train_max_samples``.
 
     Returns:
         The run's :class:`RunShape`: ``data.gdro.max_in_flight`` (or the bound verl's sampling
@@ -317,19 +339,29 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> RunShape:
         >>> cfg.trainer.v1.sampler = {"custom_sampler": {
         ...     "path": "pkg://gdro_verl.replay_buffer", "name": "GDROReplayBuffer"}}
         >>> check_trainer_config(cfg.data, settings)
-        RunShape(max_in_flight=1, feedback_at_advantage=False)
+        RunShape(max_in_flight=1, feedback_at_advantage=False, lookahead='')
 
         A colocated reward model scores after the replay buffer's ``sample``: its scores are fed
         back at the advantage computation.
 
         >>> cfg.reward = {"reward_model": {"enable": True, "enable_resource_pool": False}}
         >>> check_trainer_config(cfg.data, settings)
-        RunShape(max_in_flight=1, feedback_at_advantage=True)
+        RunShape(max_in_flight=1, feedback_at_advantage=True, lookahead='')
         >>> cfg.algorithm.adv_estimator = "gae"
         >>> check_trainer_config(cfg.data, settings)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: algorithm.adv_estimator must be one of ('grpo', 'grpo_vectorized') ...got 'gae'
+
+        A random subset of the train files must be the same subset at every start, or resumed
+        prompt ids would point at other prompts:
+
+        >>> cfg.algorithm.adv_estimator = "grpo"
+        >>> cfg.data.update({"train_max_samples": 100, "shuffle": True, "seed": None})
+        >>> check_trainer_config(cfg.data, settings)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: data.seed must be an integer when data.train_max_samples > 0 and ...; got None
     """
     workers = _compat.select(data_config, "dataloader_num_workers", 0)
     if workers != 0:
@@ -338,6 +370,7 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> RunShape:
             "controller's state right before the dataset reads it, and worker processes would "
             f"prefetch stale batches; got {workers}"
         )
+    _check_train_subset(data_config, max_samples)
     root = _compat.root_config(data_config)
     if root is None:
         return RunShape(max_in_flight=settings.max_in_flight or 1, feedback_at_advantage=False)
@@ -379,7 +412,27 @@ def check_trainer_config(data_config: Any, settings: GDROSettings) -> RunShape:
             f"got path={path!r}, name={name!r}"
         )
     needed = _needed_in_flight(root, mode, dapo, refill and mode == "sync")
-    return RunShape(max_in_flight=settings.max_in_flight or needed, feedback_at_advantage=colocated)
+    return RunShape(
+        max_in_flight=settings.max_in_flight or needed,
+        feedback_at_advantage=colocated,
+        lookahead=_lookahead(root, mode, dapo, refill),
+    )
+
+
+def _check_train_subset(data_config: Any, max_samples: int | None) -> None:
+    """verl's ``train_max_samples`` subset must be reproducible (prompt ids are its rows)."""
+    if max_samples is None:
+        max_samples = int(_compat.select(data_config, "train_max_samples", -1) or -1)
+    shuffle = bool(_compat.select(data_config, "shuffle", False))
+    seed = _compat.select(data_config, "seed")
+    if max_samples > 0 and shuffle and seed is None:
+        raise ValueError(
+            "data.seed must be an integer when data.train_max_samples > 0 and data.shuffle=true "
+            "with gdro: verl then keeps a random subset of the train files, drawn anew at every "
+            "start without a seed, and gdro's prompt ids (rows of that subset) would point at "
+            "other prompts after a resume; set data.seed, or data.shuffle=false (the first "
+            f"rows), or data.train_max_samples=-1 (data.train_max_samples={max_samples}); got None"
+        )
 
 
 def _check_colocated_reward(settings: GDROSettings, *, mode: str, dapo: bool) -> None:

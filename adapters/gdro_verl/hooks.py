@@ -27,6 +27,11 @@ contact surface small and duck-typed:
 Every wrapper is inert for batches that carry no gdro stamp and when no gdro train dataset exists in
 the process, so installing them never changes a run that does not use gdro. Installation is
 idempotent; :func:`uninstall` restores verl's functions (tests use it).
+
+Every target, and the private methods of verl's replay buffer that :mod:`gdro_verl.replay_buffer`
+overrides, is checked by name and signature (:data:`VERL_API`) before anything is patched: a verl
+release that renamed one fails with an ``ImportError`` naming it, instead of training silently
+without weights or feedback.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gdro_verl import _compat, feedback, runtime
 
 __all__ = [
+    "VERL_API",
+    "check_verl_api",
     "install_sampler_factory",
     "install_trainer_hooks",
     "restore_runtime_from_checkpoint",
@@ -73,28 +80,95 @@ _V0 = "verl.trainer.ppo.ray_trainer"
 
 # --------------------------------------------------------------------------- patching helpers
 
+_UTILS = "verl.trainer.ppo.utils"
+_V0_MAIN = "verl.trainer.main_ppo_v0"
+_BUFFER = "verl.trainer.ppo.v1.replay_buffer"
+_SAMPLER_NEED = _compat.Need("create_rl_sampler", ("data_config", "dataset"))
+#: What gdro_verl uses of each verl module, checked before anything is patched (a renamed target
+#: must fail loudly: skipping it would train without weights or without feedback).
+VERL_API: dict[str, tuple[_compat.Need, ...]] = {
+    _UTILS: (_SAMPLER_NEED,),
+    _V0_MAIN: (_SAMPLER_NEED,),
+    _V0: (
+        _SAMPLER_NEED,
+        _compat.Need("compute_advantage", ("data", "adv_estimator")),
+        _compat.Need("compute_data_metrics", ("batch",)),
+        _compat.Need("RayPPOTrainer._get_gen_batch", ("self", "batch")),
+        _compat.Need("RayPPOTrainer._load_checkpoint", ("self",)),
+    ),
+    _V1: (
+        _SAMPLER_NEED,
+        _compat.Need("compute_advantage_for_multi_trajectories", ("data", "batch_keys")),
+        _compat.Need("compute_data_metrics", ("batch",)),
+        _compat.Need("PPOTrainer._submit_batch_to_rollout", ("self", "batch")),
+    ),
+    "verl.protocol": (_compat.Need("DataProto.sample_level_repeat", ("self", "repeat_times")),),
+    # gdro_verl.replay_buffer subclasses these and overrides two private methods
+    _BUFFER: (
+        _compat.Need(
+            "ReplayBuffer.__init__",
+            ("self", "trainer_mode", "trainer_config", "max_off_policy_threshold"),
+            (
+                "max_off_policy_strategy",
+                "sampler_kwargs",
+                "refill_fn",
+                "filter_groups_metric",
+                "train_batch_size",
+                "gen_batch_size",
+                "max_inflight_gen_batches",
+                "sync_refill_failed_groups",
+            ),
+        ),
+        _compat.Need("ReplayBuffer.sample", ("self", "global_steps", "partition_id", "batch_size")),
+        _compat.Need(
+            "ReplayBuffer._materialize_batch",
+            ("self", "partition_id", "selected_prompt_uids", "partition_snapshot"),
+        ),
+        _compat.Need("ReplayBuffer._clear_groups", ("self", "partition_id", "uids")),
+        _compat.Need(
+            "ReplayBufferAsync.sample", ("self", "global_steps", "partition_id", "batch_size")
+        ),
+    ),
+}
 
-def _rebind(module_name: str, attr: str, make: Callable[[Any], Any]) -> bool:
-    """Replace ``module.attr`` by ``make(original)`` once; return whether the module was loaded."""
-    module = sys.modules.get(module_name)
-    if module is None or not hasattr(module, attr):
-        return False
+
+def check_verl_api(module_names: Iterable[str]) -> None:
+    """Check every loaded module of ``module_names`` against :data:`VERL_API`, all at once.
+
+    Modules that are not loaded are skipped (their optional dependencies may be missing).
+
+    Raises:
+        ImportError: naming every missing target or changed signature, and the verl version
+            this adapter is tested with.
+
+    Examples:
+        >>> import verl.trainer.ppo.utils
+        >>> check_verl_api(["verl.trainer.ppo.utils", "verl.protocol"])
+    """
+    gaps = []
+    for name in module_names:
+        module = sys.modules.get(name)
+        if module is not None:
+            gaps += _compat.api_gaps(module, VERL_API[name])
+    if gaps:
+        raise _compat.api_error(gaps)
+
+
+def _rebind(module_name: str, attr: str, make: Callable[[Any], Any]) -> None:
+    """Replace ``module.attr`` by ``make(original)`` once (the module is loaded and checked)."""
+    module = sys.modules[module_name]
     current = getattr(module, attr)
     if getattr(current, _WRAPPED_ATTR, None) is not None:
-        return True
+        return
     _ORIGINALS.setdefault((module_name, attr), current)
     wrapper = make(current)
     setattr(wrapper, _WRAPPED_ATTR, current)
     setattr(module, attr, wrapper)
-    return True
 
 
 def _rebind_method(module_name: str, cls_name: str, meth: str, make: Callable[[Any], Any]) -> None:
-    """Replace ``module.cls.meth`` by ``make(original)`` once."""
-    module = sys.modules.get(module_name)
-    cls = getattr(module, cls_name, None) if module is not None else None
-    if cls is None or not hasattr(cls, meth):
-        return
+    """Replace ``module.cls.meth`` by ``make(original)`` once (the module is loaded and checked)."""
+    cls = getattr(sys.modules[module_name], cls_name)
     current = cls.__dict__.get(meth, getattr(cls, meth))
     if getattr(current, _WRAPPED_ATTR, None) is not None:
         return
@@ -158,6 +232,10 @@ def install_sampler_factory() -> None:
     ``verl.trainer.ppo.utils`` is imported if needed; the trainer modules are patched only when
     already loaded (a module imported later binds the patched name from ``utils``).
 
+    Raises:
+        ImportError: a loaded trainer module no longer has ``create_rl_sampler(data_config,
+            dataset)`` (see :func:`check_verl_api`).
+
     Examples:
         >>> install_sampler_factory()
         >>> from verl.trainer.ppo import utils
@@ -165,9 +243,15 @@ def install_sampler_factory() -> None:
         ('create_rl_sampler', True)
         >>> uninstall()
     """
-    _import_optional("verl.trainer.ppo.utils")
+    if not _import_optional(_UTILS):
+        raise ImportError(f"gdro_verl: {_UTILS} cannot be imported (is verl installed?)")
+    required = [name for name in _SAMPLER_FACTORY_MODULES if name in VERL_API]
+    check_verl_api(required)
     for name in _SAMPLER_FACTORY_MODULES:
-        _rebind(name, "create_rl_sampler", _make_sampler_factory)
+        module = sys.modules.get(name)
+        # the experimental entry points may build their samplers another way: patched if bound
+        if module is not None and (name in required or hasattr(module, "create_rl_sampler")):
+            _rebind(name, "create_rl_sampler", _make_sampler_factory)
 
 
 # --------------------------------------------------------------------------- V1
@@ -367,8 +451,12 @@ def install_trainer_hooks() -> None:
     """Install the dispatch, advantage-weight, feedback and metrics hooks (V0 and V1).
 
     Called when a gdro train dataset is built, i.e. inside the process that runs the trainer
-    (verl's TaskRunner actor), after verl has imported its trainer modules. Each trainer's hooks
-    are skipped when its optional dependencies are missing.
+    (verl's TaskRunner actor), after verl has imported its trainer modules. A trainer whose
+    optional dependencies are missing is skipped; every target of the others is checked
+    (:data:`VERL_API`, the replay buffer gdro subclasses included) before anything is patched.
+
+    Raises:
+        ImportError: a hook target is missing or its signature changed; nothing is patched then.
 
     Examples:
         >>> install_trainer_hooks()
@@ -377,10 +465,15 @@ def install_trainer_hooks() -> None:
         True
         >>> uninstall()
     """
-    install_sampler_factory()
     # V1 first: v1.utils binds ray_trainer.compute_advantage at import, and must bind verl's own.
-    has_v1 = _import_optional(_V1)
-    if _import_optional(_V0):
+    has_v1 = _import_optional(_V1) and _import_optional(_BUFFER)
+    has_v0 = _import_optional(_V0)
+    _import_optional("verl.protocol")
+    check_verl_api(
+        [_UTILS, "verl.protocol", *([_V1, _BUFFER] if has_v1 else []), *([_V0] if has_v0 else [])]
+    )
+    install_sampler_factory()
+    if has_v0:
         _rebind(_V0, "compute_advantage", _make_v0_advantage)
         _rebind(_V0, "compute_data_metrics", _make_data_metrics)
         _rebind_method(_V0, "RayPPOTrainer", "_get_gen_batch", _wrap_get_gen_batch)

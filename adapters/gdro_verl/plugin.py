@@ -24,7 +24,7 @@ if not _compat.is_tested_version():  # pragma: no cover - depends on the install
 
     logging.getLogger(__name__).warning(
         "gdro_verl is tested with verl %s; found verl %s",
-        ", ".join(f"{a}.{b}" for a, b in _compat.TESTED_VERL),
+        ", ".join(".".join(map(str, v)) for v in _compat.TESTED_VERL),
         ".".join(map(str, _compat.verl_version())),
     )
 LOADED = True

@@ -18,7 +18,9 @@ keyed by its ``gdro_prompt_id``:
   asks the dataloader for more prompts and before the step's checkpoint;
 * **cleared** without training (``_clear_groups``): DAPO-filtered groups, a sync DAPO step's
   surplus and async groups past the off-policy bound are fed back (their rewards are real
-  outcomes); a group whose sessions all failed is cancelled, and verl refills it.
+  outcomes); a group whose sessions all failed is cancelled, and verl refills it. With a
+  colocated reward model (scores exist only at the advantage step) a cleared group has no score
+  yet: it is cancelled too (``colocate_async`` groups past the off-policy bound).
 
 Each ``sample`` call also logs the optimiser step's realised budget against the target
 (``gdro/budget/*``).
@@ -36,13 +38,17 @@ from gdro_verl import _compat
 _compat.require_verl()
 
 import transfer_queue as tq  # noqa: E402
+import verl.trainer.ppo.v1.replay_buffer as _verl_buffer  # noqa: E402
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync  # noqa: E402
 
-from gdro_verl import feedback  # noqa: E402
+from gdro_verl import feedback, hooks  # noqa: E402
 from gdro_verl import runtime as _runtime  # noqa: E402
 from gdro_verl.feedback import Group  # noqa: E402
 
 __all__ = ["GDROReplayBuffer", "GDROReplayBufferAsync"]
+
+# The classes below override private methods of verl's buffer: fail at import if they moved.
+_compat.require_api(_verl_buffer, hooks.VERL_API[_verl_buffer.__name__])
 
 _FIELDS = ("uid", _compat.PROMPT_ID_FIELD, "rm_scores", "extra_fields")
 
@@ -176,7 +182,10 @@ class GDROReplayBuffer(ReplayBuffer):
             args = args[len(names) :]
         kwargs.update(_filter_kwargs(str(kwargs.get("trainer_mode")), kwargs))
         super().__init__(*args, **kwargs)
-        self._selected: list[str] = []
+        if not isinstance(getattr(self, "partitions", None), dict):
+            # _keep_cleared reads the trajectory keys of the groups verl clears from it
+            raise _compat.api_error(["ReplayBuffer instances have no dict 'partitions'"])
+        self._selected: list[str] | None = None  # set by _materialize_batch during sample()
         self._cleared: dict[str, Group] = {}  # dropped groups, fed back at the end of sample()
         self._silent: set[str] = set()  # dropped groups without any rollout: cancelled then
 
@@ -226,14 +235,20 @@ class GDROReplayBuffer(ReplayBuffer):
             selected groups, and ``batch_size`` times the mean) and the ``gdro/`` metrics of any
             plan that completed.
         """
-        self._selected = []
+        self._selected = None
         meta, metrics = super().sample(global_steps, partition_id, batch_size)
+        selected, self._selected = self._selected, None
+        if selected is None:
+            raise RuntimeError(
+                "gdro: verl's ReplayBuffer.sample returned a batch without calling "
+                "_materialize_batch, so gdro cannot tell which groups it selected; gdro_verl is "
+                f"tested with verl {', '.join('.'.join(map(str, v)) for v in _compat.TESTED_VERL)}"
+            )
         if partition_id != "train":
             return meta, metrics
         rt = _runtime.require_active()
         keys = [k for k in meta.keys if not k.startswith(_compat.PADDING_UID_PREFIX)]
         with_rollouts = {k.rsplit("_", 2)[0] for k in keys}
-        selected = self._selected or sorted(with_rollouts)
         groups: dict[str, Group] = {}
         if not rt.feedback_at_advantage:  # else the scores exist only at the advantage step
             groups = _read_groups(

@@ -29,7 +29,8 @@ __all__ = ["GDRORuntime", "Group", "activate", "active", "deactivate", "require_
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3: the train set's fingerprint
+_READABLE_VERSIONS = (2, 3)  # a format-2 state (no fingerprint) still loads
 _ACTIVE: GDRORuntime | None = None
 
 
@@ -162,6 +163,33 @@ class _Binding:
         self.weighted = False
 
 
+class _Applied:
+    """Running statistics of the Prompt-GDRO weights multiplied into advantages since last logged."""
+
+    __slots__ = ("high", "low", "rows", "total")
+
+    def __init__(self) -> None:
+        self.rows, self.total, self.low, self.high = 0, 0.0, np.inf, -np.inf
+
+    def add(self, weights: NDArray[np.float64]) -> None:
+        if weights.size:
+            self.rows += int(weights.size)
+            self.total += float(weights.sum())
+            self.low = min(self.low, float(weights.min()))
+            self.high = max(self.high, float(weights.max()))
+
+    def metrics(self) -> dict[str, float]:
+        """``gdro/applied/*``: the weights that reached the advantages (verl's V1 aggregator reads
+        ``min``/``max`` as min/max reducers and the mean as a row-weighted mean, as meant)."""
+        if not self.rows:
+            return {}
+        return {
+            "gdro/applied/weight_mean": self.total / self.rows,
+            "gdro/applied/weight_min": self.low,
+            "gdro/applied/weight_max": self.high,
+        }
+
+
 class GDRORuntime:
     """Plans each block of prompts and their rollout counts, and feeds the scored groups back.
 
@@ -179,6 +207,8 @@ class GDRORuntime:
         plan_log: A JSONL file to append every plan to (serial, controller step, prompt ids,
             bins, rollout counts and weights), or None. The dataset sets
             ``<trainer.rollout_data_dir>/gdro_plans.jsonl`` when verl dumps rollouts.
+        fingerprint: A hash of the train prompts in id order (the dataset's), saved in the state:
+            loading a state saved over other prompts is an error. None: not checked.
 
     Raises:
         ValueError: ``block_size`` is not in ``[1, num_prompts]``, or ``max_in_flight < 1``.
@@ -228,9 +258,8 @@ class GDRORuntime:
         block_size: int,
         max_in_flight: int = 1,
         plan_log: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
-        from gdro_core import GDROController
-
         if not 1 <= block_size <= num_prompts:
             raise ValueError(
                 f"data.train_batch_size must be in [1, {num_prompts}] (the train dataset size); "
@@ -239,9 +268,8 @@ class GDRORuntime:
         self.settings = settings
         self.num_prompts = int(num_prompts)
         self.block_size = int(block_size)
-        self.controller = GDROController.from_config(
-            settings.controller.replace(max_in_flight=max_in_flight), self.num_prompts
-        )
+        self.fingerprint = fingerprint
+        self.controller = self._new_controller(max_in_flight)
         self.max_in_flight = int(self.controller.max_in_flight)
         self.plan_log = plan_log
         self._flights: dict[int, _Flight] = {}  # serial -> outstanding plan, oldest first
@@ -253,6 +281,16 @@ class GDRORuntime:
         #: Whether scores arrive only at the advantage computation (V1 with a colocated reward
         #: model); the replay buffer then feeds back only the groups that returned no rollout.
         self.feedback_at_advantage = False
+        #: The verl settings that request prompts ahead of feedback (``RunShape.lookahead``),
+        #: named when too few prompts are left to plan a block.
+        self.lookahead = ""
+        self._applied = _Applied()
+
+    def _new_controller(self, max_in_flight: int) -> Any:
+        from gdro_core import GDROController
+
+        config = self.settings.controller.replace(max_in_flight=max_in_flight)
+        return GDROController.from_config(config, self.num_prompts)
 
     # ------------------------------------------------------------------ planning
 
@@ -308,6 +346,21 @@ class GDRORuntime:
                 f"data.gdro.max_in_flight={self.max_in_flight} allows, yet verl asked for more "
                 f"prompts ({len(oldest.awaiting)} prompts of the oldest, planned at controller "
                 f"step {oldest.plan.step}, are unscored); raise data.gdro.max_in_flight"
+            )
+        free = self.num_prompts - len(self._flight_of)
+        if free < self.block_size:  # the core would reject its own batch_size: name verl's keys
+            ahead = (
+                f" (verl asks for prompts ahead of feedback: {self.lookahead})"
+                if self.lookahead
+                else ""
+            )
+            raise RuntimeError(
+                f"gdro: data.train_batch_size={self.block_size} prompts cannot be planned: "
+                f"{len(self._flight_of)} of the train set's {self.num_prompts} prompts await "
+                f"feedback in {len(self._flights)} planned batches{ahead}, and a prompt is in "
+                "one plan at a time; use a train set of more prompts, a smaller "
+                "data.train_batch_size, or fewer batches ahead; got "
+                f"{free} prompts free"
             )
         ids = self.controller.sample(self.block_size)
         flight = _Flight(self.controller.plan(ids))
@@ -421,7 +474,9 @@ class GDRORuntime:
 
         Multiplies only when ``prompt.mode == "reweight"`` and the batch's uids belong to this run;
         verl's synthetic padding rows (uid ``pad...``, masked out of the loss) keep weight 1. The
-        uids' bindings are released once they are both weighted and fed back.
+        uids' bindings are released once they are both weighted and fed back. The weights applied
+        to real rows are logged as ``gdro/applied/weight_{mean,min,max}`` (all 1 unless
+        reweighting), the evidence that they reached the loss.
 
         Raises:
             ValueError: some but not all real uids of the batch are known to the controller.
@@ -434,13 +489,18 @@ class GDRORuntime:
         if not all(k or p for k, p in zip(known, padding, strict=True)):
             missing = next(u for u, k, p in zip(uids, known, padding, strict=True) if not (k or p))
             raise ValueError(f"gdro: no Prompt-GDRO weight for uid {missing!r} in a gdro batch")
+        weights = np.array(
+            [
+                self._bindings[u].weight if k and self.settings.prompt.mode == "reweight" else 1.0
+                for u, k in zip(uids, known, strict=True)
+            ],
+            dtype=np.float64,
+        )
         if self.settings.prompt.mode == "reweight":
             adv = data.batch["advantages"]
-            weights = [
-                self._bindings[u].weight if k else 1.0 for u, k in zip(uids, known, strict=True)
-            ]
-            scale = adv.new_tensor(weights).reshape(-1, *([1] * (adv.dim() - 1)))
+            scale = adv.new_tensor(weights.tolist()).reshape(-1, *([1] * (adv.dim() - 1)))
             data.batch["advantages"] = adv * scale
+        self._applied.add(weights[~np.asarray(padding, dtype=bool)])
         for uid in {u for u, k in zip(uids, known, strict=True) if k}:
             binding = self._bindings[uid]
             binding.weighted = True
@@ -621,8 +681,9 @@ class GDRORuntime:
         return self.feedback_groups(groups)
 
     def pop_metrics(self) -> dict[str, float]:
-        """The last completed plan's metrics, once (V0 returns them through verl's metrics)."""
-        metrics, self._metrics = self._metrics, {}
+        """The last completed plan's metrics and the weights applied since last called, once."""
+        metrics, self._metrics = {**self._metrics, **self._applied.metrics()}, {}
+        self._applied = _Applied()
         return metrics
 
     # ------------------------------------------------------------------ checkpointing
@@ -632,8 +693,8 @@ class GDRORuntime:
 
         The controller saves its plans in flight itself; besides it, the state holds only what the
         plans in flight need (their arrays, the feedback received so far, the uids bound to their
-        prompts and how far the current block was handed out), so its size beyond the
-        controller's is O(batch).
+        prompts and how far the current block was handed out) and the train set's fingerprint,
+        so its size beyond the controller's is O(batch).
         """
         flights = {}
         for serial, flight in self._flights.items():
@@ -656,6 +717,7 @@ class GDRORuntime:
             "format_version": _FORMAT_VERSION,
             "num_prompts": self.num_prompts,
             "block_size": self.block_size,
+            "train_set": self.fingerprint or "",
             "controller": self.controller.state_dict(),
             "flights": flights,
             "current": -1 if self._current is None else self._current.serial,
@@ -664,17 +726,21 @@ class GDRORuntime:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output.
+        """Restore :meth:`state_dict` output; a rejected state changes nothing.
+
+        The whole state is checked and rebuilt on a fresh controller before anything of this
+        runtime is replaced.
 
         Raises:
-            ValueError: another format version, dataset size or train batch size, or plans that do
-                not match the controller's.
+            ValueError: another format version, dataset size, train set (fingerprint) or train
+                batch size, a controller state the core rejects, or plans in flight that do not
+                match the controller's.
         """
         version = int(state.get("format_version", 0))
-        if version != _FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
                 f"gdro checkpoint: format_version is {version} but this gdro_verl reads "
-                f"{_FORMAT_VERSION}; resume with the gdro_verl that wrote it, or start afresh"
+                f"{_READABLE_VERSIONS}; resume with the gdro_verl that wrote it, or start afresh"
             )
         for key, mine in (("num_prompts", self.num_prompts), ("block_size", self.block_size)):
             if int(state[key]) != mine:
@@ -682,40 +748,83 @@ class GDRORuntime:
                     f"gdro checkpoint: {key} is {int(state[key])} but this run has "
                     f"{mine}; resume with the same data files and data.train_batch_size"
                 )
-        self.controller.load_state_dict(state["controller"])
-        plans = self._restored_plans(state["flights"])
-        self._flights, self._flight_of, self._bindings = {}, {}, {}
-        self._current, self._last_plan = None, None
-        for key, saved in state["flights"].items():
-            flight = _Flight(plans[int(key)], handed=int(saved["handed"]))
-            flight.missing = int(saved["missing"])
-            got = np.asarray(saved["received_ids"], dtype=np.int64)
-            flat = np.asarray(saved["received_rewards"], dtype=np.float64)
-            losses = np.asarray(saved["received_losses"], dtype=np.float64)
-            start = 0
-            for i, pid in enumerate(got.tolist()):
-                n = int(flight.plan.rollouts[flight.row_of[pid]])
-                loss = None if np.isnan(losses[i]) else float(losses[i])
-                flight.received[pid] = Group(pid, flat[start : start + n], loss)
-                flight.awaiting.discard(pid)
-                start += n
-            for pid in np.asarray(saved["cancelled"], dtype=np.int64).tolist():
-                flight.cancelled.add(int(pid))
-                flight.awaiting.discard(int(pid))
-            self._add_flight(flight)
-        current = int(state["current"])
-        if current >= 0:
-            self._current = self._flights.get(current)
-            if self._current is None:
+        saved = str(state.get("train_set", ""))  # format 2 has no fingerprint: not checked
+        if saved and self.fingerprint and saved != self.fingerprint:
+            raise ValueError(
+                "gdro checkpoint: it was saved over another train set (prompt fingerprint "
+                f"{saved[:12]}..., this run's is {self.fingerprint[:12]}...): its prompt ids would "
+                "point at other prompts; resume with the same data.train_files, "
+                "data.train_max_samples (with data.shuffle and data.seed) and prompt filtering "
+                "(data.filter_overlong_prompts, data.max_prompt_length), or start afresh"
+            )
+        controller = self._new_controller(self.max_in_flight)
+        controller.load_state_dict(state["controller"])
+        plans = self._restored_plans(controller, state["flights"])
+        flights: dict[int, _Flight] = {}
+        flight_of: dict[int, int] = {}
+        for key, saved_flight in state["flights"].items():
+            flight = self._restored_flight(plans[int(key)], saved_flight)
+            flights[flight.serial] = flight
+            flight_of.update({pid: flight.serial for pid in flight.awaiting})
+        current_serial = int(state["current"])
+        current = None
+        if current_serial >= 0:
+            current = flights.get(current_serial)
+            if current is None:
                 raise ValueError("gdro checkpoint: the block being handed out is not in flight")
-            self._last_plan = self._current.plan
-        for uid, pid in zip(state["uids"], np.asarray(state["uid_prompts"]).tolist(), strict=True):
-            if self._flight_for(int(pid)) is not None:
-                self._bind(str(uid), int(pid))
+        bindings: dict[str, _Binding] = {}
+        uids = [str(u) for u in state["uids"]]
+        pids = np.asarray(state["uid_prompts"], dtype=np.int64).tolist()
+        if len(uids) != len(pids):
+            raise ValueError(f"gdro checkpoint: {len(uids)} uids but {len(pids)} uid prompt ids")
+        for uid, pid in zip(uids, pids, strict=True):
+            serial = flight_of.get(int(pid))
+            if serial is not None:
+                flight = flights[serial]
+                weight = float(flight.plan.weights[flight.row_of[int(pid)]])
+                bindings[uid] = _Binding(int(pid), weight)
+        # commit: everything above was built aside
+        self.controller = controller
+        self._flights, self._flight_of, self._bindings = flights, flight_of, bindings
+        self._current = current
+        self._last_plan = None if current is None else current.plan
 
-    def _restored_plans(self, flights: Mapping[str, Any]) -> dict[int, Any]:
-        """The controller's plans in flight after its restore, keyed by serial."""
-        plans = {int(p.serial): p for p in self.controller.in_flight()}
+    @staticmethod
+    def _restored_flight(plan: Any, saved: Mapping[str, Any]) -> _Flight:
+        """One saved plan in flight, with its feedback so far, checked against its plan."""
+        flight = _Flight(plan, handed=int(saved["handed"]))
+        flight.missing = int(saved["missing"])
+        got = np.asarray(saved["received_ids"], dtype=np.int64).tolist()
+        flat = np.asarray(saved["received_rewards"], dtype=np.float64)
+        losses = np.asarray(saved["received_losses"], dtype=np.float64)
+        cancelled = np.asarray(saved["cancelled"], dtype=np.int64).tolist()
+        unknown = [p for p in [*got, *cancelled] if int(p) not in flight.row_of]
+        if unknown or not 0 <= flight.handed <= len(flight.row_of) or len(losses) != len(got):
+            raise ValueError(
+                f"gdro checkpoint: the saved feedback of plan #{flight.serial} does not match "
+                "the controller's plan"
+            )
+        sizes = [int(plan.rollouts[flight.row_of[int(p)]]) for p in got]
+        if sum(sizes) != flat.size:
+            raise ValueError(
+                f"gdro checkpoint: plan #{flight.serial} holds {flat.size} saved rewards for "
+                f"{sum(sizes)} planned rollouts"
+            )
+        start = 0
+        for i, (pid, n) in enumerate(zip(got, sizes, strict=True)):
+            loss = None if np.isnan(losses[i]) else float(losses[i])
+            flight.received[int(pid)] = Group(int(pid), flat[start : start + n], loss)
+            flight.awaiting.discard(int(pid))
+            start += n
+        for pid in cancelled:
+            flight.cancelled.add(int(pid))
+            flight.awaiting.discard(int(pid))
+        return flight
+
+    @staticmethod
+    def _restored_plans(controller: Any, flights: Mapping[str, Any]) -> dict[int, Any]:
+        """A restored controller's plans in flight, keyed by serial, matched with the runtime's."""
+        plans = {int(p.serial): p for p in controller.in_flight()}
         if sorted(plans) != sorted(int(k) for k in flights):
             raise ValueError(
                 "gdro checkpoint: the controller's plans in flight "

@@ -15,7 +15,8 @@
 #    (trainer.rollout_data_dir) and gdro its plans next to them (gdro_plans.jsonl);
 #    check_run.py asserts from those dumps that each step generated exactly 16 x 4 responses in
 #    the planned group sizes, that group sizes were unequal (modes rollout, both) and weights not
-#    1 (modes prompt, both), and that prompts recurred;
+#    1 (modes prompt, both), that prompts recurred, and from the console log that each step's
+#    advantages were multiplied by its plan's weights (gdro/applied/weight_{min,max,mean});
 # 2. inspect_checkpoint.py: global_step_6 holds a controller with exactly 6 completed plans
 #    (gdro feeds each step back before verl checkpoints it);
 # 3. rerun to step 8: verl resumes from global_step_6 (global_step_3 is not rewritten), the two
@@ -55,7 +56,7 @@ echo "== 1. train 6 steps ($MODE, $TRAINER) -> $WORK"
 DATA_DIR="$DATA" bash "$HERE/run_gdro_grpo.sh" "$MODE" "${SMALL[@]}" trainer.total_training_steps=6 \
   | tee "$WORK/run1.log"
 grep -q "gdro/pass@1" "$WORK/run1.log" || { echo "FAIL: no gdro/ metrics in the log" >&2; exit 1; }
-python3 "$HERE/check_run.py" "$DUMPS" --batch "$BATCH" --n "$N" --mode "$MODE"
+python3 "$HERE/check_run.py" "$DUMPS" --batch "$BATCH" --n "$N" --mode "$MODE" --log "$WORK/run1.log"
 
 echo "== 2. controller state in global_step_6"
 python3 "$HERE/inspect_checkpoint.py" "$CKPT/global_step_6" --expect-step 6
@@ -67,6 +68,6 @@ DATA_DIR="$DATA" bash "$HERE/run_gdro_grpo.sh" "$MODE" "${SMALL[@]}" trainer.tot
 # a run that restarted from scratch would have rewritten global_step_3
 [[ "$(stat -c %Y "$CKPT/global_step_3/data.pt")" == "$BEFORE" ]] || { echo "FAIL: verl did not resume" >&2; exit 1; }
 [[ -f "$DUMPS/8.jsonl" ]] || { echo "FAIL: no rollout dump of step 8" >&2; exit 1; }
-python3 "$HERE/check_run.py" "$DUMPS" --batch "$BATCH" --n "$N" --mode "$MODE"
+python3 "$HERE/check_run.py" "$DUMPS" --batch "$BATCH" --n "$N" --mode "$MODE" --log "$WORK/run2.log"
 python3 "$HERE/inspect_checkpoint.py" "$CKPT/global_step_8" --expect-step 8
 echo "OK: gdro_verl planned unequal groups and weights, trained, checkpointed and resumed ($MODE, $TRAINER)"

@@ -480,19 +480,31 @@ class Fleet:
 
 class Spy:
     """Records what the runtime decides, by wrapping its methods on the instance (calls go
-    through unchanged): every plan the controller made and every dispatched uid's planned count."""
+    through unchanged): every plan the controller made, every dispatched uid's planned count,
+    every group fed back (with the rewards the controller got) and every prompt cancelled."""
 
     def __init__(self) -> None:
         self.plans: list[dict[str, Any]] = []
         # uid -> (prompt id, planned count, Prompt-GDRO weight)
         self.dispatched: dict[str, tuple[int, int, float]] = {}
         self.most_in_flight = 0
+        # uid -> (prompt id, rewards) of every group fed back, and every prompt id cancelled
+        self.fed: dict[str, tuple[int, list[float]]] = {}
+        self.cancelled: list[int] = []
 
     def attach(self, rt: Any) -> None:
-        plan, register = rt.controller.plan, rt.register_batch
+        register, load = rt.register_batch, rt.load_state_dict
+        feed, cancel = rt.feedback_groups, rt.cancel
 
-        def spied_plan(*args: Any, **kwargs: Any) -> Any:
-            out = plan(*args, **kwargs)
+        def spy_on(controller: Any) -> None:
+            plan = controller.plan
+
+            def spied_plan(*args: Any, **kwargs: Any) -> Any:
+                return record(plan(*args, **kwargs))
+
+            controller.plan = spied_plan
+
+        def record(out: Any) -> Any:
             self.plans.append(
                 {
                     "serial": int(out.serial),
@@ -518,8 +530,28 @@ class Spy:
                 self.dispatched[str(uid)] = (int(pid), int(n), float(weight))
             return counts
 
-        rt.controller.plan = spied_plan
+        def spied_feedback(groups: Any, **kwargs: Any) -> Any:
+            out = feed(groups, **kwargs)
+            for uid, group in groups.items():
+                assert str(uid) not in self.fed, f"group {uid} fed back twice"
+                self.fed[str(uid)] = (int(group.prompt_id), np.asarray(group.rewards).tolist())
+            return out
+
+        def spied_cancel(prompt_ids: Any) -> Any:
+            prompt_ids = [int(p) for p in prompt_ids]
+            out = cancel(prompt_ids)
+            self.cancelled += prompt_ids
+            return out
+
+        def spied_load(state: Any) -> None:
+            load(state)  # a restore swaps in a new controller: spy on that one
+            spy_on(rt.controller)
+
+        spy_on(rt.controller)
         rt.register_batch = spied_register
+        rt.load_state_dict = spied_load
+        rt.feedback_groups = spied_feedback
+        rt.cancel = spied_cancel
 
 
 class Run:

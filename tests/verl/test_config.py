@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
+from gdro_verl import runtime
 from gdro_verl.config import GDROSettings, check_trainer_config
 
 COLOCATED_RM = {
@@ -112,6 +113,45 @@ def test_same_train_and_val_files_are_rejected(h: Any, make_config: Any) -> None
         h.build_datasets(cfg)
 
 
+def _train_set(cfg: Any) -> Any:
+    """The train dataset as verl's trainers build it, with ``data.train_max_samples`` passed on."""
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    with open_dict(cfg):
+        max_samples = cfg.data.get("train_max_samples", -1)
+        return create_rl_dataset(
+            cfg.data.train_files, cfg.data, None, None, is_train=True, max_samples=max_samples
+        )
+
+
+def test_a_random_train_subset_needs_a_seed(h: Any, make_config: Any) -> None:
+    """``data.train_max_samples`` with verl's defaults ``data.shuffle=true, data.seed=null`` keeps
+    another random subset at every start, and gdro's prompt ids (rows of the subset) would point
+    at other prompts after a resume: rejected by name, before anything is set up. With a seed the
+    subset is the same at every start (same fingerprint); without shuffling it is the first rows."""
+    cfg = make_config(**{"data.train_max_samples": 12})
+    assert cfg.data.shuffle is True and cfg.data.seed is None  # verl's defaults
+    with pytest.raises(
+        ValueError,
+        match=r"data\.seed must be an integer when data\.train_max_samples > 0 and "
+        r"data\.shuffle=true .*\(data\.train_max_samples=12\); got None",
+    ):
+        _train_set(cfg)
+    assert runtime.active() is None
+    seeded = make_config(**{"data.train_max_samples": 12, "data.seed": 3})
+    first = _train_set(seeded)
+    runtime.deactivate()
+    again = _train_set(seeded)
+    assert len(first) == len(again) == 12
+    assert first.runtime.fingerprint == again.runtime.fingerprint
+    runtime.deactivate()
+    head = _train_set(make_config(**{"data.train_max_samples": 12, "data.shuffle": False}))
+    assert len(head) == 12 and head.runtime.fingerprint != first.runtime.fingerprint
+    runtime.deactivate()
+    whole = _train_set(make_config(**{"data.train_max_samples": -1}))
+    assert len(whole) == h.NUM_PROMPTS  # the whole file, shuffled or not
+
+
 def test_v0_needs_no_replay_buffer(h: Any, make_config: Any) -> None:
     cfg = make_config(**{"trainer.use_v1": False, "trainer.v1.sampler.custom_sampler.path": None})
     train, _ = h.build_datasets(cfg)
@@ -176,7 +216,8 @@ def test_run_shape_follows_verls_sampling_settings(
     are fed back at the advantage step (V1 writes them after the replay buffer's sample)."""
     cfg = make_config(**overrides)
     settings = GDROSettings.from_data_config(cfg.data)
-    assert tuple(check_trainer_config(cfg.data, settings)) == (in_flight, at_advantage)
+    shape = check_trainer_config(cfg.data, settings)
+    assert (shape.max_in_flight, shape.feedback_at_advantage) == (in_flight, at_advantage)
     train, _ = h.build_datasets(cfg)
     assert train.runtime.max_in_flight == in_flight
     assert train.runtime.controller.max_in_flight == in_flight

@@ -192,7 +192,43 @@ def test_pending_batch_survives_a_checkpoint(h: Any, make_config: Any) -> None:
     assert fake_feedback(train2.runtime, pending, 1) == expected
 
 
-def test_checkpoint_from_another_dataset_is_rejected(h: Any, make_config: Any) -> None:
+def test_checkpoint_from_another_train_set_of_the_same_size_is_rejected(
+    h: Any, make_config: Any, tmp_path: Any
+) -> None:
+    """The state holds a fingerprint of the train prompts: resuming over another file of the same
+    size (other questions) is an error that changes nothing, while the same prompts written to
+    another file resume."""
+    cfg = make_config(**BANDIT)
+    train, _ = h.build_datasets(cfg)
+    loader = h.build_loader(cfg, train)
+    _run(iter(loader), train.runtime, range(2))
+    state = _save(loader)
+
+    runtime.deactivate()
+    other = make_config(**BANDIT)
+    other.data.train_files = h.write_parquet(tmp_path / "other.parquet", NUM_PROMPTS, "other")
+    train2, _ = h.build_datasets(other)
+    assert len(train2) == len(train)
+    loader2 = h.build_loader(other, train2)
+    before = train2.runtime.state_dict()
+    with pytest.raises(ValueError, match="saved over another train set"):
+        loader2.load_state_dict(state)
+        iter(loader2)
+    np.testing.assert_equal(train2.runtime.state_dict(), before)
+
+    runtime.deactivate()
+    copied = make_config(**BANDIT)
+    copied.data.train_files = h.write_parquet(tmp_path / "copy.parquet", NUM_PROMPTS, "train")
+    train3, _ = h.build_datasets(copied)
+    loader3 = h.build_loader(copied, train3)
+    loader3.load_state_dict(state)
+    iter(loader3)
+    np.testing.assert_equal(
+        train3.runtime.controller.state_dict(), train.runtime.controller.state_dict()
+    )
+
+
+def test_checkpoint_with_another_batch_size_is_rejected(h: Any, make_config: Any) -> None:
     cfg = make_config(**BANDIT)
     train, _ = h.build_datasets(cfg)
     state = train.runtime.state_dict()
@@ -201,3 +237,33 @@ def test_checkpoint_from_another_dataset_is_rejected(h: Any, make_config: Any) -
     train2, _ = h.build_datasets(other)
     with pytest.raises(ValueError, match="block_size is 6 but this run has 4"):
         train2.runtime.load_state_dict(state)
+
+
+def test_too_few_free_prompts_for_the_next_batch_is_a_clear_error(
+    h: Any, make_config: Any, tmp_path: Any
+) -> None:
+    """A prompt is in one plan at a time. DAPO lets verl ask for batches ahead of feedback: with 12
+    prompts and data.train_batch_size=6, a third batch while two await feedback cannot be planned.
+    The error names the verl settings (not the core's parameters), and changes nothing: once a
+    batch is fed back, the next one is planned from its prompts."""
+    cfg = make_config(**BANDIT, **{"algorithm.filter_groups.enable": True})
+    cfg.data.train_files = h.write_parquet(tmp_path / "train12.parquet", 12, "train")
+    train, _ = h.build_datasets(cfg)
+    rt = train.runtime
+    assert rt.max_in_flight == 16  # DAPO's bound: 8 x (max_inflight_gen_batches + 1)
+    loader = h.build_loader(cfg, train)
+    first, second = list(loader)  # one epoch, nothing fed back yet
+    with pytest.raises(
+        RuntimeError,
+        match=r"data\.train_batch_size=6 prompts cannot be planned: 12 of the train set's 12 "
+        r"prompts await feedback in 2 planned batches \(verl asks for prompts ahead of feedback: "
+        r"algorithm\.filter_groups\.max_inflight_gen_batches=\d+\).*got 0 prompts free",
+    ):
+        next(iter(loader))
+    assert rt.awaiting() == 12 and len(rt.in_flight()) == 2
+    fake_feedback(rt, first, 0)
+    third = next(iter(loader))
+    ids = sorted(np.asarray(third["gdro_prompt_id"]).tolist())
+    assert ids == sorted(np.asarray(first["gdro_prompt_id"]).tolist())
+    assert np.asarray(third["__rollout_n__"]).sum() == BATCH * MEAN
+    fake_feedback(rt, second, 1)

@@ -129,3 +129,78 @@ def test_curriculum_sampler_interface_feeds_back_through_update(h: Any, make_con
         ValueError, match=r"data\.gdro\.rollout\.mode must be 'fixed'.*got 'bandit'"
     ):
         GDROCurriculumSampler(train_bad, bad.data)
+
+
+def _changed_clear_groups(self: Any, partition_id: str, keys: list[str]) -> None:
+    """A ``ReplayBuffer._clear_groups`` whose second argument was renamed."""
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "attr", "replacement", "named"),
+    [
+        (  # V1's advantage step renamed: V1 would train without weights and without feedback
+            "verl.trainer.ppo.v1.trainer_base",
+            "",
+            "compute_advantage_for_multi_trajectories",
+            None,
+            r"verl\.trainer\.ppo\.v1\.trainer_base\.compute_advantage_for_multi_trajectories "
+            r"is missing",
+        ),
+        (  # V0's dispatch renamed: V0 would repeat every prompt rollout.n times
+            "verl.trainer.ppo.ray_trainer",
+            "RayPPOTrainer",
+            "_get_gen_batch",
+            None,
+            r"verl\.trainer\.ppo\.ray_trainer\.RayPPOTrainer\._get_gen_batch is missing",
+        ),
+        (  # a private method gdro's replay buffer overrides, with another signature
+            "verl.trainer.ppo.v1.replay_buffer",
+            "ReplayBuffer",
+            "_clear_groups",
+            _changed_clear_groups,
+            r"verl\.trainer\.ppo\.v1\.replay_buffer\.ReplayBuffer\._clear_groups\(self, "
+            r"partition_id, keys, \.\.\.\) does not start with \(self, partition_id, uids\)",
+        ),
+    ],
+    ids=["v1-advantage-renamed", "v0-dispatch-renamed", "buffer-method-resigned"],
+)
+def test_a_changed_verl_api_fails_the_install_by_name_and_patches_nothing(
+    h: Any,
+    make_config: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    cls: str,
+    attr: str,
+    replacement: Any,
+    named: str,
+) -> None:
+    """Building a gdro train dataset against a verl whose hook target is gone (or re-signed)
+    raises ``ImportError`` naming it and the tested verl release, before anything is patched or
+    activated, instead of training silently without gdro. (verl's object is put back after.)"""
+    import importlib
+
+    from verl.trainer.ppo import ray_trainer
+    from verl.trainer.ppo import utils as ppo_utils
+    from verl.trainer.ppo.v1 import trainer_base
+
+    hooks.uninstall()  # the plugin routes create_rl_sampler at import: start unpatched
+    owner = importlib.import_module(module)
+    target = getattr(owner, cls) if cls else owner
+    if replacement is None:
+        monkeypatch.delattr(target, attr)
+    else:
+        monkeypatch.setattr(target, attr, replacement)
+    with pytest.raises(ImportError, match=rf"{named}.*tested with verl 0\.9\.1"):
+        h.build_datasets(make_config(**REWEIGHT_NEYMAN))
+    assert runtime.active() is None
+    for patched in (
+        ppo_utils.create_rl_sampler,
+        ray_trainer.compute_advantage,
+        ray_trainer.RayPPOTrainer._load_checkpoint,
+        trainer_base.compute_data_metrics,
+        trainer_base.PPOTrainer._submit_batch_to_rollout,
+    ):
+        assert not hasattr(patched, "__gdro_wrapped__"), patched
+    monkeypatch.undo()  # verl as released: the same build installs the hooks
+    h.build_datasets(make_config(**REWEIGHT_NEYMAN))
+    assert hasattr(trainer_base.compute_advantage_for_multi_trajectories, "__gdro_wrapped__")

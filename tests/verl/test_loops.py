@@ -69,16 +69,40 @@ def _example(name: str) -> Any:
     return module
 
 
-def _check_dumps(dumps: Path, doctored: Path) -> None:
-    """examples/verl/check_run.py passes on verl's rollout dumps and gdro's plan log, and fails
-    once a response is missing from a step."""
+def _check_dumps(dumps: Path, doctored: Path, log: str) -> None:
+    """examples/verl/check_run.py passes on verl's rollout dumps, gdro's plan log and verl's
+    logged metrics (in the file logger's jsonl and in the console logger's format), and fails
+    once a response is missing from a step, or once a step's logged applied weight is not its
+    plan's."""
+    import json
+
     check = _example("check_run")
     args = ["--batch", str(BATCH), "--n", str(MEAN), "--mode", "both"]
-    assert check.main([str(dumps), *args]) == 0
+    assert check.main([str(dumps), *args, "--log", log]) == 0
+    records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    console = doctored.with_suffix(".console.log")
+    console.write_text(
+        "".join(
+            "(TaskRunner pid=1) step:{} - {}\n".format(
+                r["step"], " - ".join(f"{k}:np.float64({v!r})" for k, v in r["data"].items())
+            )
+            for r in records
+        )
+    )
+    assert check.main([str(dumps), *args, "--log", str(console)]) == 0
     shutil.copytree(dumps, doctored)
     lines = (doctored / "3.jsonl").read_text().splitlines()
     (doctored / "3.jsonl").write_text("\n".join(lines[1:]) + "\n")
     assert check.main([str(doctored), *args]) == 1
+    weighted = next(  # a step whose plan had unequal weights: log it as if they never applied
+        r["data"]
+        for r in records
+        if r["data"].get("gdro/applied/weight_max", 1) > r["data"].get("gdro/applied/weight_min", 1)
+    )
+    weighted.update({k: 1.0 for k in weighted if k.startswith("gdro/applied/")})
+    wrong = doctored.with_suffix(".wrong.jsonl")
+    wrong.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert check.main([str(dumps), *args, "--log", str(wrong)]) == 1
 
 
 def _plans(updates: list[dict[str, Any]]) -> list[list[tuple[int, int]]]:
@@ -127,13 +151,29 @@ def _check_against_reference(harness: Any, run: Any, steps: int, start_state: An
     assert weighted, "no step planned unequal Prompt-GDRO weights"
 
 
+def _check_applied_weights(run: Any, logged: list[dict[str, Any]]) -> None:
+    """``gdro/applied/weight_{min,max,mean}`` in verl's logged metrics are the Prompt-GDRO weights
+    of the rows each step trained (planned for their uids at dispatch): the weights reached the
+    advantages, and they differ between prompts."""
+    spread = False
+    assert len(logged) == len(run.updates)
+    for m, update in zip(logged, run.updates, strict=True):
+        w = np.array([run.spy.dispatched[u][2] for u in update["uids"]])
+        assert m["gdro/applied/weight_min"] == pytest.approx(w.min())
+        assert m["gdro/applied/weight_max"] == pytest.approx(w.max())
+        assert m["gdro/applied/weight_mean"] == pytest.approx(w.mean())
+        spread |= bool(w.max() > w.min() + 1e-6)
+    assert spread, "every step applied equal weights"
+
+
 def test_v1_sync_fit_trains_every_step_on_its_plan_and_resumes_exactly(
     harness: Any, model_path: str, transfer_queue: Any, tmp_path: Path
 ) -> None:
     """V1 ``PPOTrainerSync.fit``, 3 epochs: each step trains exactly the controller's plan
     (prompts, unequal group sizes, exact budget), advantages are GRPO's times the weight, the
     gdro metrics reach verl's logger, verl's validation keeps its uniform ``val_kwargs.n``, the
-    checkpoint holds the controller (read by ``examples/verl/inspect_checkpoint.py``), and runs
+    checkpoint holds the controller (read by ``examples/verl/inspect_checkpoint.py``), the
+    applied weights are logged, and runs
     resumed from a mid-epoch and an epoch-boundary checkpoint train exactly what the
     uninterrupted run trained."""
     ckpt = tmp_path / "ckpt"
@@ -157,11 +197,12 @@ def test_v1_sync_fit_trains_every_step_on_its_plan_and_resumes_exactly(
         assert m["gdro/budget/realised"] == m["gdro/budget/target"] == BATCH * MEAN
         assert m["gdro/budget/planned"] == BATCH * MEAN
         assert {"gdro/pass@1", "gdro/pass@2", "gdro/prompt/entropy"} <= set(m)
+    _check_applied_weights(run, logged)
     assert all(u["padding"] == 0 for u in run.updates)  # the exact budget needs no padding rows
     inspect = _example("inspect_checkpoint")
     assert inspect.main([str(ckpt / "global_step_6"), "--expect-step", "6"]) == 0
     assert inspect.main([str(ckpt / "global_step_6"), "--expect-step", "7"]) == 1
-    _check_dumps(dumps, tmp_path / "doctored")
+    _check_dumps(dumps, tmp_path / "doctored", run.log_path)
 
     for at in (6, 8):  # mid-epoch, and the end of epoch 2
         folder = _resume_copy(ckpt, tmp_path / f"resume{at}", at)
@@ -191,7 +232,8 @@ def test_v0_fit_trains_every_step_on_its_plan_and_resumes_exactly(
     logged = run.metrics()
     assert [m["step"] for m in logged] == list(range(1, STEPS + 1))
     assert all({"gdro/pass@1", "gdro/rollout/shadow_price"} <= set(m) for m in logged)
-    _check_dumps(dumps, tmp_path / "doctored")
+    _check_applied_weights(run, logged)
+    _check_dumps(dumps, tmp_path / "doctored", run.log_path)
 
     for at in (6, 8):
         folder = _resume_copy(ckpt, tmp_path / f"resume{at}", at)
@@ -270,15 +312,72 @@ def test_colocated_reward_model_scores_are_fed_back(
     assert all("gdro/pass@1" in m for m in run.metrics())
 
 
+def _spy_on_dropped_groups(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[float]]:
+    """Watch verl's ``ReplayBuffer._clear_groups`` (calls go through unchanged): every ``"train"``
+    group verl drops without training it (DAPO-filtered groups, a step's surplus), with the
+    correctness of each of its sessions as verl's reward scored it (``math_dapo``'s ``acc``), read
+    from TransferQueue just before verl clears it. uid -> rewards ([] for no rollout)."""
+    import functools
+
+    import transfer_queue as tq
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    dropped: dict[str, list[float]] = {}
+    clear = ReplayBuffer._clear_groups
+
+    @functools.wraps(clear)
+    def spied(self: Any, partition_id: str, uids: set[str]) -> None:
+        if partition_id == "train":
+            keys = [k for k in self.partitions[partition_id] if k.rsplit("_", 2)[0] in uids]
+            found: dict[str, list[float]] = {str(u): [] for u in uids}
+            if keys:
+                rows = tq.kv_batch_get(
+                    keys=keys, partition_id=partition_id, select_fields=["extra_fields"]
+                )
+                for key, extra in zip(keys, list(rows["extra_fields"]), strict=True):
+                    acc = extra["reward_extra_info"]["acc"]
+                    found[key.rsplit("_", 2)[0]].append(1.0 if acc else 0.0)
+            assert not set(found) & set(dropped), "a group was dropped twice"
+            dropped.update(found)
+        clear(self, partition_id, uids)
+
+    monkeypatch.setattr(ReplayBuffer, "_clear_groups", spied)
+    return dropped
+
+
+def _check_every_finished_group_was_fed_back(run: Any, dropped: dict[str, list[float]]) -> None:
+    """The controller got the real outcome of every group that finished: the trained ones (their
+    scores as trained) and the ones verl dropped, each once, for the prompt it was dispatched
+    for; only groups without any rollout were cancelled."""
+    trained: dict[str, list[float]] = {}
+    for update in run.updates:
+        for uid, score in zip(update["uids"], update["scores"], strict=True):
+            trained.setdefault(uid, []).append(1.0 if score > 0 else 0.0)
+    scored = {u: r for u, r in dropped.items() if r}
+    assert scored and not set(scored) & set(trained)
+    assert set(run.spy.fed) == set(trained) | set(scored)
+    for uid, rewards in {**trained, **scored}.items():
+        pid, got = run.spy.fed[uid]
+        assert pid == run.spy.dispatched[uid][0]
+        assert len(got) == run.spy.dispatched[uid][1]  # no session failed in this run
+        assert sorted(got) == sorted(rewards), uid
+    silent = sorted(run.spy.dispatched[u][0] for u, r in dropped.items() if not r)
+    assert sorted(run.spy.cancelled) == silent
+
+
 def test_v1_dapo_filtered_run_refills_from_the_budget_rule_and_resumes_exactly(
-    harness: Any, model_path: str, transfer_queue: Any, tmp_path: Path
+    harness: Any,
+    model_path: str,
+    transfer_queue: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """DAPO dynamic sampling (``algorithm.filter_groups.enable``) in ``PPOTrainerSync.fit``: verl's
     own filter drops zero-variance groups (gdro's buffer hands it verl's settings) and refills the
     batch with more prompts, which gdro plans in blocks of ``train_batch_size`` with the exact
     budget while earlier blocks are still being scored; every group trains with its planned
-    size and weight, the dropped ones are fed back too, and a run resumed mid-way makes exactly
-    the plans the uninterrupted run made."""
+    size and weight, the dropped ones are fed back too (with the outcomes verl scored for
+    them), and a run resumed mid-way makes exactly the plans the uninterrupted run made."""
     dapo = [
         "algorithm.filter_groups.enable=true",
         "trainer.total_training_steps=8",
@@ -287,9 +386,11 @@ def test_v1_dapo_filtered_run_refills_from_the_budget_rule_and_resumes_exactly(
     train = harness.write_parquet(tmp_path / "train48.parquet", 48, "train")
     ckpt = tmp_path / "ckpt"
     cfg = _config(harness, model_path, tmp_path, ckpt, [*dapo, f"data.train_files={train}"])
+    dropped = _spy_on_dropped_groups(monkeypatch)
     run = harness.run_v1(cfg, model_path, tmp_path, "dapo")
     assert len(run.updates) == 8
     _check_trained_groups(run)
+    _check_every_finished_group_was_fed_back(run, dropped)
     for update in run.updates:  # verl trained no group without a learning signal
         assert all(len(set(s)) > 1 for s in _scores_by_uid(update).values())
         assert len(set(update["uids"])) == BATCH
@@ -344,7 +445,8 @@ def test_v1_failed_groups_are_cancelled_and_refilled_and_resume_exactly(
         assert m["gdro/budget/realised"] == m["gdro/budget/planned"]
         assert m["gdro/budget/target"] == BATCH * MEAN
 
-    folder = _resume_copy(ckpt, tmp_path / "resume", 4)
+    at = 2  # mid-epoch (4 steps per epoch)
+    folder = _resume_copy(ckpt, tmp_path / "resume", at)
     resumed = harness.run_v1(
         _config(harness, model_path, tmp_path, folder, refill),
         model_path,
@@ -352,7 +454,25 @@ def test_v1_failed_groups_are_cancelled_and_refilled_and_resume_exactly(
         "refill-r",
         fail=fail,
     )
-    assert _trained(resumed.updates) == _trained(run.updates[4:])
+    assert len(resumed.updates) == steps - at
+    assert _trained(resumed.updates) == _trained(run.updates[at:])
+
+
+def _check_controller_continues(run: Any, saved: Any, resumed: Any) -> None:
+    """The uninterrupted run's plans have serials 1, 2, ...; the resumed controller carries on from
+    the checkpoint: its new plans take the next serials (no gap, no duplicate), every plan the
+    checkpoint held in flight completes, and the controller's step counts each completed plan
+    once."""
+    assert [p["serial"] for p in run.spy.plans] == list(range(1, len(run.spy.plans) + 1))
+    start = int(saved["controller"]["serial"]) + 1  # the controller saves its last serial
+    serials = [p["serial"] for p in resumed.spy.plans]
+    assert serials == list(range(start, start + len(serials)))
+    restored = {int(k) for k in saved["flights"]}
+    assert restored and max(restored) < start
+    still_open = {int(p.serial) for p in resumed.runtime.in_flight()}
+    assert not restored & still_open  # every restored plan completed
+    completed = len(restored) + len(serials) - len(still_open)
+    assert resumed.runtime.controller.step == int(saved["controller"]["step"]) + completed
 
 
 def test_v1_colocate_async_plans_ahead_and_resumes_its_plans_in_flight(
@@ -362,9 +482,10 @@ def test_v1_colocate_async_plans_ahead_and_resumes_its_plans_in_flight(
     (``num_warmup_batches``), so gdro plans blocks before earlier ones are scored and takes their
     feedback in any order; every plan meets the exact budget, every trained group has the size
     and weight planned for it, and a run resumed from a checkpoint (verl restores its
-    TransferQueue and re-issues the prompts in flight) finishes the restored plans: the re-issued
-    groups train with the counts planned before the checkpoint."""
-    mode = ["trainer.v1.trainer_mode=colocate_async", "trainer.save_freq=4"]
+    TransferQueue and re-issues the prompts in flight) mid-epoch finishes the restored plans: the
+    re-issued groups train with the counts planned before the checkpoint, and the controller
+    carries on without a gap or a repeat."""
+    mode = ["trainer.v1.trainer_mode=colocate_async", "trainer.save_freq=3"]
     ckpt = tmp_path / "ckpt"
     run = harness.run_v1(
         _config(harness, model_path, tmp_path, ckpt, mode), model_path, tmp_path, "async"
@@ -376,18 +497,22 @@ def test_v1_colocate_async_plans_ahead_and_resumes_its_plans_in_flight(
     for m in run.metrics():
         assert m["gdro/budget/realised"] == m["gdro/budget/planned"]
 
-    folder = _resume_copy(ckpt, tmp_path / "resume", 8)
-    saved = harness.sampler_runtime_state(folder / "global_step_8")
+    at = 6  # mid-epoch (4 steps per epoch)
+    folder = _resume_copy(ckpt, tmp_path / "resume", at)
+    saved = harness.sampler_runtime_state(folder / f"global_step_{at}")
     assert saved["flights"]  # the checkpoint holds plans in flight
     resumed = harness.run_v1(
         _config(harness, model_path, tmp_path, folder, mode), model_path, tmp_path, "async-r"
     )
-    assert len(resumed.updates) == STEPS - 8
+    assert len(resumed.updates) == STEPS - at
     reissued = {u for update in resumed.updates for u in update["uids"]} - set(
         resumed.spy.dispatched
     )
     assert reissued and reissued <= set(run.spy.dispatched)
     _check_trained_groups(resumed, run.spy.dispatched)
+    _check_controller_continues(run, saved, resumed)
+    for m in resumed.metrics():
+        assert m["gdro/budget/realised"] == m["gdro/budget/planned"]
 
 
 def test_v1_separate_async_feeds_back_each_mini_batch(
@@ -395,8 +520,9 @@ def test_v1_separate_async_feeds_back_each_mini_batch(
 ) -> None:
     """``trainer.v1.trainer_mode=separate_async`` with two optimiser steps per global step
     (``parameter_sync_step=2``) on a standalone rollout (``hybrid_engine=false``): each
-    mini-batch's groups are fed back as verl samples them, plans stay within budget, and the
-    budget is logged per optimiser step against half a batch."""
+    mini-batch's groups are fed back as verl samples them, plans stay within budget, the budget
+    is logged per optimiser step against half a batch and realised as planned, and a run resumed
+    mid-epoch finishes the restored plans and carries the controller on."""
     mode = [
         "trainer.v1.trainer_mode=separate_async",
         "trainer.v1.separate_async.parameter_sync_step=2",
@@ -406,13 +532,28 @@ def test_v1_separate_async_feeds_back_each_mini_batch(
         "actor_rollout_ref.rollout.n_gpus_per_node=1",
         "actor_rollout_ref.rollout.checkpoint_engine.backend=nccl",
         "trainer.total_epochs=2",
-        "trainer.save_freq=-1",
+        "trainer.save_freq=3",
     ]
+    ckpt = tmp_path / "ckpt"
     run = harness.run_v1(
-        _config(harness, model_path, tmp_path, tmp_path / "ckpt", mode), model_path, tmp_path, "sep"
+        _config(harness, model_path, tmp_path, ckpt, mode), model_path, tmp_path, "sep"
     )
     assert len(run.updates) == 2 * 2 * STEPS_PER_EPOCH  # two optimiser steps per global step
     assert all(len(set(u["uids"])) == BATCH // 2 for u in run.updates)
     _check_trained_groups(run)
     assert run.spy.most_in_flight >= 2
-    assert all(m["gdro/budget/target"] == BATCH // 2 * MEAN for m in run.metrics())
+    for m in run.metrics():
+        assert m["gdro/budget/target"] == BATCH // 2 * MEAN
+        assert m["gdro/budget/realised"] == m["gdro/budget/planned"]
+
+    at = 3  # mid-epoch
+    folder = _resume_copy(ckpt, tmp_path / "resume", at)
+    saved = harness.sampler_runtime_state(folder / f"global_step_{at}")
+    resumed = harness.run_v1(
+        _config(harness, model_path, tmp_path, folder, mode), model_path, tmp_path, "sep-r"
+    )
+    assert len(resumed.updates) == 2 * (2 * STEPS_PER_EPOCH - at)
+    _check_trained_groups(resumed, run.spy.dispatched)
+    _check_controller_continues(run, saved, resumed)
+    for m in resumed.metrics():
+        assert m["gdro/budget/realised"] == m["gdro/budget/planned"]

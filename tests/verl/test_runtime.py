@@ -269,3 +269,63 @@ def test_any_order_of_feedback_with_plans_in_flight_keeps_budgets_and_resumes(
         assert rt.awaiting() == twin.awaiting()
         np.testing.assert_equal(rt.controller.state_dict(), twin.controller.state_dict())
     np.testing.assert_equal(rt.state_dict(), twin.state_dict())
+
+
+def _drop_a_flight(state: dict[str, Any]) -> str:
+    state["flights"].pop(sorted(state["flights"])[0])
+    return "the controller's plans in flight"
+
+
+def _lose_a_reward(state: dict[str, Any]) -> str:
+    flight = next(f for f in state["flights"].values() if len(f["received_ids"]))
+    flight["received_rewards"] = flight["received_rewards"][:-1]
+    return "saved rewards for"
+
+
+def _unknown_current(state: dict[str, Any]) -> str:
+    state["current"] = 10**6
+    return "the block being handed out is not in flight"
+
+
+def _uids_without_prompts(state: dict[str, Any]) -> str:
+    state["uid_prompts"] = state["uid_prompts"][:-1]
+    return "uids but"
+
+
+@pytest.mark.parametrize(
+    "corrupt", [_drop_a_flight, _lose_a_reward, _unknown_current, _uids_without_prompts]
+)
+def test_a_state_rejected_after_its_controller_part_changes_nothing(corrupt: Any) -> None:
+    """A saved state whose controller part loads but whose plans in flight, feedback or uids do
+    not match is rejected whole: the runtime keeps its own controller, plans in flight, bindings
+    and block being handed out, and goes on exactly like a twin that was never asked to load."""
+    saved = _runtime(max_in_flight=3)
+    for step in range(2):
+        ids = _plan_block(saved)
+        saved.register_batch([f"s{step}-{p}" for p in ids], ids)
+        n = saved.planned_rollouts(ids[0])
+        saved.feedback_groups({f"s{step}-{ids[0]}": Group(ids[0], _outcome(ids[0], n, step), None)})
+    saved.next_prompt_id()  # a third block, partly handed out
+    state = copy.deepcopy(saved.state_dict())
+    message = corrupt(state)
+
+    rt, twin = _runtime(max_in_flight=3), _runtime(max_in_flight=3)
+    for runtime in (rt, twin):  # another history: one block fed back, one half handed out
+        ids = _plan_block(runtime)
+        runtime.feedback_groups(
+            _groups({p: _outcome(p, runtime.planned_rollouts(p), 9) for p in ids})
+        )
+        runtime.register_batch(["u0"], [runtime.next_prompt_id()])
+    assert rt.controller.step != saved.controller.step
+    with pytest.raises(ValueError, match=message):
+        rt.load_state_dict(state)
+    np.testing.assert_equal(rt.state_dict(), twin.state_dict())
+    assert rt.prompt_of("u0") == twin.prompt_of("u0") is not None
+    assert rt.plan is not None and rt.plan.serial == twin.plan.serial
+    for runtime in (rt, twin):  # both carry on alike
+        rest = [runtime.next_prompt_id() for _ in range(rt.block_size - 1)]
+        pids = [runtime.prompt_of("u0"), *rest]
+        runtime.feedback_groups(
+            _groups({p: _outcome(p, runtime.planned_rollouts(p), 5) for p in pids})
+        )
+    np.testing.assert_equal(rt.state_dict(), twin.state_dict())
