@@ -329,3 +329,24 @@ def test_a_state_rejected_after_its_controller_part_changes_nothing(corrupt: Any
             _groups({p: _outcome(p, runtime.planned_rollouts(p), 5) for p in pids})
         )
     np.testing.assert_equal(rt.state_dict(), twin.state_dict())
+
+
+def test_a_state_of_the_previous_format_loads_without_the_fingerprint_check() -> None:
+    """A format-2 state (written before train-set fingerprints) still resumes, unchecked; a
+    format-3 state over other prompts is rejected, and an unknown format is rejected by name."""
+    saved = _runtime()
+    saved.fingerprint = "a" * 64
+    ids = _plan_block(saved)
+    saved.feedback_groups(_groups({p: _outcome(p, saved.planned_rollouts(p), 1) for p in ids}))
+    state = saved.state_dict()
+    assert state["format_version"] == 3 and state["train_set"] == "a" * 64
+
+    other = _runtime()
+    other.fingerprint = "b" * 64
+    with pytest.raises(ValueError, match="another train set"):
+        other.load_state_dict(state)
+    old = {k: v for k, v in state.items() if k != "train_set"} | {"format_version": 2}
+    other.load_state_dict(old)
+    np.testing.assert_equal(other.controller.state_dict(), saved.controller.state_dict())
+    with pytest.raises(ValueError, match="format_version is 1"):
+        other.load_state_dict(state | {"format_version": 1})
