@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/controller_overhead.py
 	$(BIN)/python benchmarks/scale.py --quick
 	$(BIN)/python benchmarks/verl_step_cost.py --json benchmarks/results/verl_step_cost.json
+	$(BIN)/python benchmarks/trl_overhead.py --json benchmarks/results/trl_overhead.json
 
 clean:
 	rm -rf $(VENV) $(FLOOR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

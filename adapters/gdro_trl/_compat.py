@@ -13,26 +13,33 @@ weights, so :class:`TRLHooks` overrides these methods (each calls TRL's own firs
 * ``_generate_single_turn``: with vLLM in server mode and unequal groups, asks for one completion
   per row (TRL's server path assumes ``num_generations`` consecutive copies of each prompt).
 * ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (as TRL does for its entropy state): the
-  controller's state is saved in ``checkpoint-N/gdro/`` and restored on resume, together with
-  TRL's micro-step counter ``_step`` (so generation stays aligned with the planned blocks) and,
-  for a checkpoint taken in the middle of a block's reuse, each rank's buffered completions
-  (``_buffered_inputs``, which TRL itself drops on resume and regenerates).
+  controller's state is saved in ``checkpoint-N/gdro/`` *before* TRL writes the rest of the
+  checkpoint (so a checkpoint complete for TRL always holds gdro's state) and restored on resume,
+  together with TRL's micro-step counter ``_step`` (so generation stays aligned with the planned
+  blocks) and, for a checkpoint taken in the middle of a block's reuse, each rank's buffered
+  completions (``_buffered_inputs``, which TRL itself drops on resume and regenerates).
 * ``_set_signature_columns_if_needed``: keeps the ``gdro_prompt_id`` column when
   ``remove_unused_columns=True``.
 
-Private attributes read or written: ``_step``, ``_buffered_inputs``, ``_metrics``, ``_logs``,
-``_signature_columns``, ``num_iterations``, ``reward_weights``, ``scale_rewards``,
-``multi_objective_aggregation``, ``reward_func_names``. :func:`check_trl` runs when
-``gdro_trl.trainer`` is imported: it fails unless every hooked method exists with the expected
-leading parameters, and warns on a TRL release this adapter was not tested with.
+A ``rollout_func`` (TRL's public hook) is wrapped under Rollout-GDRO by
+:func:`check_rollout_rows`, which rejects one that groups rows by ``num_generations``.
+
+Checks, so a changed TRL fails loudly instead of training without gdro: :func:`check_trl` runs
+when ``gdro_trl.trainer`` is imported and fails unless every hooked method exists with the
+expected leading parameters (it warns on a TRL release this adapter was not tested with);
+:func:`check_trainer` runs when a trainer is built and fails unless every private attribute gdro
+reads or writes exists (:data:`PRIVATE_ATTRIBUTES`); and each generation batch fails unless TRL
+logged ``frac_reward_zero_std``, which gdro replaces.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,6 +81,25 @@ _HOOKED = {
     "_set_signature_columns_if_needed": ("self",),
 }
 
+#: GRPOTrainer instance attributes gdro reads or writes (checked by :func:`check_trainer`).
+PRIVATE_ATTRIBUTES = (
+    "_step",
+    "_buffered_inputs",
+    "_metrics",
+    "_logs",
+    "_signature_columns",
+    "num_iterations",
+    "reward_weights",
+    "scale_rewards",
+    "multi_objective_aggregation",
+    "reward_func_names",
+    "rollout_func",
+    "use_vllm",
+    "vllm_mode",
+)
+#: TRL's metric of the share of groups whose rewards have zero std, replaced by gdro's.
+ZERO_STD_METRIC = "frac_reward_zero_std"
+
 
 def trl_version() -> tuple[int, int, int]:
     """The installed TRL version as ``(major, minor, patch)``; pre-release tags are dropped."""
@@ -113,6 +139,78 @@ def check_trl() -> None:
             "the hooked methods, but check docs/trl.md before relying on it",
             stacklevel=2,
         )
+
+
+def check_trainer(trainer: Any) -> None:
+    """Fail unless a built ``GRPOTrainer`` has every private attribute gdro relies on.
+
+    Args:
+        trainer: The trainer, after ``GRPOTrainer.__init__``.
+
+    Raises:
+        RuntimeError: an attribute of :data:`PRIVATE_ATTRIBUTES` is missing, or ``_metrics`` /
+            ``_logs`` lack the entries gdro rewrites.
+    """
+    version = ".".join(map(str, trl_version()))
+    missing = [name for name in PRIVATE_ATTRIBUTES if not hasattr(trainer, name)]
+    if not missing:
+        if "train" not in trainer._metrics:
+            missing.append("_metrics['train']")
+        if "advantages" not in trainer._logs:
+            missing.append("_logs['advantages']")
+    if missing:
+        raise RuntimeError(
+            f"gdro_trl supports TRL {TESTED_TRL}: GRPOTrainer must have the attributes "
+            f"{list(PRIVATE_ATTRIBUTES)} (and _metrics['train'], _logs['advantages']); the "
+            f"trainer built with TRL {version} lacks {missing}"
+        )
+
+
+def check_rollout_rows(
+    rollout_func: Callable[[list[Any], Any], dict[str, Any]],
+) -> Callable[[list[Any], Any], dict[str, Any]]:
+    """Wrap a TRL ``rollout_func`` so that one grouping rows by ``num_generations`` fails.
+
+    Under Rollout-GDRO prompt i has ``n_i`` consecutive rows, not ``num_generations``. A
+    ``rollout_func`` that generates for every ``num_generations``-th row (as TRL's vLLM server
+    path does) attaches completions to rows of other prompts. The wrapper checks what it returns:
+    one completion per row, and no two rows with different prompts given the same prompt tokens.
+
+    Args:
+        rollout_func: ``rollout_func(prompts, trainer) -> {"prompt_ids", "completion_ids", ...}``.
+
+    Returns:
+        The checked function, with the same name.
+
+    Raises:
+        RuntimeError: (when called) the output breaks the one-completion-per-row contract.
+    """
+
+    @functools.wraps(rollout_func)
+    def checked(prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        output = rollout_func(prompts, trainer)
+        if not isinstance(output, dict) or not {"prompt_ids", "completion_ids"} <= output.keys():
+            return output  # TRL reports the missing keys
+        prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
+        if len(completion_ids) != len(prompts) or len(prompt_ids) != len(prompts):
+            raise RuntimeError(
+                "gdro: rollout_func must return one prompt_ids and one completion_ids entry per "
+                "row it receives (under Rollout-GDRO prompt i has its own number of rows); got "
+                f"{len(prompt_ids)} and {len(completion_ids)} for {len(prompts)} rows"
+            )
+        seen: dict[tuple[int, ...], str] = {}
+        for prompt, ids in zip(prompts, prompt_ids, strict=True):
+            key, text = tuple(int(t) for t in ids), repr(prompt)
+            if seen.setdefault(key, text) != text:
+                raise RuntimeError(
+                    "gdro: rollout_func returned the same prompt tokens for rows of different "
+                    "prompts: it must generate one completion per row from that row's prompt, not "
+                    "group rows by num_generations (under Rollout-GDRO prompt i has n_i rows); "
+                    f"got the tokens of {seen[key][:60]} for a row of {text[:60]}"
+                )
+        return output
+
+    return checked
 
 
 def _local_prompt_ids(inputs: list[dict[str, Any]]) -> list[int]:
@@ -193,7 +291,8 @@ class TRLHooks:
         return output
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        # gdro's state first: a checkpoint TRL has completed always holds it, and it is in the
+        # folder when TRL pushes the checkpoint or rotates older ones.
         trainer: Any = self
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -210,6 +309,7 @@ class TRLHooks:
             # In the middle of a block's reuse: keep this rank's generated completions, so the
             # resumed run trains on them instead of generating the block again.
             _save_buffer(trainer._buffered_inputs, folder, trainer.accelerator.process_index)
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
 
     def _load_optimizer_and_scheduler(self, checkpoint: Any) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
@@ -270,9 +370,14 @@ def _apply_plan(
     start = trainer.accelerator.process_index * local_rows
     local = output["advantages"]
     output["advantages"] = final[start : start + local_rows].to(local.device, local.dtype)
-    zero_std = trainer._metrics["train"].get("frac_reward_zero_std")
-    if zero_std:
-        zero_std[-1] = result.std_is_zero.float().mean().item()
+    zero_std = trainer._metrics["train"].get(ZERO_STD_METRIC)
+    if not zero_std:
+        raise RuntimeError(
+            f"gdro_trl supports TRL {TESTED_TRL}: GRPOTrainer must log {ZERO_STD_METRIC!r} when it "
+            "scores a generation batch (gdro replaces it with the per-prompt value); TRL "
+            f"{'.'.join(map(str, trl_version()))} did not"
+        )
+    zero_std[-1] = result.std_is_zero.float().mean().item()
     logged = trainer._logs["advantages"]
     for _ in range(min(len(logged), final.numel())):
         logged.pop()

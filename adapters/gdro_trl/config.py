@@ -1,9 +1,10 @@
 """gdro's settings for a TRL run.
 
 A :class:`GDROConfig` holds the three core configs (classifier, Prompt-GDRO, Rollout-GDRO), the
-controller seed and the adapter's own options. :meth:`GDROConfig.from_mapping` parses nested
-dicts (YAML, JSON, argparse) on gdro_core's ``reward`` recipe by default, because TRL computes no
-per-prompt losses when the rewards are fed back::
+controller seed (by default ``GRPOConfig.seed``) and the adapter's own options.
+:meth:`GDROConfig.from_mapping` parses nested dicts (YAML, JSON, argparse) on gdro_core's
+``reward`` recipe by default, because TRL computes no per-prompt losses when the rewards are fed
+back::
 
     gdro = GDROConfig.from_mapping(
         {"prompt": {"mode": "reweight"}, "rollout": {"mode": "neyman"}},
@@ -38,8 +39,10 @@ class GDROConfig:
             ``GRPOConfig.num_generations``. ``None``: every prompt gets ``num_generations``
             completions (Prompt-GDRO only).
         classifier: Difficulty-classifier settings.
-        seed: Controller seed: the prompt order and every plan follow from it (TRL's ``seed`` and
-            ``shuffle_dataset`` no longer order the train set). The same on every rank.
+        seed: Controller seed: the prompt order and every plan follow from it (TRL's
+            ``shuffle_dataset`` no longer orders the train set). ``None`` (the default): the run's
+            ``GRPOConfig.seed``, so runs that differ only in TRL's seed get different plans. The
+            same on every rank.
         reward_func: Which reward decides that a completion is correct (reward >
             ``classifier.success_threshold``): ``None`` for TRL's total reward (the weighted sum of
             the reward functions), or the name of one reward function as TRL logs it
@@ -51,7 +54,7 @@ class GDROConfig:
     Examples:
         >>> cfg = GDROConfig(prompt=PromptConfig(mode="resample", signal="variance"))
         >>> cfg.prompt.mode, cfg.rollout, cfg.seed, cfg.pass_at_k
-        ('resample', None, 0, (1,))
+        ('resample', None, None, (1,))
         >>> cfg.rollout_for(num_generations=8).mode, cfg.rollout_for(num_generations=8).mean
         ('fixed', 8)
         >>> GDROConfig(prompt=PromptConfig())  # doctest: +ELLIPSIS
@@ -65,7 +68,7 @@ class GDROConfig:
     )
     rollout: RolloutConfig | None = None
     classifier: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
-    seed: int = 0
+    seed: int | None = None
     reward_func: str | None = None
     pass_at_k: tuple[int, ...] = (1,)
 
@@ -99,8 +102,10 @@ class GDROConfig:
                 "per-prompt losses at feedback time (RolloutConfig.variance_bandit(mean=...) has "
                 f"knobs sized for it); got {self.rollout.arm_signal!r}"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"GDROConfig.seed must be an integer >= 0; got {self.seed!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
+        ):
+            raise ValueError(f"GDROConfig.seed must be None or an integer >= 0; got {self.seed!r}")
         if self.reward_func is not None and (
             not isinstance(self.reward_func, str) or not self.reward_func
         ):
@@ -206,7 +211,6 @@ class GDROConfig:
             k: raw[k] for k in ("recipe", "classifier", "prompt", "seed") if k in raw
         }
         core.setdefault("recipe", "reward")
-        core.setdefault("seed", 0)
         if raw.get("rollout") is not None:
             rollout_raw = dict(raw["rollout"])
             if rollout_raw.get("mean") is None:

@@ -121,6 +121,15 @@ def check_trl_args(args: Any, config: GDROConfig, train_dataset: Any) -> TRLLayo
         Traceback (most recent call last):
         ...
         ValueError: GRPOConfig.dataloader_num_workers must be 0 with gdro: ...; got 2
+
+        TRL's defaults (8 completions per device, ``num_generations=8``) make a generation batch
+        of one prompt, where reweighting and splitting the budget do nothing:
+
+        >>> args = GRPOConfig(output_dir="/tmp/gdro-doc", use_cpu=True, report_to=[])
+        >>> check_trl_args(args, GDROConfig(), data)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: GRPOConfig.generation_batch_size // num_generations (prompts per generation batch) must be >= 2 with Prompt-GDRO reweight: ...
     """
     from datasets import Dataset
 
@@ -161,6 +170,26 @@ def check_trl_args(args: Any, config: GDROConfig, train_dataset: Any) -> TRLLayo
         num_iterations=int(args.num_iterations),
         gradient_accumulation_steps=int(args.gradient_accumulation_steps),
     )
+    if layout.prompts < 2 and (config.prompt.mode == "reweight" or rollout.mode != "fixed"):
+        wanted = [
+            name
+            for name, on in (
+                ("Prompt-GDRO reweight", config.prompt.mode == "reweight"),
+                (f"Rollout-GDRO {rollout.mode}", rollout.mode != "fixed"),
+            )
+            if on
+        ]
+        raise ValueError(
+            "GRPOConfig.generation_batch_size // num_generations (prompts per generation batch) "
+            f"must be >= 2 with {' and '.join(wanted)}: weights are normalised within a batch and "
+            "the completion budget is split within it, so a batch of one prompt gets weight 1 "
+            "and num_generations completions every step; got generation_batch_size="
+            f"{args.generation_batch_size} (per_device_train_batch_size="
+            f"{args.per_device_train_batch_size} x processes x steps_per_generation="
+            f"{args.steps_per_generation}), num_generations={args.num_generations}: "
+            f"{layout.prompts} prompt. Raise per_device_train_batch_size or steps_per_generation "
+            f"so that generation_batch_size >= {2 * int(args.num_generations)}"
+        )
     needed = layout.prompts * layout.max_in_flight
     if len(train_dataset) < needed:
         raise ValueError(

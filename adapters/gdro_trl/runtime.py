@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GDRORuntime"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the train set's fingerprint
+_READABLE_VERSIONS = (1, 2)  # a format-1 state (no fingerprint) still loads
 _CONTROLLER_FILE = "controller.npz"
 _RUNTIME_FILE = "runtime.json"
 
@@ -46,6 +47,12 @@ class GDRORuntime:
         layout: How TRL's batches map onto blocks (:func:`gdro_trl.layout.check_trl_args`).
         num_prompts: Size of the train set; prompt ids are its row indices.
         reward_names: TRL's reward function names, in order (to resolve ``config.reward_func``).
+        train_fingerprint: A digest of the train set's content, saved with the state; a checkpoint
+            of another train set is rejected on :meth:`load` (``GDROGRPOTrainer`` hashes the
+            prompt column).
+
+    The controller is seeded with ``config.seed``, 0 when it is ``None`` (``GDROGRPOTrainer``
+    sets it to ``GRPOConfig.seed`` first).
 
     Raises:
         ValueError: ``config.reward_func`` names no reward function.
@@ -72,12 +79,14 @@ class GDRORuntime:
         *,
         num_prompts: int,
         reward_names: list[str] | tuple[str, ...] = (),
+        train_fingerprint: str | None = None,
     ) -> None:
         from gdro_core import GDROController
 
         self.config = config
         self.layout = layout
         self.num_prompts = int(num_prompts)
+        self.train_fingerprint = train_fingerprint
         self.rollout_config = config.rollout_for(layout.mean)
         names = list(reward_names)
         if config.reward_func is not None and config.reward_func not in names:
@@ -91,7 +100,7 @@ class GDRORuntime:
             classifier=config.classifier,
             prompt=config.prompt,
             rollout=self.rollout_config,
-            seed=config.seed,
+            seed=0 if config.seed is None else config.seed,
             max_in_flight=layout.max_in_flight,
         )
         self._queue: deque[Block] = deque()  # planned, not yet generated, oldest first
@@ -279,6 +288,7 @@ class GDRORuntime:
             "format_version": _FORMAT_VERSION,
             "num_prompts": self.num_prompts,
             "layout": [self.layout.prompts, self.layout.mean, self.layout.repeat],
+            "train_fingerprint": self.train_fingerprint,
             "epoch": self._epoch,
             "epoch_rows": self._epoch_rows,
             "queue": [_block_json(b) for b in self._queue],
@@ -290,28 +300,45 @@ class GDRORuntime:
     def load(self, folder: str | os.PathLike[str]) -> None:
         """Restore :meth:`save`'s output; the next sampler epoch continues the saved one.
 
+        Nothing changes when the state is rejected.
+
         Raises:
             FileNotFoundError: ``folder`` holds no gdro state.
-            ValueError: the state belongs to another dataset size or batch layout.
+            ValueError: the state was written by another format, or for another train set (its
+                size or content) or batch layout.
         """
         path = Path(folder)
         if not (path / _RUNTIME_FILE).is_file():
             raise FileNotFoundError(
                 f"gdro: {path} holds no gdro state; resume from a checkpoint written by "
-                "GDROGRPOTrainer (its checkpoint-N folders hold a gdro/ subfolder)"
+                "GDROGRPOTrainer (its checkpoint-N folders hold a gdro/ subfolder, written before "
+                "the rest of the checkpoint)"
             )
         state = json.loads((path / _RUNTIME_FILE).read_text())
+        if state.get("format_version") not in _READABLE_VERSIONS:
+            raise ValueError(
+                f"gdro checkpoint {path}: format_version must be one of {_READABLE_VERSIONS} "
+                f"(this gdro_trl's); got {state.get('format_version')!r}"
+            )
+        if state["format_version"] == 1:  # written before fingerprints: not checked
+            state["train_fingerprint"] = self.train_fingerprint
         mine = {
-            "format_version": _FORMAT_VERSION,
-            "num_prompts": self.num_prompts,
-            "layout": [self.layout.prompts, self.layout.mean, self.layout.repeat],
+            "num_prompts": (self.num_prompts, "the same train set"),
+            "train_fingerprint": (
+                self.train_fingerprint,
+                "the same train set, its prompts in the same order (the fingerprint hashes them)",
+            ),
+            "layout": (
+                [self.layout.prompts, self.layout.mean, self.layout.repeat],
+                "the same num_generations, generation batch size, steps_per_generation and "
+                "num_iterations ([prompts per batch, num_generations, reads per batch])",
+            ),
         }
-        for key, value in mine.items():
+        for key, (value, fix) in mine.items():
             if state.get(key) != value:
                 raise ValueError(
-                    f"gdro checkpoint {path}: {key} is {state.get(key)} but this run has {value}; "
-                    "resume with the same train set, num_generations, generation batch size, "
-                    "steps_per_generation and num_iterations"
+                    f"gdro checkpoint {path}: {key} is {state.get(key)!r} but this run has "
+                    f"{value!r}; resume with {fix}"
                 )
         from gdro_core import GDROController
 
@@ -330,9 +357,14 @@ class GDRORuntime:
         self._epoch = int(state["epoch"])
         self._epoch_rows = int(state["epoch_rows"])
         self.trl_step = int(state["trl_step"])
-        self._replay_rows = (
-            self._epoch_rows if 0 < self._epoch_rows < self.layout.epoch_length else None
+        # TRL resumes inside the epoch unless every batch of it was trained on: rows not all read
+        # yet, a block read but not generated, or the last block in the middle of its reuse.
+        unfinished = (
+            self._epoch_rows < self.layout.epoch_length
+            or any(b.epoch == self._epoch for b in self._queue)
+            or self.trl_step % self.layout.repeat != 0
         )
+        self._replay_rows = self._epoch_rows if self._epoch_rows > 0 and unfinished else None
 
 
 def _offsets(rollouts: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -30,7 +30,7 @@ class GDROSampler(Sampler[int]):
         runtime: The run's :class:`~gdro_trl.runtime.GDRORuntime`.
 
     Examples:
-        Four prompts per block, two completions each on average, every block read twice:
+        Two prompts per block, two completions each on average, every block read twice:
 
         >>> from gdro_trl.config import GDROConfig
         >>> from gdro_trl.layout import TRLLayout

@@ -14,7 +14,10 @@ in first: ``class MyTrainer(GDROMixin, MyGRPOTrainer)``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import inspect
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +41,11 @@ class GDROMixin(_compat.TRLHooks):
     Takes every argument of ``trl.GRPOTrainer`` plus ``gdro``. Before TRL builds anything it checks
     the ``GRPOConfig`` (:func:`gdro_trl.layout.check_trl_args`) and stamps each train row with its
     index (column ``gdro_prompt_id``, the stable prompt id; reward functions receive it as a
-    keyword like every other column).
+    keyword like every other column). It hashes the train set's prompts (the fingerprint that
+    ties a checkpoint to its train set), seeds the controller with ``GRPOConfig.seed`` unless
+    ``gdro.seed`` is set, and after TRL's ``__init__`` checks the private attributes it relies on
+    (:func:`gdro_trl._compat.check_trainer`); under Rollout-GDRO a ``rollout_func`` is wrapped by
+    :func:`gdro_trl._compat.check_rollout_rows`.
 
     Args:
         *args: ``GRPOTrainer``'s positional arguments.
@@ -94,15 +101,25 @@ class GDROMixin(_compat.TRLHooks):
                 f"train_dataset must not have a {_compat.PROMPT_ID!r} column: gdro stamps each row "
                 "with its index there; got a dataset that already has one"
             )
+        if config.seed is None:
+            config = dataclasses.replace(config, seed=int(grpo_args.seed))
+        fingerprint = _train_fingerprint(dataset)
         params["train_dataset"] = dataset.add_column(
             _compat.PROMPT_ID, np.arange(len(dataset), dtype=np.int64)
         )
         del params["self"]
         super().__init__(**params)
         trainer: Any = self
+        _compat.check_trainer(trainer)
         self.gdro = GDRORuntime(
-            config, layout, num_prompts=len(dataset), reward_names=list(trainer.reward_func_names)
+            config,
+            layout,
+            num_prompts=len(dataset),
+            reward_names=list(trainer.reward_func_names),
+            train_fingerprint=fingerprint,
         )
+        if trainer.rollout_func is not None and self.gdro.rollout_config.mode != "fixed":
+            trainer.rollout_func = _compat.check_rollout_rows(trainer.rollout_func)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the ``gdro/`` metrics of the logging window, then log as TRL does."""
@@ -110,6 +127,22 @@ class GDROMixin(_compat.TRLHooks):
         if trainer.model.training and hasattr(self, "gdro"):
             logs.update(self.gdro.pop_metrics())
         super().log(logs, start_time)  # type: ignore[misc]
+
+
+def _train_fingerprint(dataset: Any) -> str:
+    """A digest of the train set's ``prompt`` column (every column without one), in row order.
+
+    Text and numbers are hashed as JSON; other objects in a prompt (an image in a message, say)
+    only by their type name, so the digest is the same in every process and after a restart.
+    """
+    columns = ["prompt"] if "prompt" in dataset.column_names else list(dataset.column_names)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([len(dataset), columns]).encode())
+    for batch in dataset.select_columns(columns).iter(batch_size=1024):
+        rows = [batch[c] for c in columns]
+        text = json.dumps(rows, sort_keys=True, default=lambda obj: type(obj).__name__)
+        digest.update(text.encode())
+    return digest.hexdigest()
 
 
 class GDROGRPOTrainer(GDROMixin, GRPOTrainer):

@@ -1,19 +1,19 @@
 """One rank of a 2-process CPU run (gloo), started by test_multiprocess.py (or torchrun).
 
-Writes what this rank's controller planned and fed back, and its final state, to
-``<out>/rank<r>.json``; the test compares the ranks.
+Writes what this rank saw to ``<out>/rank<r>.pkl``: gdro's record of every generation batch, the
+advantages the loss got on this rank, what the reward functions returned for this rank's rows,
+the controller's calls and plans, and its final state. The test compares the ranks and replays the
+run with a reference controller.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from gdro_trl import GDROGRPOTrainer
 
@@ -37,7 +37,7 @@ def main() -> None:
     model, tok = h.tiny_model()
     trainer = cls(
         model=model,
-        reward_funcs=h.noisy_verifier,
+        reward_funcs=[h.logged(h.noisy_verifier, recorder)],
         args=h.grpo_args(
             out / "run",
             per_device_train_batch_size=8,
@@ -56,25 +56,32 @@ def main() -> None:
         },
     )
     recorder.trainer = trainer
+    recorder.watch(trainer.gdro.controller)
     trainer.train()
-    state = trainer.gdro.controller.state_dict()
+    gdro = trainer.gdro
     result = {
         "world": trainer.accelerator.num_processes,
-        "plans": [
-            [
-                r.serial,
-                r.prompt_ids.tolist(),
-                r.rollouts.tolist(),
-                r.weights.tolist(),
-                r.rewards.tolist(),
-            ]
-            for r in recorder.records
+        "records": recorder.records,
+        "loss_advantages": recorder.loss_advantages,
+        # plain tuples: the helpers module is not importable by name where this is read
+        "reward_calls": [
+            {n: tuple(c) for n, c in calls.items()} for calls in recorder.reward_calls
         ],
-        "step": trainer.gdro.controller.step,
-        "bins": np.asarray(trainer.gdro.controller.bins(np.arange(12))).tolist(),
-        "rng": str(state.get("rng")),
+        "events": recorder.events,
+        "plans": recorder.plans,
+        "state": gdro.controller.state_dict(),
+        "controller": {
+            "num_prompts": gdro.num_prompts,
+            "classifier": gdro.config.classifier,
+            "prompt": gdro.config.prompt,
+            "rollout": gdro.rollout_config,
+            "seed": gdro.config.seed,
+            "max_in_flight": gdro.layout.max_in_flight,
+        },
+        "prompts_per_block": gdro.layout.prompts,
+        "reward_weights": trainer.reward_weights.tolist(),
     }
-    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    (out / f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,27 @@
 """Two processes (gloo on CPU, started as torchrun starts them): every rank plans the same
-blocks and feeds back alike."""
+blocks, feeds back alike and trains on its own slice of the generation batch."""
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from .conftest import (
+    Recorder,
+    RewardCall,
+    addition_dataset,
+    batches_of,
+    check_against_reference,
+    same_state,
+    text_ids,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -22,7 +33,9 @@ def test_two_ranks_share_one_plan(tmp_path: Path) -> None:
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "adapters"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [*os.environ.get("PYTHONPATH", "").split(os.pathsep), str(ROOT / "adapters")]
+        ).strip(os.pathsep),
     }
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
@@ -46,12 +59,42 @@ def test_two_ranks_share_one_plan(tmp_path: Path) -> None:
         for proc in procs:
             proc.kill()
     assert [proc.returncode for proc in procs] == [0, 0], errors[0][-3000:] + errors[1][-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["world"] == 2
-    assert ranks[0] == ranks[1]  # same plans, same gathered rewards, same controller state
-    plans = ranks[0]["plans"]
-    assert [p[0] for p in plans] == [1, 2, 3, 4, 5, 6] and ranks[0]["step"] == 6
-    for _, prompt_ids, rollouts, _, rewards in plans:
-        assert len(prompt_ids) == sum(rollouts) == 16 == len(rewards)
-    assert any(len(set(p[2])) > 1 for p in plans)  # unequal groups split across the ranks
+    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # the same controller on both ranks: every plan, every record and the whole final state
+    assert same_state(ranks[0]["state"], ranks[1]["state"])
+    assert ranks[0]["events"] == ranks[1]["events"]
+    for a, b in zip(ranks[0]["plans"], ranks[1]["plans"], strict=True):
+        assert a.serial == b.serial and np.array_equal(a.prompt_ids, b.prompt_ids)
+        assert np.array_equal(a.rollouts, b.rollouts) and np.array_equal(a.weights, b.weights)
+    records = ranks[0]["records"]
+    assert [r.serial for r in records] == [1, 2, 3, 4, 5, 6] and ranks[0]["state"]["step"] == 6
+    for r0, r1 in zip(records, ranks[1]["records"], strict=True):
+        for field in ("prompt_ids", "rollouts", "weights", "rewards", "advantages"):
+            assert np.array_equal(getattr(r0, field), getattr(r1, field)), field
+        assert len(r0.prompt_ids) == sum(r0.rollouts) == 16
+    assert any(len(set(r.rollouts.tolist())) > 1 for r in records)  # unequal groups split
+    # each rank's loss got its own half of the batch: the halves, in rank order, are the batch
+    for i, record in enumerate(records):
+        halves = [r["loss_advantages"][i] for r in ranks]
+        assert [len(h) for h in halves] == [8, 8]
+        np.testing.assert_array_equal(np.concatenate(halves), record.advantages)
+    # and the whole run agrees with a reference controller fed by prompt text
+    recorders = []
+    for r in ranks:
+        recorder = Recorder()
+        recorder.reward_calls = [
+            {n: RewardCall(*c) for n, c in calls.items()} for calls in r["reward_calls"]
+        ]
+        recorder.loss_advantages = r["loss_advantages"]
+        recorders.append(recorder)
+    check_against_reference(
+        controller=ranks[0]["controller"],
+        prompts_per_block=ranks[0]["prompts_per_block"],
+        events=ranks[0]["events"],
+        plans=ranks[0]["plans"],
+        batches=batches_of(recorders, text_ids(addition_dataset(12))),
+        reward_weights=ranks[0]["reward_weights"],
+        final_state=ranks[0]["state"],
+    )
     assert (tmp_path / "run" / "checkpoint-6" / "gdro" / "controller.npz").is_file()

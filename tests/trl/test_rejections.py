@@ -80,3 +80,66 @@ def test_a_rejected_trainer_leaves_the_dataset_alone(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         build(tmp_path, dataset=data, dataloader_num_workers=1)
     assert data.column_names == ["prompt", "level"]
+
+
+@pytest.mark.parametrize(
+    ("gdro", "named"),
+    [
+        ({"prompt": {"mode": "reweight"}}, "Prompt-GDRO reweight"),
+        ({"prompt": {"mode": "resample"}, "rollout": {"mode": "neyman"}}, "Rollout-GDRO neyman"),
+    ],
+)
+def test_a_generation_batch_of_one_prompt_is_rejected(
+    tmp_path: Path, gdro: dict[str, Any], named: str
+) -> None:
+    # 4 completions per device and num_generations=4: one prompt per generation batch
+    message = (
+        rf"prompts per generation batch\) must be >= 2 with {named}: .*"
+        r"generation_batch_size=4 .* 1 prompt\. Raise .* generation_batch_size >= 8"
+    )
+    with pytest.raises(ValueError, match=message):
+        build(tmp_path, gdro=gdro, per_device_train_batch_size=4)
+
+
+def test_resampling_alone_works_on_one_prompt_per_batch(tmp_path: Path) -> None:
+    trainer = build(tmp_path, gdro={"prompt": {"mode": "resample"}}, per_device_train_batch_size=4)
+    assert trainer.gdro.layout.prompts == 1  # the sampling distribution still picks the prompt
+
+
+def one_row_rollout(group_by_num_generations: bool) -> Any:
+    """A TRL ``rollout_func`` on CPU: each completion is its prompt's first two tokens and a digit.
+
+    ``group_by_num_generations``: generate for every ``num_generations``-th row and attach the
+    completions to the following rows, as TRL's own server path does.
+    """
+
+    def rollout_func(prompts: list[str], trainer: Any) -> dict[str, Any]:
+        n = trainer.num_generations
+        source = (
+            [p for p in prompts[::n] for _ in range(n)] if group_by_num_generations else prompts
+        )
+        prompt_ids = [list(ids) for ids in trainer.processing_class(source)["input_ids"]]
+        digits = trainer.processing_class([str(i % 10) for i in range(len(source))])["input_ids"]
+        completion_ids = [[*ids[:2], d[-1]] for ids, d in zip(prompt_ids, digits, strict=True)]
+        logprobs = [[-1.0] * len(c) for c in completion_ids]
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
+
+    return rollout_func
+
+
+def test_a_rollout_func_grouping_rows_by_num_generations_is_rejected(
+    make_trainer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL's note that rollout_func is new
+    gdro = {"rollout": {"mode": "neyman", "max": 8}, "classifier": {"num_bins": 4}}
+    trainer, rec = make_trainer(
+        gdro, max_steps=10, trainer_kwargs={"rollout_func": one_row_rollout(False)}
+    )
+    trainer.train()  # one completion per row: fine, with unequal groups
+    assert any(len(set(r.rollouts.tolist())) > 1 for r in rec.records)
+    trainer, rec = make_trainer(
+        gdro, max_steps=10, trainer_kwargs={"rollout_func": one_row_rollout(True)}
+    )
+    with pytest.raises(RuntimeError, match="must generate one completion per row"):
+        trainer.train()
+    assert rec.records and all(set(r.rollouts.tolist()) == {4} for r in rec.records)
