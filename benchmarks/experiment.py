@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from gdro_cli.runs import MECHANISM_KEYS, mean_key, read_jsonl, rollouts_to_target
+from gdro_cli.runs import MECHANISM_KEYS, mean_key, read_jsonl, rollouts_to_target, smooth
 from gdro_core import stats
 from gdro_core.files import atomic_write_text
 
@@ -495,8 +495,76 @@ def markdown(summary: dict[str, Any], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finished(out: Path, arm: str, seed: int) -> bool:
+    return (run_dir(out, arm, seed) / "model" / "config.json").is_file()
+
+
+def _evals(out: Path, arm: str, seed: int) -> dict[int, tuple[float, float]]:
+    """A finished run's held-out pass@8 per evaluated step: (overall, mean of the two hardest
+    levels); empty for an unfinished run."""
+    if not _finished(out, arm, seed):
+        return {}
+    found: dict[int, tuple[float, float]] = {}
+    for r in load_rows(run_dir(out, arm, seed)):
+        if "eval/pass@8" in r:
+            levels = sorted(
+                (int(k.rsplit("level", 1)[1]), float(v))
+                for k, v in r.items()
+                if k.startswith("eval/pass@8/level")
+            )
+            hard = [v for _, v in levels[-2:]] or [float(r["eval/pass@8"])]
+            found[int(r["step"])] = (float(r["eval/pass@8"]), float(np.mean(hard)))
+    return found
+
+
+def plot_paired(out: Path, arms: list[str], seeds: list[int]) -> Path | None:
+    """Each arm's held-out pass@8 minus GRPO's in the same replicate, over steps: a thin line
+    per replicate and their mean, overall and on the two hardest levels (finished runs only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [a for a in arms if a != "grpo"]
+    if "grpo" not in arms or not others:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110, sharey=True)
+    drawn = False
+    for k, (ax, title) in enumerate(zip(axes, ["overall", "the two hardest levels"], strict=True)):
+        for i, a in enumerate(others):
+            color = f"C{i + 1}"
+            diffs, steps = [], []
+            for s in seeds:
+                base, arm = _evals(out, "grpo", s), _evals(out, a, s)
+                common = sorted(set(base) & set(arm))
+                if not common:
+                    continue
+                d = np.array([100 * (arm[x][k] - base[x][k]) for x in common])
+                ax.plot(common, d, color=color, alpha=0.25, lw=0.8)
+                diffs.append(d)
+                steps = common
+            if diffs and len({len(d) for d in diffs}) == 1:
+                label = f"{a} ({len(diffs)} replicates)"
+                ax.plot(steps, np.mean(diffs, axis=0), color=color, lw=2, label=label)
+                drawn = True
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_title(f"held-out pass@8 minus GRPO's, same replicate: {title}", fontsize=9)
+        ax.set_xlabel("GRPO step")
+    if not drawn:
+        plt.close(fig)
+        return None
+    axes[0].set_ylabel("percentage points")
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    path = out / "paired.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(out: Path, arms: list[str], seeds: list[int]) -> Path:
-    """Held-out pass@8 over steps, mean and 95% band over replicates, one line per arm."""
+    """Held-out pass@8 over steps, mean and 95% band over replicates, one line per arm
+    (finished runs only)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -506,9 +574,8 @@ def plot_curves(out: Path, arms: list[str], seeds: list[int]) -> Path:
     for a in arms:
         curves: dict[int, list[float]] = {}
         for s in seeds:
-            for r in load_rows(run_dir(out, a, s)):
-                if "eval/pass@8" in r:
-                    curves.setdefault(int(r["step"]), []).append(r["eval/pass@8"])
+            for step, (overall, _) in _evals(out, a, s).items():
+                curves.setdefault(step, []).append(overall)
         if not curves:
             continue
         xs = sorted(curves)
@@ -541,6 +608,8 @@ def plot_mechanism(out: Path, arms: list[str], seeds: list[int]) -> Path | None:
         for a in arms:
             runs = []
             for s in seeds:
+                if not _finished(out, a, s):
+                    continue
                 pts = {
                     int(r["step"]): float(r[key])
                     for r in load_rows(run_dir(out, a, s))
@@ -553,8 +622,7 @@ def plot_mechanism(out: Path, arms: list[str], seeds: list[int]) -> Path | None:
             xs = sorted(set.intersection(*(set(p) for p in runs)))
             if xs:
                 ys = np.mean([[p[x] for x in xs] for p in runs], axis=0)
-                window = max(1, len(xs) // 50)
-                ys = np.convolve(ys, np.ones(window) / window, mode="same") if window > 1 else ys
+                ys = smooth(ys, max(1, len(xs) // 50))  # trailing: no dip at the series' ends
                 series.setdefault(key, {})[a] = (np.asarray(xs), ys)
     if not series:
         return None
@@ -754,12 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         for s, path in starts.items()
         if (rec := _warm_up_record(path)) is not None
     }
-    unfinished = [
-        f"{a}-s{s}"
-        for s in seeds
-        for a in arms
-        if not (run_dir(out, a, s) / "model" / "config.json").is_file()
-    ]
+    unfinished = [f"{a}-s{s}" for s in seeds for a in arms if not _finished(out, a, s)]
     summary["unfinished"] = unfinished
     atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
     warm = "its own warm-up per replicate" if per_replicate else "one shared warm-up"
@@ -774,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     atomic_write_text(out / "results.md", markdown(summary, header))
     plot_curves(out, arms, seeds)
+    plot_paired(out, arms, seeds)
     plot_mechanism(out, arms, seeds)
     print((out / "results.md").read_text())
     if args.summary_only:

@@ -86,6 +86,7 @@ def test_tiny_grid_runs_at_equal_compute(tmp_path: Path) -> None:
     assert summary["eval_samples"] == 8 and "mean@8 (%)" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.md").read_text().count("|") > 20
     assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "paired.png").stat().st_size > 0  # the arms against GRPO, per replicate
     # a repeated command skips finished runs and gives the same summary
     exp.main(
         [
