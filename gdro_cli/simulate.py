@@ -58,39 +58,6 @@ __all__ = [
     "simulate",
 ]
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {
-        "scenario": "stationary",
-        "strategies": ",".join(STRATEGIES),
-        "seeds": 3,
-        "steps": 1000,
-        "num_prompts": 14_100,
-        "batch_size": 256,
-        "eval_every": 10,
-        "print_every": 200,
-    },
-    "smoke": {
-        "scenario": "stationary",
-        "strategies": ",".join(STRATEGIES),
-        "seeds": 2,
-        "steps": 30,
-        "num_prompts": 3000,
-        "batch_size": 32,
-        "eval_every": 10,
-        "eval_size": 2000,
-        "print_every": 0,
-    },
-    "full": {
-        "scenario": "stationary",
-        "strategies": ",".join(STRATEGIES),
-        "seeds": 5,
-        "steps": 1000,
-        "num_prompts": 14_100,
-        "batch_size": 256,
-        "eval_every": 10,
-        "print_every": 0,
-    },
-}
 DEFAULTS: dict[str, Any] = {
     "scenario": "stationary",
     "strategies": ",".join(STRATEGIES),
@@ -101,6 +68,12 @@ DEFAULTS: dict[str, Any] = {
     "eval_every": 10,
     "eval_size": 20_000,
     "print_every": 0,
+}
+#: Named sets of settings, each laid over :data:`DEFAULTS` (flags override both).
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {"print_every": 200},
+    "smoke": {"seeds": 2, "steps": 30, "num_prompts": 3000, "batch_size": 32, "eval_size": 2000},
+    "full": {"seeds": 5},
 }
 #: The controller flags: ``--SECTION.FIELD`` (or the short spelling) sets that ``ControllerConfig``
 #: field in ``SimConfig.controller``, on top of every strategy's mapping: (field, short spelling,
