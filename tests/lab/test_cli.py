@@ -9,23 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gdro_cli import simulate
-from gdro_cli.main import SUBCOMMANDS, main
+from gdro_cli.main import main
 from gdro_lab.run import STRATEGIES
 
 
 def gdro(argv: Sequence[str]) -> int:
-    """``gdro ARGV``, with the ``simulate`` subcommand served by :mod:`gdro_cli.simulate`."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(SUBCOMMANDS, "simulate", ("gdro_cli.simulate", SUBCOMMANDS["simulate"][1]))
-        return main(list(argv))
+    """``gdro ARGV``, in this process."""
+    return main(list(argv))
 
 CTL_KEYS = ("classifier/mean_bin", "prompt/entropy", "rollout/shadow_price",
             "rollout/mean_proposed", "rollout/mean")
@@ -231,25 +228,11 @@ def test_a_short_spelling_sets_the_same_field(long: str, short: str, value: str)
     assert simulate.settings(a)["controller"][section][name] is not None
 
 
-BLOCK = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {blocked!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        return None
-sys.meta_path.insert(0, Block())
-from gdro_cli.main import SUBCOMMANDS, main
-SUBCOMMANDS["simulate"] = ("gdro_cli.simulate", SUBCOMMANDS["simulate"][1])
-raise SystemExit(main({argv!r}))
-"""
-
-
 @pytest.mark.parametrize(("blocked", "flags", "missing"), [
     ({"rich", "matplotlib"}, [], "rich"), ({"matplotlib"}, [], "matplotlib"),
     ({"rich"}, ["--no-plots"], "rich")])
 def test_a_missing_extra_is_named_before_the_output_folder_is_touched(
-    tmp_path: Path, blocked: set[str], flags: list[str], missing: str
+    tmp_path: Path, blocked: set[str], flags: list[str], missing: str, gdro_without: Any
 ) -> None:
     out = tmp_path / "sim"
     base = ["simulate", "--preset", "smoke", "--strategies", "uniform", "--seeds", "1",
@@ -257,19 +240,15 @@ def test_a_missing_extra_is_named_before_the_output_folder_is_touched(
     assert gdro([*base, "--out", str(out)]) == 0
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     argv = [*base[:-1], *flags, "--strategies", "knapsack", "--out", str(out)]
-    code = BLOCK.format(blocked=blocked, argv=argv)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    proc = gdro_without(blocked, argv)
     assert proc.returncode == 2, proc.stderr
     assert f"gdro simulate needs the 'cli' extra (the package {missing!r}" in proc.stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing replaced
 
 
-def test_simulate_with_no_plots_needs_no_matplotlib(tmp_path: Path) -> None:
+def test_simulate_with_no_plots_needs_no_matplotlib(tmp_path: Path, gdro_without: Any) -> None:
     argv = ["simulate", "--preset", "smoke", "--strategies", "uniform", "--seeds", "1",
             "--steps", "3", "--no-progress", "--no-plots", "--out", str(tmp_path / "sim")]
-    code = BLOCK.format(blocked={"matplotlib"}, argv=argv)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    proc = gdro_without({"matplotlib"}, argv)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sim" / "results.json").is_file()
