@@ -269,7 +269,7 @@ def summarize(
     for a in arms:
         for s in seeds:
             rows = load_rows(run_dir(out, a, s))
-            if not rows or not (run_dir(out, a, s) / "model" / "config.json").is_file():
+            if not rows or not _finished(out, a, s):
                 continue  # only finished runs are summarised
             rows_of[a, s] = rows
             ev = final_eval(rows)
@@ -281,7 +281,6 @@ def summarize(
             ctl_s = [r["timing/controller_s"] for r in timed if "timing/controller_s" in r]
             eval_s = [r["timing/eval_s"] for r in rows if "timing/eval_s" in r]
             levels = sorted({int(k.rsplit("level", 1)[1]) for k in ev if "/level" in k})
-            hard = levels[-2:] if levels else []
             per[a][s] = {
                 "rollouts": total_rollouts(rows),
                 "tokens": total_tokens(rows),
@@ -292,9 +291,7 @@ def summarize(
                 else math.nan,
                 "mean@n": ev.get(mean_at, math.nan),
                 "n": mean_n,
-                "pass@8_hard": float(np.mean([ev[f"eval/pass@8/level{lv}"] for lv in hard]))
-                if hard
-                else math.nan,
+                "pass@8_hard": _hardest_pass8(ev),
                 "pass@8_worst": float(min(ev[f"eval/pass@8/level{lv}"] for lv in levels))
                 if levels
                 else math.nan,
@@ -495,6 +492,14 @@ def markdown(summary: dict[str, Any], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hardest_pass8(ev: dict[str, Any]) -> float:
+    """Mean pass@8 of an evaluation row's two hardest (highest-numbered) levels; NaN without
+    levels."""
+    levels = sorted(int(k.rsplit("level", 1)[1]) for k in ev if k.startswith("eval/pass@8/level"))
+    hard = levels[-2:]
+    return float(np.mean([ev[f"eval/pass@8/level{lv}"] for lv in hard])) if hard else math.nan
+
+
 def _finished(out: Path, arm: str, seed: int) -> bool:
     return (run_dir(out, arm, seed) / "model" / "config.json").is_file()
 
@@ -507,13 +512,8 @@ def _evals(out: Path, arm: str, seed: int) -> dict[int, tuple[float, float]]:
     found: dict[int, tuple[float, float]] = {}
     for r in load_rows(run_dir(out, arm, seed)):
         if "eval/pass@8" in r:
-            levels = sorted(
-                (int(k.rsplit("level", 1)[1]), float(v))
-                for k, v in r.items()
-                if k.startswith("eval/pass@8/level")
-            )
-            hard = [v for _, v in levels[-2:]] or [float(r["eval/pass@8"])]
-            found[int(r["step"])] = (float(r["eval/pass@8"]), float(np.mean(hard)))
+            overall, hard = float(r["eval/pass@8"]), _hardest_pass8(r)
+            found[int(r["step"])] = (overall, overall if math.isnan(hard) else hard)
     return found
 
 
