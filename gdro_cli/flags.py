@@ -31,7 +31,16 @@ from typing import Any
 from gdro_core import ClassifierConfig, ControllerConfig, PromptConfig, RolloutConfig
 from gdro_core.recipes import RECIPES
 
-__all__ = ["SECTIONS", "ControllerFlag", "add_controller_arguments", "apply", "flags", "overrides"]
+__all__ = [
+    "SECTIONS",
+    "ControllerFlag",
+    "add_controller_arguments",
+    "apply",
+    "field_help",
+    "flags",
+    "overrides",
+    "parser_for",
+]
 
 #: The config classes behind the flags, by section name.
 SECTIONS: dict[str, type] = {
@@ -94,12 +103,25 @@ def _floats(text: str) -> tuple[float, ...]:
         ) from None
 
 
-def _parser(hint: Any) -> tuple[Callable[[str], Any], tuple[str, ...] | None]:
+def parser_for(
+    hint: Any, *, nullable: bool = True
+) -> tuple[Callable[[str], Any], tuple[str, ...] | None]:
+    """The parse function and choices of a flag for a field annotated ``hint``.
+
+    Args:
+        hint: the field's resolved annotation.
+        nullable: for ``X | None``, also accept ``none`` (giving None); otherwise parse an X.
+
+    Examples:
+        >>> from typing import Literal
+        >>> parser_for(Literal["a", "b"])[1], parser_for(int | None)[0]("none")
+        (('a', 'b'), None)
+    """
     args = typing.get_args(hint)
     if type(None) in args:  # X | None
         inner = next(a for a in args if a is not type(None))
-        parse, choices = _parser(inner)
-        return _optional(parse), choices
+        parse, choices = parser_for(inner)
+        return (_optional(parse) if nullable else parse), choices
     if typing.get_origin(hint) is typing.Literal:
         return str, tuple(str(a) for a in args)
     if typing.get_origin(hint) is tuple:
@@ -112,8 +134,8 @@ def _parser(hint: Any) -> tuple[Callable[[str], Any], tuple[str, ...] | None]:
 
 
 def _docs(cls: type) -> dict[str, str]:
-    """``field -> text`` from the ``Args:`` section of a config's docstring."""
-    doc = cls.__doc__ or ""
+    """``field -> text`` from the ``Args:`` (or ``Attributes:``) section of a class's docstring."""
+    doc = (cls.__doc__ or "").replace("Attributes:", "Args:")
     body = doc.split("Args:", 1)[1].split("Examples:", 1)[0] if "Args:" in doc else ""
     out: dict[str, str] = {}
     name = None
@@ -141,7 +163,7 @@ def flags() -> list[ControllerFlag]:
         hints = typing.get_type_hints(cls)
         docs = _docs(cls)
         for f in dataclasses.fields(cls):
-            parse, choices = _parser(hints[f.name])
+            parse, choices = parser_for(hints[f.name])
             out.append(ControllerFlag(section, f.name, parse, choices, docs.get(f.name, "")))
     return out
 
@@ -157,6 +179,16 @@ def _short(text: str) -> str:
             break
     first = text[:cut]
     return first if len(first) < 160 else first[:157] + "..."
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """``field -> help``: the first clause of each field's text in ``cls``'s docstring.
+
+    Examples:
+        >>> field_help(RolloutConfig)["mean"]
+        'the budget, rollouts per prompt on average (an integer; exact every step)'
+    """
+    return {name: _short(text) for name, text in _docs(cls).items()}
 
 
 def add_controller_arguments(

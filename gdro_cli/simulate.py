@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gdro_lab.controllers import GDRO_STRATEGIES
+from gdro_cli import flags as _flags
+from gdro_lab.controllers import GDRO_STRATEGIES, strategy_config
 from gdro_lab.learner import LearnerConfig
 from gdro_lab.run import STRATEGIES, RunResult, SimConfig, build_population, run_one, write_run
 from gdro_lab.scenarios import SCENARIOS
@@ -75,31 +76,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"seeds": 2, "steps": 30, "num_prompts": 3000, "batch_size": 32, "eval_size": 2000},
     "full": {"seeds": 5},
 }
-#: The controller flags: ``--SECTION.FIELD`` (or the short spelling) sets that ``ControllerConfig``
-#: field in ``SimConfig.controller``, on top of every strategy's mapping: (field, short spelling,
-#: type or choices, help).
-CONTROLLER_FLAGS: tuple[tuple[str, str | None, Any, str], ...] = (
-    ("classifier.num_bins", "--num-bins", int, "difficulty bins (default 10)"),
-    (
-        "classifier.outcome",
-        None,
-        ("rate", "any", "pass@k"),
-        "classifier outcome (default rate: the pooled per-rollout pass rate; any: the paper's)",
-    ),
-    ("prompt.signal", "--signal", ("failure", "variance"), "Prompt-GDRO signal (default failure)"),
-    ("prompt.score_rule", "--score-rule", ("ema", "cumulative"), "Prompt-GDRO rule (default ema)"),
-    ("prompt.eta", "--eta", float, "Prompt-GDRO rate (default 0.65)"),
-    ("rollout.mean", None, int, "the budget, rollouts per prompt on average (default 4)"),
-    ("rollout.min", None, int, "fewest rollouts per prompt (default 2)"),
-    ("rollout.max", None, int, "most rollouts per prompt (default 12)"),
-    (
-        "rollout.dual_step",
-        "--dual-step",
-        float,
-        "shadow-price step (default: the recipe's, 2e-4 or 0.05)",
-    ),
-    ("rollout.selection", "--selection", ("mode", "sample"), "bandit selection (default mode)"),
-)
+#: The controller flags (``--SECTION.FIELD``, generated from the core's fields like ``gdro train``'s)
+#: and their short spellings: each sets that ``ControllerConfig`` field in ``SimConfig.controller``,
+#: on top of every strategy's mapping.
+CONTROLLER_FLAGS: dict[str, str | None] = {
+    "classifier.num_bins": "--num-bins", "classifier.outcome": None, "prompt.signal": "--signal",
+    "prompt.score_rule": "--score-rule", "prompt.eta": "--eta", "rollout.mean": None,
+    "rollout.min": None, "rollout.max": None, "rollout.dual_step": "--dual-step",
+    "rollout.selection": "--selection",
+}  # fmt: skip
+
+
+def _strategy_values(path: str) -> str:
+    """The value(s) the GDRO strategies run for ``SECTION.FIELD``, for ``--help``."""
+    section, name = path.split(".")
+    values = {str(strategy_config(s).to_dict()[section][name]) for s in GDRO_STRATEGIES}
+    return " or ".join(sorted(values)) + (", by strategy" if len(values) > 1 else "")
 
 
 class _Renamed(argparse.Action):
@@ -150,10 +142,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="mean success for 'steps to target' (default: halve the initial failure rate)",
     )
-    for path, short, kind, text in CONTROLLER_FLAGS:
-        name = path.split(".")[1].upper()
-        kw = {"choices": kind} if isinstance(kind, tuple) else {"type": kind, "metavar": name}
-        a(f"--{path}", *([short] if short else []), dest=path, help=text, **kw)
+    spec = {f.name: f for f in _flags.flags()}
+    for path, short in CONTROLLER_FLAGS.items():
+        f = spec[path]
+        text = _flags.field_help(_flags.SECTIONS[f.section])[f.field]
+        kw = {"choices": f.choices} if f.choices else {"type": f.parse, "metavar": f.field.upper()}
+        a(
+            f.option,
+            *([short] if short else []),
+            dest=path,
+            help=f"{text} [{_strategy_values(path)}]",
+            **kw,
+        )
     a("--mean-rollouts", dest="rollout.mean", type=int, action=_Renamed, help="old --rollout.mean")
     a("--lr-shared", type=float, help="learner: shared-ability step size (default 0.05)")
     a("--lr-own", type=float, help="learner: per-prompt step size (default 0.05)")
@@ -192,7 +192,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             merged[key] = value
     controller: dict[str, dict[str, Any]] = {}
-    for path, *_ in CONTROLLER_FLAGS:
+    for path in CONTROLLER_FLAGS:
         value = getattr(args, path, None)
         if value is not None:
             section, name = path.split(".")

@@ -27,103 +27,19 @@ from gdro_torch.config import PRESETS, RENAMED, TrainConfig
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
-# flag groups: (title, [(field, help)])
-_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
-    (
-        "model and task",
-        [
-            (
-                "model",
-                "embedded model (tiny-llama-1m, tiny-llama-0.1m) or a local transformers "
-                "causal-LM directory",
-            ),
-            (
-                "task",
-                "task spec: addition:min_digits=1,max_digits=5 or a reasoning-gym dataset, "
-                "e.g. chain_sum:min_digits=1,max_digits=4",
-            ),
-            ("seed", "seed of the RL phase: data order, sampling, controller, evaluation"),
-            ("steps", "GRPO steps"),
-            ("batch_size", "prompts per step N"),
-            (
-                "sampler",
-                "which prompts a step trains on: controller (its sample) | variance (a peer "
-                "strategy: p ~ max(p(1-p), 0.01) from the prompt's latest group, 0.25 unseen)",
-            ),
-        ],
+#: The flag groups of ``--help``: title -> ``TrainConfig`` fields (each flag's help is the first
+#: clause of the field's text in ``TrainConfig``'s docstring).
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "model and task": ("model", "task", "seed", "steps", "batch_size", "sampler"),
+    "optimisation": (
+        "lr", "lr_schedule", "kl_coef", "clip_low", "clip_high", "loss_agg", "ppo_epochs",
+        "micro_batch", "max_grad_norm", "max_new_tokens", "backend", "device",
     ),
-    (
-        "optimisation",
-        [
-            ("lr", "learning rate"),
-            ("lr_schedule", "constant | cosine (down to 0.1 x lr at the last step)"),
-            ("kl_coef", "KL coefficient to the starting policy (0 = off)"),
-            ("clip_low", "lower clip"),
-            ("clip_high", "upper clip"),
-            ("loss_agg", "token-mean | seq-mean-token-mean"),
-            ("ppo_epochs", "optimizer steps per batch"),
-            ("micro_batch", "rows per forward pass"),
-            ("max_grad_norm", "gradient clipping"),
-            ("max_new_tokens", "longest completion (default: from the task)"),
-            ("backend", "rollout engine: hf (generate) | vllm (GPU, optional)"),
-            ("device", "cpu | cuda | auto (cuda when a GPU is visible)"),
-        ],
+    "SFT warm-up (cached)": (
+        "sft_steps", "sft_seed", "sft_batch", "sft_lr", "sft_max_grad_norm", "sft_target_loss",
     ),
-    (
-        "SFT warm-up (cached)",
-        [
-            ("sft_steps", "SFT steps (default 2500 for embedded models, 0 for local ones)"),
-            ("sft_seed", "seed of the model's init and the SFT data (apart from --seed)"),
-            ("sft_batch", "SFT batch"),
-            ("sft_lr", "SFT learning rate"),
-            ("sft_max_grad_norm", "SFT gradient clipping norm"),
-            (
-                "sft_target_loss",
-                "stop the SFT once its loss over 100 steps is at most this (--sft-steps: limit)",
-            ),
-        ],
-    ),
-    (
-        "evaluation and checkpoints",
-        [
-            ("eval_every", "evaluate every N steps (0 = start and end only)"),
-            ("eval_prompts", "held-out prompts to evaluate (default: all)"),
-            ("eval_samples", "samples per held-out prompt (n of pass@k, >= 8)"),
-            ("checkpoint_every", "checkpoint every N steps (0 = end only)"),
-        ],
-    ),
-]
-
-
-def _flag_type(field: dataclasses.Field[Any]) -> tuple[Any, list[str] | None]:
-    hints = typing.get_type_hints(TrainConfig)
-    hint = hints[field.name]
-    base = hint
-    if typing.get_origin(hint) is not typing.Literal:  # Optional[X] -> X
-        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-    if typing.get_origin(base) is typing.Literal:
-        return str, list(typing.get_args(base))
-    return base, None
-
-
-#: The previous release's controller flags and their types (kept for one release).
-_LEGACY_TYPES: dict[str, Any] = {
-    "prompt": str,
-    "rollout": str,
-    "selection": str,
-    "signal": str,
-    "rollout_mean": int,
-    "rollout_min": int,
-    "rollout_max": int,
-    "num_bins": int,
-    "window": int,
-    "pass_k": int,
-    "hysteresis": float,
-    "eta": float,
-    "gamma": float,
-    "ema": float,
-    "weight_cap": float,
-}
+    "evaluation and checkpoints": ("eval_every", "eval_prompts", "eval_samples", "checkpoint_every"),
+}  # fmt: skip
 
 
 def _preset_named(argv: Sequence[str] | None) -> str:
@@ -166,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
         The help shows what a bare ``gdro train`` runs (the ``default`` preset):
 
         >>> text = parser.format_help()
-        >>> "prompts per step N [32]" in text, "--rollout.mean MEAN" in text
+        >>> "Prompts per step N [32]" in text, "--rollout.mean MEAN" in text
         (True, True)
     """
     preset = PRESETS[_preset_named(argv)]
@@ -206,37 +122,36 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
         help="torch CPU threads (default: torch's choice; 1 on a busy machine)",
     )
     parser.add_argument("--no-report", action="store_true", help="skip the plots at the end")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for title, entries in _GROUPS:
+    hints, docs = typing.get_type_hints(TrainConfig), _flags.field_help(TrainConfig)
+    for title, names in _GROUPS.items():
         group = parser.add_argument_group(title)
-        for name, help_text in entries:
-            typ, choices = _flag_type(fields[name])
+        for name in names:
+            parse, choices = _flags.parser_for(hints[name], nullable=False)
             group.add_argument(
                 "--" + name.replace("_", "-"),
                 dest=name,
-                type=typ,
+                type=parse,
                 choices=choices,
                 default=None,
-                help=f"{help_text} [{getattr(preset, name)}]",
+                help=f"{docs[name]} [{getattr(preset, name)}]",
             )
-    covered = {n for _, entries in _GROUPS for n, _ in entries} | {"controller"}
-    missing = set(fields) - covered
+    missing = {f.name for f in dataclasses.fields(TrainConfig)} - {"controller"}
+    missing -= {n for names in _GROUPS.values() for n in names}
     if missing:  # every setting has a flag
         raise RuntimeError(f"TrainConfig fields without a flag: {sorted(missing)}")
     _flags.add_controller_arguments(parser, preset.controller)
-    for old, typ in _LEGACY_TYPES.items():
-        parser.add_argument(
-            "--" + old.replace("_", "-"), dest="legacy." + old, type=typ, help=argparse.SUPPRESS
-        )
+    parse = {f.name: f.parse for f in _flags.flags()}
+    for old, new in RENAMED.items():  # the previous release's spellings, for one release
+        flag = "--" + old.replace("_", "-")
+        parser.add_argument(flag, dest="legacy." + old, type=parse[new], help=argparse.SUPPRESS)
 
 
 def _apply_legacy(args: argparse.Namespace) -> None:
     """Map the previous release's controller flags onto the new ones, with a warning."""
-    for old in _LEGACY_TYPES:
+    for old, new in RENAMED.items():
         value = getattr(args, "legacy." + old, None)
         if value is None:
             continue
-        new = RENAMED[old]
         if getattr(args, new, None) is not None:
             raise ValueError(f"--{old.replace('_', '-')} and --{new} were both given")
         print(

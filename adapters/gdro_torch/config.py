@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,12 +50,13 @@ class TrainConfig:
         seed: Seeds the RL phase: prompt order, sampling, the controller and the evaluation's
             sampling (the warm-up has its own ``sft_seed``).
         steps: GRPO steps.
-        batch_size: Prompts per step, N.
-        sampler: Which prompts a step trains on: ``controller`` (the controller's
-            ``sample``: reshuffled epochs, or by bin with ``prompt="resample"``) or
-            ``variance`` (a peer strategy: probability proportional to
+        batch_size: Prompts per step N.
+        sampler: Which prompts a step trains on: ``controller`` (the controller's ``sample``)
+            or ``variance`` (a peer strategy, by the pass-rate variance of the prompt's latest
+            group). ``controller`` draws reshuffled epochs, or by bin with
+            ``prompt.mode="resample"``; ``variance`` draws with probability proportional to
             ``max(p(1-p), 0.01)``, with ``p`` the pass rate of the prompt's latest group and
-            0.25 for an unseen prompt; :class:`gdro_torch.sampling.VarianceSampler`). The
+            0.25 for an unseen prompt (:class:`gdro_torch.sampling.VarianceSampler`). The
             controller plans and learns from every batch either way.
         controller: The controller: a ``gdro_core.ControllerConfig`` (or a mapping in
             ``ControllerConfig.from_mapping``'s shape). ``prompt.mode="off"`` with
@@ -79,7 +81,7 @@ class TrainConfig:
             model, as RL runs start from one pretrained checkpoint (and share its cache entry).
         sft_batch: SFT batch size.
         sft_lr: SFT learning rate (AdamW, beta2 0.95, weight decay 0.1, constant after a
-            100-step warm-up; see :func:`gdro_torch.model.sft_warmup`).
+            100-step warm-up). See :func:`gdro_torch.model.sft_warmup`.
         sft_max_grad_norm: SFT gradient clipping norm (None = no clipping).
         sft_target_loss: Stop the SFT warm-up early once the mean loss of its last 100 steps
             is at most this; ``sft_steps`` is then a limit (None = run ``sft_steps``).
@@ -165,26 +167,13 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"{_flag(name)} must be {allowed}; got {getattr(self, name)!r}")
 
-        for name, lo in [
-            ("steps", 1),
-            ("batch_size", 1),
-            ("ppo_epochs", 1),
-            ("micro_batch", 1),
-            ("sft_batch", 1),
-            ("eval_samples", 1),
-        ]:
+        for name, (lo, optional) in _INTEGERS.items():
             value = getattr(self, name)
-            need(name, isinstance(value, int) and value >= lo, f"an integer >= {lo}")
-        for name in ("seed", "sft_seed", "eval_every", "checkpoint_every"):
-            value = getattr(self, name)
-            need(name, isinstance(value, int) and value >= 0, "an integer >= 0")
-        for name in ("sft_steps", "eval_prompts", "max_new_tokens"):
-            value = getattr(self, name)
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo
             need(
                 name,
-                value is None
-                or (isinstance(value, int) and value >= (0 if name == "sft_steps" else 1)),
-                "a positive integer" if name != "sft_steps" else "an integer >= 0",
+                ok or (optional and value is None),
+                f"an integer >= {lo}" + optional * " (or unset)",
             )
         for name in ("lr", "sft_lr", "max_grad_norm"):
             need(name, float(getattr(self, name)) > 0, "> 0")
@@ -204,15 +193,10 @@ class TrainConfig:
         need("kl_coef", self.kl_coef >= 0, ">= 0")
         need("clip_low", 0 < self.clip_low < 1, "in (0, 1)")
         need("clip_high", self.clip_high > 0, "> 0")
-        need("lr_schedule", self.lr_schedule in ("constant", "cosine"), "constant or cosine")
-        need(
-            "loss_agg",
-            self.loss_agg in ("token-mean", "seq-mean-token-mean"),
-            "token-mean or seq-mean-token-mean",
-        )
-        need("backend", self.backend in ("hf", "vllm"), "hf or vllm")
-        need("device", self.device in ("cpu", "cuda", "auto"), "cpu, cuda or auto")
-        need("sampler", self.sampler in ("controller", "variance"), "controller or variance")
+        for name, allowed in _CHOICES.items():
+            need(
+                name, getattr(self, name) in allowed, ", ".join(allowed[:-1]) + " or " + allowed[-1]
+            )
         if self.sampler == "variance" and self.controller.prompt.mode == "resample":
             raise ValueError(
                 "--sampler variance draws the batch itself, so it cannot be combined with "
@@ -279,6 +263,22 @@ class TrainConfig:
                 )
             d["controller"] = controller_from_legacy(legacy)
         return cls(**d)
+
+
+#: Integer settings: the least value and whether unset (None) is allowed.
+_INTEGERS: dict[str, tuple[int, bool]] = {
+    "steps": (1, False), "batch_size": (1, False), "ppo_epochs": (1, False),
+    "micro_batch": (1, False), "sft_batch": (1, False), "eval_samples": (1, False),
+    "seed": (0, False), "sft_seed": (0, False), "eval_every": (0, False),
+    "checkpoint_every": (0, False), "sft_steps": (0, True), "eval_prompts": (1, True),
+    "max_new_tokens": (1, True),
+}  # fmt: skip
+#: The settings with named choices (their ``Literal`` annotations).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    name: typing.get_args(hint)
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+    if typing.get_origin(hint) is Literal
+}
 
 
 def _flag(field: str) -> str:

@@ -201,7 +201,7 @@ def test_the_flags_and_their_spellings() -> None:
     # the command's surface: the generated --SECTION.FIELD controller flags, their short
     # spellings, the renamed --mean-rollouts, and the simulation's own flags
     flags = {o for action in _parser()._actions for o in action.option_strings}
-    controller = {f"--{path}" for path, *_ in simulate.CONTROLLER_FLAGS}
+    controller = {f"--{path}" for path in simulate.CONTROLLER_FLAGS}
     assert controller == {
         "--classifier.num_bins", "--classifier.outcome", "--prompt.signal", "--prompt.score_rule",
         "--prompt.eta", "--rollout.mean", "--rollout.min", "--rollout.max",

@@ -44,10 +44,10 @@ def test_every_core_setting_has_a_flag() -> None:
 def test_help_shows_the_values_the_preset_runs(preset: str | None) -> None:
     cfg = PRESETS[preset or "default"]
     text = _help([] if preset is None else ["--preset", preset])
-    assert f"prompts per step N [{cfg.batch_size}]" in text
+    assert f"Prompts per step N [{cfg.batch_size}]" in text
     assert f"[{cfg.controller.rollout.mean}]" in text.rsplit("--rollout.mean MEAN", 1)[1][:300]
     assert f"[{cfg.controller.prompt.signal}]" in text.rsplit("--prompt.signal SIGNAL", 1)[1][:400]
-    assert f"learning rate [{cfg.lr}]" in text
+    assert f"learning rate of the GRPO phase [{cfg.lr}]" in text
 
 
 def test_a_bare_run_is_the_default_preset_and_flags_change_it() -> None:
