@@ -262,3 +262,36 @@ def test_replay_buffer_takes_verls_group_filtering_from_the_config(make_config: 
     assert isinstance(async_buffer, GDROReplayBufferAsync)
     assert isinstance(async_buffer, ReplayBufferAsync)
     assert async_buffer.filter_groups_metric == "acc"
+
+
+def test_replay_buffer_refuses_a_verl_that_selects_without_materialize_batch(
+    make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gdro learns which groups verl selected from ``_materialize_batch``; a verl whose ``sample``
+    bypasses it is refused with an error naming the tested verl, not fed back wrongly."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    from gdro_verl.replay_buffer import GDROReplayBuffer
+
+    cfg = make_config()
+    sampler = cfg.trainer.v1.sampler
+    buffer = GDROReplayBuffer(
+        trainer_mode="sync",
+        trainer_config=OmegaConf.create({}),
+        max_off_policy_threshold=sampler.max_off_policy_threshold,
+        max_off_policy_strategy=sampler.max_off_policy_strategy,
+        sampler_kwargs=sampler.sampler_kwargs,
+    )
+    calls: list[tuple[int, str, int]] = []
+
+    def bypassing_sample(self: Any, global_steps: int, partition_id: str, batch_size: int) -> Any:
+        calls.append((global_steps, partition_id, batch_size))
+        return object(), {}
+
+    monkeypatch.setattr(ReplayBuffer, "sample", bypassing_sample)
+    with pytest.raises(
+        RuntimeError, match=r"without calling _materialize_batch.*tested with verl 0\.9\.1"
+    ):
+        buffer.sample(3, "train", 6)
+    assert calls == [(3, "train", 6)]
+    assert buffer._selected is None and buffer._cleared == {} and buffer._silent == set()
