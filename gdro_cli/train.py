@@ -140,10 +140,10 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
     if missing:  # every setting has a flag
         raise RuntimeError(f"TrainConfig fields without a flag: {sorted(missing)}")
     _flags.add_controller_arguments(parser, preset.controller)
-    parse = {f.name: f.parse for f in _flags.flags()}
+    parsers = {f.name: f.parse for f in _flags.flags()}
     for old, new in RENAMED.items():  # the previous release's spellings, for one release
         flag = "--" + old.replace("_", "-")
-        parser.add_argument(flag, dest="legacy." + old, type=parse[new], help=argparse.SUPPRESS)
+        parser.add_argument(flag, dest="legacy." + old, type=parsers[new], help=argparse.SUPPRESS)
 
 
 def _apply_legacy(args: argparse.Namespace) -> None:
