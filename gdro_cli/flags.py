@@ -76,6 +76,11 @@ class ControllerFlag:
         """The flag itself: ``--SECTION.FIELD``."""
         return "--" + self.name
 
+    @property
+    def summary(self) -> str:
+        """The help's first clause, for ``--help``."""
+        return _short(self.help)
+
 
 def _bool(text: str) -> bool:
     low = text.strip().lower()
@@ -240,7 +245,7 @@ def add_controller_arguments(
             choices=flag.choices,
             default=None,
             metavar=flag.field.upper(),
-            help=f"{_short(flag.help)} [{shown}]",
+            help=f"{flag.summary} [{shown}]",
         )
 
 

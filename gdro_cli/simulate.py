@@ -87,11 +87,16 @@ CONTROLLER_FLAGS: dict[str, str | None] = {
 }  # fmt: skip
 
 
-def _strategy_values(path: str) -> str:
-    """The value(s) the GDRO strategies run for ``SECTION.FIELD``, for ``--help``."""
-    section, name = path.split(".")
-    values = {str(strategy_config(s).to_dict()[section][name]) for s in GDRO_STRATEGIES}
-    return " or ".join(sorted(values)) + (", by strategy" if len(values) > 1 else "")
+def _strategy_values() -> dict[str, str]:
+    """``SECTION.FIELD`` -> the value(s) the GDRO strategies run, for ``--help`` (each strategy's
+    config built once)."""
+    configs = [strategy_config(s).to_dict() for s in GDRO_STRATEGIES]
+    out = {}
+    for path in CONTROLLER_FLAGS:
+        section, name = path.split(".")
+        values = sorted({str(c[section][name]) for c in configs})
+        out[path] = " or ".join(values) + (", by strategy" if len(values) > 1 else "")
+    return out
 
 
 class _Renamed(argparse.Action):
@@ -142,16 +147,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="mean success for 'steps to target' (default: halve the initial failure rate)",
     )
-    spec = {f.name: f for f in _flags.flags()}
+    spec, shown = {f.name: f for f in _flags.flags()}, _strategy_values()
     for path, short in CONTROLLER_FLAGS.items():
         f = spec[path]
-        text = _flags.field_help(_flags.SECTIONS[f.section])[f.field]
         kw = {"choices": f.choices} if f.choices else {"type": f.parse, "metavar": f.field.upper()}
         a(
             f.option,
             *([short] if short else []),
             dest=path,
-            help=f"{text} [{_strategy_values(path)}]",
+            help=f"{f.summary} [{shown[path]}]",
             **kw,
         )
     a("--mean-rollouts", dest="rollout.mean", type=int, action=_Renamed, help="old --rollout.mean")
