@@ -528,6 +528,7 @@ def plot_paired(out: Path, arms: list[str], seeds: list[int]) -> Path | None:
     others = [a for a in arms if a != "grpo"]
     if "grpo" not in arms or not others:
         return None
+    evals = {(a, s): _evals(out, a, s) for a in arms for s in seeds}  # each run read once
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110, sharey=True)
     drawn = False
     for k, (ax, title) in enumerate(zip(axes, ["overall", "the two hardest levels"], strict=True)):
@@ -535,7 +536,7 @@ def plot_paired(out: Path, arms: list[str], seeds: list[int]) -> Path | None:
             color = f"C{i + 1}"
             diffs, steps = [], []
             for s in seeds:
-                base, arm = _evals(out, "grpo", s), _evals(out, a, s)
+                base, arm = evals["grpo", s], evals[a, s]
                 common = sorted(set(base) & set(arm))
                 if not common:
                     continue
