@@ -25,7 +25,7 @@ import argparse
 import dataclasses
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gdro_core import ClassifierConfig, ControllerConfig, PromptConfig, RolloutConfig
@@ -38,6 +38,7 @@ __all__ = [
     "apply",
     "field_help",
     "flags",
+    "named_preset",
     "overrides",
     "parser_for",
 ]
@@ -196,6 +197,24 @@ def field_help(cls: type) -> dict[str, str]:
     return {name: _short(text) for name, text in _docs(cls).items()}
 
 
+def named_preset(argv: Sequence[str] | None, presets: Mapping[str, Any]) -> str | None:
+    """The preset named by ``--preset NAME`` (or ``--preset=NAME``) in ``argv``, for ``--help``
+    to show its values (None when none or an unknown one is named).
+
+    Examples:
+        >>> named_preset(["--preset=smoke", "--help"], {"smoke": {}}), named_preset([], {})
+        ('smoke', None)
+    """
+    args = list(argv or [])
+    for i, a in enumerate(args):
+        name = a.split("=", 1)[1] if a.startswith("--preset=") else None
+        if a == "--preset" and i + 1 < len(args):
+            name = args[i + 1]
+        if name in presets:
+            return name
+    return None
+
+
 def add_controller_arguments(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     defaults: ControllerConfig,
@@ -269,7 +288,7 @@ def apply(base: ControllerConfig, args: argparse.Namespace) -> ControllerConfig:
     """``base`` with ``--recipe`` (its settings first) and then the field flags applied.
 
     Raises:
-        ValueError: a value the core refuses (the message names the core field).
+        ValueError: a value the core refuses (``controller.SECTION: Config.FIELD must be ...``).
 
     Examples:
         >>> import argparse
@@ -282,4 +301,4 @@ def apply(base: ControllerConfig, args: argparse.Namespace) -> ControllerConfig:
     recipe = getattr(args, "recipe", None)
     if recipe:
         given["recipe"] = recipe
-    return base.merged(given, where="flags")
+    return base.merged(given, where="controller")

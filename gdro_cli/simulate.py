@@ -32,6 +32,9 @@ import math
 import shutil
 import sys
 import time
+import typing
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,15 +62,18 @@ __all__ = [
     "simulate",
 ]
 
+#: ``SimConfig`` and ``LearnerConfig`` fields that are flags (``--num-prompts``), typed and
+#: documented from the classes like ``gdro train``'s.
+_SIM_FLAGS = ("steps", "num_prompts", "batch_size", "eval_every", "eval_size", "target")
+_LEARNER_FLAGS = ("lr_shared", "lr_own", "aggregation")
+#: The settings a run without a preset uses: ``SimConfig``'s defaults, but every strategy and
+#: three seeds (``--seeds`` counts them).
+_FIELD_DEFAULTS = {f.name: f.default for c in (SimConfig, LearnerConfig) for f in fields(c)}
 DEFAULTS: dict[str, Any] = {
-    "scenario": "stationary",
+    "scenario": _FIELD_DEFAULTS["scenario"],
     "strategies": ",".join(STRATEGIES),
     "seeds": 3,
-    "steps": 1000,
-    "num_prompts": 14_100,
-    "batch_size": 256,
-    "eval_every": 10,
-    "eval_size": 20_000,
+    **{name: _FIELD_DEFAULTS[name] for name in _SIM_FLAGS if name != "target"},
     "print_every": 0,
 }
 #: Named sets of settings, each laid over :data:`DEFAULTS` (flags override both).
@@ -110,11 +116,12 @@ class _Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
     """Register the ``gdro simulate`` flags.
 
     Args:
         parser: the parser (or subparser) to add them to.
+        argv: the command line, so that ``--help`` shows the named preset's values.
 
     Examples:
         >>> parser = argparse.ArgumentParser(prog="gdro simulate")
@@ -128,26 +135,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         (6, 0.3)
     """
     a = parser.add_argument
+    preset = _flags.named_preset(argv, PRESETS)
+    shown = {**DEFAULTS, **PRESETS.get(preset or "", {})}
     a("--preset", choices=sorted(PRESETS), help="a named set of settings (flags override it)")
-    a("--scenario", choices=sorted(SCENARIOS), help="the simulated world (default stationary)")
+    a("--scenario", choices=sorted(SCENARIOS), help=f"the simulated world [{shown['scenario']}]")
     a(
         "--strategies",
         nargs="+",
         metavar="NAME",
         help=f"strategies, space- or comma-separated, from: {', '.join(STRATEGIES)} (default all)",
     )
-    a("--seeds", type=int, help="number of seeds, run as 0..SEEDS-1 (default 3)")
-    a("--steps", type=int, help="steps per run (default 1000)")
-    a("--num-prompts", type=int, help="population size (default 14100, the paper's dataset)")
-    a("--batch-size", type=int, help="prompts per step (default 256)")
-    a("--eval-every", type=int, help="steps between evaluations (default 10)")
-    a("--eval-size", type=int, help="prompts in the evaluation subsample (default 20000)")
-    a(
-        "--target",
-        type=float,
-        help="mean success for 'steps to target' (default: halve the initial failure rate)",
-    )
-    spec, shown = {f.name: f for f in _flags.flags()}, _strategy_values()
+    a("--seeds", type=int, help=f"number of seeds, run as 0..SEEDS-1 [{shown['seeds']}]")
+    for cls, names in ((SimConfig, _SIM_FLAGS), (LearnerConfig, _LEARNER_FLAGS)):
+        hints, docs = typing.get_type_hints(cls), _flags.field_help(cls)
+        for name in names:
+            parse, choices = _flags.parser_for(hints[name], nullable=False)
+            value = shown.get(name, _FIELD_DEFAULTS[name])
+            a(
+                "--" + name.replace("_", "-"),
+                type=parse,
+                choices=choices,
+                help=f"{docs[name]} [{value}]",
+            )
+    spec, strategy_values = {f.name: f for f in _flags.flags()}, _strategy_values()
     for path, short in CONTROLLER_FLAGS.items():
         f = spec[path]
         kw = {"choices": f.choices} if f.choices else {"type": f.parse, "metavar": f.field.upper()}
@@ -155,14 +165,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             f.option,
             *([short] if short else []),
             dest=path,
-            help=f"{f.summary} [{shown[path]}]",
+            help=f"{f.summary} [{strategy_values[path]}]",
             **kw,
         )
     a("--mean-rollouts", dest="rollout.mean", type=int, action=_Renamed, help="old --rollout.mean")
-    a("--lr-shared", type=float, help="learner: shared-ability step size (default 0.05)")
-    a("--lr-own", type=float, help="learner: per-prompt step size (default 0.05)")
-    a("--aggregation", choices=("token", "prompt"), help="learner: loss aggregation")
-    a("--print-every", type=int, help="print a curriculum table every N steps (0 = never)")
+    a(
+        "--print-every",
+        type=int,
+        help=f"print a curriculum table every N steps (0 = never) [{shown['print_every']}]",
+    )
     a("--out", required=True, help="output folder")
     a("--no-plots", action="store_true", help="skip the PNG plots")
     a("--no-progress", action="store_true", help="no progress bar")
@@ -191,7 +202,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     merged = dict(DEFAULTS)
     if getattr(args, "preset", None):
         merged.update(PRESETS[args.preset])
-    for key in (*DEFAULTS, "target", "lr_shared", "lr_own", "aggregation"):
+    for key in (*DEFAULTS, "target", *_LEARNER_FLAGS):
         value = getattr(args, key, None)
         if value is not None:
             merged[key] = value
@@ -229,7 +240,7 @@ def build_config(s: dict[str, Any]) -> SimConfig:
     """
     if s["seeds"] < 1:
         raise ValueError(f"--seeds must be an integer >= 1; got {s['seeds']}")
-    learner_kw = {k: s[k] for k in ("lr_shared", "lr_own", "aggregation") if k in s}
+    learner_kw = {k: s[k] for k in _LEARNER_FLAGS if k in s}
     raw = s["strategies"]
     joined = ",".join(raw) if isinstance(raw, (list, tuple)) else str(raw)
     strategies = tuple(x.strip() for x in joined.split(",") if x.strip())

@@ -42,18 +42,6 @@ _GROUPS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _preset_named(argv: Sequence[str] | None) -> str:
-    """The ``--preset`` given in ``argv`` (``default`` when none or an unknown one)."""
-    args = list(argv or [])
-    for i, a in enumerate(args):
-        name = a.split("=", 1)[1] if a.startswith("--preset=") else None
-        if a == "--preset" and i + 1 < len(args):
-            name = args[i + 1]
-        if name is not None and name in PRESETS:
-            return name
-    return "default"
-
-
 def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> None:
     """Register the flags of ``gdro train``.
 
@@ -85,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
         >>> "Prompts per step N [32]" in text, "--rollout.mean MEAN" in text
         (True, True)
     """
-    preset = PRESETS[_preset_named(argv)]
+    preset = PRESETS[_flags.named_preset(argv, PRESETS) or "default"]
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -211,11 +199,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ]
         given = _flags.overrides(args)
         if given or getattr(args, "recipe", None):
-            try:
-                flagged = _flags.apply(base.controller, args)
-            except ValueError as exc:
-                raise ValueError(f"controller settings: {exc}") from None
-            if flagged != base.controller:
+            if _flags.apply(base.controller, args) != base.controller:
                 mismatch.append(f"controller flags {given} (the run has other values)")
         if mismatch:
             raise ValueError(
@@ -223,11 +207,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             )
         return base
     base = PRESETS[args.preset or "default"]
-    try:
-        controller = _flags.apply(base.controller, args)
-    except ValueError as exc:
-        raise ValueError(f"controller settings: {exc}") from None
-    return base.replace(**explicit, controller=controller)
+    return base.replace(**explicit, controller=_flags.apply(base.controller, args))
 
 
 class _StopFlag:

@@ -9,7 +9,7 @@ may name a recipe (``gdro_core.recipes``) whose settings the rest of the mapping
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,6 @@ _SECTIONS: dict[str, type] = {
     "prompt": PromptConfig,
     "rollout": RolloutConfig,
 }
-_SCALARS = ("seed", "max_in_flight")
 
 
 def check_seed(name: str, seed: Any) -> int | None:
@@ -39,6 +38,13 @@ def check_seed(name: str, seed: Any) -> int | None:
     if seed is None:
         return None
     return check_int(name, seed, lo=0, hi=2**63 - 1)
+
+
+#: The settings beside the sections, with their checks (given the name errors use).
+_SCALARS: dict[str, Callable[[str, Any], Any]] = {
+    "seed": check_seed,
+    "max_in_flight": lambda name, value: check_int(name, value, lo=1, hi=MAX_IN_FLIGHT),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,12 +84,8 @@ class ControllerConfig:
             value = getattr(self, name)
             if not isinstance(value, cls):
                 raise type_fail(f"ControllerConfig.{name}", f"a {cls.__name__}", value)
-        object.__setattr__(self, "seed", check_seed("ControllerConfig.seed", self.seed))
-        object.__setattr__(
-            self,
-            "max_in_flight",
-            check_int("ControllerConfig.max_in_flight", self.max_in_flight, lo=1, hi=MAX_IN_FLIGHT),
-        )
+        for name, check in _SCALARS.items():
+            object.__setattr__(self, name, check(f"ControllerConfig.{name}", getattr(self, name)))
         k = self.classifier.k
         if k is not None and self.rollout.min < k:
             raise fail(
@@ -167,7 +169,9 @@ class ControllerConfig:
                 ``classifier``, ``prompt``, ``rollout`` (mappings of those configs' fields),
                 ``seed`` and ``max_in_flight``. Lists become tuples. Missing keys keep their
                 defaults (or the recipe's).
-            where: how errors name the mapping (e.g. ``"data.gdro"`` for a verl config).
+            where: how errors name the mapping (e.g. ``"data.gdro"`` for a verl config): a
+                bad value is a ``ValueError`` (or ``TypeError``) starting with the key path,
+                ``data.gdro.rollout: RolloutConfig.min must be ...``.
 
         Examples:
             >>> cfg = ControllerConfig.from_mapping({"recipe": "reward",
@@ -188,12 +192,13 @@ class ControllerConfig:
             merged = dict(_as_dict(base.get(name, {}), f"{where}.{name}"))
             merged.update(_as_dict(top.get(name, {}), f"{where}.{name}"))
             kwargs[name] = _build(section_cls, merged, f"{where}.{name}")
-        for name in _SCALARS:
-            if name in top:
-                kwargs[name] = top[name]
-            elif name in base:
-                kwargs[name] = base[name]
-        return cls(**kwargs)
+        for name, check in _SCALARS.items():
+            if name in top or name in base:
+                kwargs[name] = check(f"{where}.{name}", top.get(name, base.get(name)))
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:  # a check across sections
+            raise type(err)(f"{where}: {err}") from None
 
 
 def _bins_of(edges: tuple[float, ...] | None) -> int:
@@ -235,4 +240,7 @@ def _build(section_cls: type, settings: dict[str, Any], where: str) -> Any:
             f"known: {', '.join(sorted(names))})",
             settings,
         )
-    return section_cls(**{k: _plain(v) for k, v in settings.items()})
+    try:
+        return section_cls(**{k: _plain(v) for k, v in settings.items()})
+    except (TypeError, ValueError) as err:  # the section's own message, with where it came from
+        raise type(err)(f"{where}: {err}") from None

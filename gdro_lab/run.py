@@ -68,8 +68,8 @@ class SimConfig:
         steps: steps per run.
         eval_every: steps between evaluations (the last step is always evaluated).
         eval_size: prompts in the fixed evaluation subsample (all prompts when N is smaller).
-        target: mean success that "steps to target" waits for; None = halve the initial
-            failure rate.
+        target: mean success that "steps to target" waits for (None: halve the initial
+            failure rate).
         learner: the learner's hyperparameters.
         controller: controller settings in ``gdro_core.ControllerConfig.from_mapping``'s shape
             (sections ``classifier``, ``prompt``, ``rollout``), put on top of every GDRO

@@ -18,7 +18,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from gdro_cli.train import add_arguments, config_from_args
-from gdro_core import ControllerConfig, GDROController
+from gdro_core import (
+    ClassifierConfig,
+    ControllerConfig,
+    GDROController,
+    PromptConfig,
+    RolloutConfig,
+)
 from gdro_lab.controllers import GDRO_STRATEGIES
 from gdro_lab.run import SimConfig
 from gdro_torch.config import TrainConfig
@@ -124,3 +130,32 @@ def test_the_recipes_decide_the_bandit_knobs_in_one_place() -> None:
             assert (cfg.rollout.arm_eta, cfg.rollout.dual_step) == (
                 (1000.0, 2e-4) if recipe == "reward" else (0.65, 0.05)
             )
+
+
+BAD = [("rollout", "min", 1), ("prompt", "score_rule", "best"), ("classifier", "num_bins", 300),
+       ("prompt", "eta", -1.0), ("rollout", "selection", "best")]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), BAD)
+def test_a_bad_setting_gets_the_cores_message_located_in_every_entry_point(
+    section: str, key: str, value: Any
+) -> None:
+    cls = {"classifier": ClassifierConfig, "prompt": PromptConfig, "rollout": RolloutConfig}[section]
+    with pytest.raises(ValueError) as own:
+        cls(**{key: value})
+    bad = {section: {key: value}}
+    entries: dict[str, tuple[str, Any]] = {
+        "core": ("config", lambda: ControllerConfig.from_mapping(bad)),
+        "torch": ("controller", lambda: TrainConfig(controller=bad)),
+        "torch replace": ("controller", lambda: TrainConfig().replace(controller=bad)),
+        "torch flags": ("controller", lambda: _torch_flags({"recipe": "reward", **bad}, 0)),
+        "lab": ("SimConfig.controller", lambda: SimConfig(controller=bad)),
+        "verl": ("data.gdro", lambda: _verl(bad, 0)),
+        "trl": ("gdro", lambda: _trl(bad, 0)),
+    }
+    if isinstance(value, str):  # a named choice: argparse refuses it before the core sees it
+        del entries["torch flags"]
+    for entry, (where, build) in entries.items():
+        with pytest.raises(ValueError) as err:
+            build()
+        assert str(err.value) == f"{where}.{section}: {own.value}", entry

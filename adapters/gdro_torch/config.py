@@ -108,7 +108,7 @@ class TrainConfig:
         >>> cfg.replace(controller={"rollout": {"min": 1}})
         Traceback (most recent call last):
         ...
-        ValueError: controller settings: RolloutConfig.min must be an integer in [2, 4096]; got 1
+        ValueError: controller.rollout: RolloutConfig.min must be an integer in [2, 4096]; got 1
         >>> TrainConfig(rollout_mean=8)
         Traceback (most recent call last):
         ...
@@ -147,10 +147,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.controller, Mapping):
-            try:
-                built = ControllerConfig.from_mapping(self.controller, where="controller")
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"controller settings: {exc}") from None
+            built = ControllerConfig.from_mapping(self.controller, where="controller")
             object.__setattr__(self, "controller", built)
         if not isinstance(self.controller, ControllerConfig):
             raise TypeError(
@@ -223,10 +220,7 @@ class TrainConfig:
         """
         given = changes.get("controller")
         if isinstance(given, Mapping):
-            try:
-                changes["controller"] = self.controller.merged(given, where="controller")
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"controller settings: {exc}") from None
+            changes["controller"] = self.controller.merged(given, where="controller")
         return dataclasses.replace(self, **changes)
 
     def controller_config(self) -> ControllerConfig:

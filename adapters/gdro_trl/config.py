@@ -201,7 +201,7 @@ class GDROConfig:
             >>> GDROConfig.from_mapping({"rollout": {"mode": "neyman", "min": 1}}, num_generations=4)
             Traceback (most recent call last):
             ...
-            ValueError: RolloutConfig.min must be an integer in [2, 4096]; got 1
+            ValueError: gdro.rollout: RolloutConfig.min must be an integer in [2, 4096]; got 1
         """
         from gdro_core.config import ControllerConfig
 

@@ -175,13 +175,7 @@ class GDROSettings:
         if loss_key is None:  # verl reports no per-prompt losses: reward-derived signals
             core.setdefault("recipe", DEFAULT_RECIPE)
         core.setdefault("seed", 0)
-        max_in_flight = core.pop("max_in_flight", None)
-        try:
-            controller = ControllerConfig.from_mapping(core, where="data.gdro")
-            if max_in_flight is not None:
-                controller = controller.replace(max_in_flight=max_in_flight)
-        except (ValueError, TypeError) as err:
-            raise type(err)(_named(err, core)) from err
+        controller = ControllerConfig.from_mapping(core, where="data.gdro")
         if loss_key is None:
             _reject_loss_signals(controller)
         correctness = raw.get("correctness", "auto")
@@ -204,26 +198,8 @@ class GDROSettings:
             correctness=correctness,
             loss_key=loss_key,
             pass_at_k=tuple(sorted(set(ks))),
-            max_in_flight=None if max_in_flight is None else controller.max_in_flight,
+            max_in_flight=controller.max_in_flight if "max_in_flight" in core else None,
         )
-
-
-def _named(err: Exception, core: Mapping[str, Any]) -> str:
-    """The core's error, prefixed with the ``data.gdro`` key it concerns when it lacks one."""
-    text = str(err)
-    if text.startswith("data.gdro"):
-        return text
-    if text.startswith("ControllerConfig."):
-        return "data.gdro." + text.removeprefix("ControllerConfig.")
-    owner = text.split(".", 1)[0]
-    sections = {
-        "ClassifierConfig": "classifier",
-        "PromptConfig": "prompt",
-        "RolloutConfig": "rollout",
-    }
-    if owner in sections and sections[owner] in core:
-        return f"data.gdro.{sections[owner]}: {text}"
-    return f"data.gdro: {text}"
 
 
 def _reject_loss_signals(controller: Any) -> None:

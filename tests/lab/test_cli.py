@@ -7,6 +7,7 @@ exit codes included) with ``simulate`` dispatched to :mod:`gdro_cli.simulate`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -17,7 +18,8 @@ import pytest
 
 from gdro_cli import simulate
 from gdro_cli.main import main
-from gdro_lab.run import STRATEGIES
+from gdro_lab.learner import LearnerConfig
+from gdro_lab.run import STRATEGIES, SimConfig
 
 
 def gdro(argv: Sequence[str]) -> int:
@@ -252,3 +254,30 @@ def test_simulate_with_no_plots_needs_no_matplotlib(tmp_path: Path, gdro_without
     proc = gdro_without({"matplotlib"}, argv)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sim" / "results.json").is_file()
+
+
+@pytest.mark.parametrize("preset", [None, "smoke", "demo"])
+def test_help_shows_the_values_the_named_preset_runs(preset: str | None) -> None:
+    argv = ["--preset", preset, "--help"] if preset else ["--help"]
+    parser = argparse.ArgumentParser(prog="gdro simulate")
+    simulate.add_arguments(parser, argv=argv)
+    text = " ".join(parser.format_help().split())
+    args = parser.parse_args([*argv[:-1], "--out", "x"])
+    cfg = simulate.build_config(simulate.settings(args))
+    s = simulate.settings(args)
+    for flag, value in (("--steps", cfg.steps), ("--batch-size", cfg.batch_size),
+                        ("--num-prompts", cfg.num_prompts), ("--eval-size", cfg.eval_size),
+                        ("--seeds", len(cfg.seeds)), ("--lr-own", cfg.learner.lr_own),
+                        ("--print-every", s["print_every"])):
+        help_text = text.split(f" {flag} ", 1)[1].split(" --", 1)[0]
+        assert help_text.endswith(f"[{value}]"), (flag, help_text)
+
+
+def test_the_simulation_flags_default_to_simconfigs_own_defaults() -> None:
+    # one declaration: the command's defaults are SimConfig's and LearnerConfig's field defaults
+    fields = {f.name: f.default for c in (SimConfig, LearnerConfig) for f in dataclasses.fields(c)}
+    for name in ("scenario", "steps", "num_prompts", "batch_size", "eval_every", "eval_size"):
+        assert simulate.DEFAULTS[name] == fields[name]
+    args = _parser().parse_args(["--out", "x"])
+    cfg = simulate.build_config(simulate.settings(args))
+    assert cfg.learner == LearnerConfig() and cfg.target is None
