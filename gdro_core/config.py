@@ -95,6 +95,22 @@ class ControllerConfig:
                 fix="every prompt needs at least k rollouts for pass@k",
             )
 
+    def loss_settings(self) -> list[tuple[str, str]]:
+        """The settings that make the controller read per-prompt losses, as ``(key, value)``:
+        ``("prompt.signal", ...)`` when the adversary acts on a loss signal,
+        ``("rollout.arm_signal", ...)`` when the allocator's arms do. Empty when rewards are enough.
+
+        Examples:
+            >>> ControllerConfig().loss_settings()
+            [('prompt.signal', 'loss')]
+            >>> ControllerConfig.from_mapping({"recipe": "reward"}).loss_settings()
+            []
+        """
+        out = [("prompt.signal", self.prompt.signal)] if self.prompt.needs_losses else []
+        if self.rollout.needs_losses:
+            out.append(("rollout.arm_signal", self.rollout.arm_signal))
+        return out
+
     def replace(self, **changes: Any) -> ControllerConfig:
         """A copy with some fields changed (validated again).
 

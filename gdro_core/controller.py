@@ -466,11 +466,10 @@ class GDROController:
                 )
 
     def _check_losses(self, loss: NDArray[np.float64] | None, m: int) -> None:
-        prompt_needs = self._pcfg.mode != "off" and SIGNALS[self._pcfg.signal].needs_losses
-        if loss is None and (prompt_needs or self._rcfg.needs_losses):
+        if loss is None and (self._pcfg.needs_losses or self._rcfg.needs_losses):
             what = (
                 f"PromptConfig.signal={self._pcfg.signal!r}"
-                if prompt_needs
+                if self._pcfg.needs_losses
                 else f"RolloutConfig.arm_signal={self._rcfg.arm_signal!r}"
             )
             raise fail(

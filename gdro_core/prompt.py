@@ -114,6 +114,11 @@ class PromptConfig:
         """The share floor in use: ``share_floor`` or 1/(2B)."""
         return 1.0 / (2 * num_bins) if self.share_floor is None else float(self.share_floor)
 
+    @property
+    def needs_losses(self) -> bool:
+        """True when the adversary acts (mode not ``off``) on a signal that reads losses."""
+        return self.mode != "off" and SIGNALS[self.signal].needs_losses
+
 
 class PromptState(NamedTuple):
     """What the adversary carries between steps.

@@ -214,10 +214,9 @@ def _check_reward_derived(config: ControllerConfig) -> None:
     """The lab feeds back rewards only: refuse signals that need per-prompt losses."""
     allowed = f"one of {sorted(n for n, s in SIGNALS.items() if not s.needs_losses)}"
     why = "a reward-derived signal (the simulator passes no per-prompt losses): " + allowed
-    if SIGNALS[config.prompt.signal].needs_losses:
-        raise fail("SimConfig.controller.prompt.signal", why, config.prompt.signal)
-    if config.rollout.needs_losses:
-        raise fail("SimConfig.controller.rollout.arm_signal", why, config.rollout.arm_signal)
+    needs = config.loss_settings()
+    if needs:
+        raise fail(f"SimConfig.controller.{needs[0][0]}", why, needs[0][1])
 
 
 class RunResult(NamedTuple):

@@ -87,9 +87,7 @@ class GDROConfig:
                 "GDROConfig.rollout must be a gdro_core.RolloutConfig or None; got "
                 f"{self.rollout!r} of type {type(self.rollout).__name__}"
             )
-        from gdro_core.signals import SIGNALS
-
-        if self.prompt.mode != "off" and SIGNALS[self.prompt.signal].needs_losses:
+        if self.prompt.needs_losses:
             raise ValueError(
                 "GDROConfig.prompt.signal must be a reward-derived signal ('failure' or "
                 "'variance'): TRL's GRPOTrainer computes the policy loss after the rewards are fed "

@@ -204,15 +204,10 @@ class GDROSettings:
 
 def _reject_loss_signals(controller: Any) -> None:
     """Without ``loss_key`` verl gives the controller no losses: no signal may need them."""
-    from gdro_core import SIGNALS
-
-    prompt, rollout = controller.prompt, controller.rollout
-    if prompt.mode != "off" and SIGNALS[prompt.signal].needs_losses:
-        key, value = "data.gdro.prompt.signal", prompt.signal
-    elif rollout.needs_losses:
-        key, value = "data.gdro.rollout.arm_signal", rollout.arm_signal
-    else:
+    needs = controller.loss_settings()
+    if not needs:
         return
+    key, value = "data.gdro." + needs[0][0], needs[0][1]
     raise ValueError(
         f"{key}={value!r} needs per-prompt losses, which verl does not report at feedback time; "
         "set data.gdro.loss_key to a per-response reward-extra field holding a loss, or use a "
