@@ -12,7 +12,35 @@ from numpy.typing import NDArray
 
 from gdro_core._validation import fail, type_fail
 
-__all__ = ["pass_at_k"]
+__all__ = ["check_ks", "pass_at_k"]
+
+
+def check_ks(name: str, ks: Any, *, most: int | None = None, why: str = "") -> tuple[int, ...]:
+    """The k values of logged pass@k metrics, checked: an integer >= 1 or a non-empty sequence of
+    them, each at most ``most`` (the fewest rollouts a prompt gets, so every estimate is
+    unbiased) when given. Returned sorted, without repeats.
+
+    Args:
+        name: how errors name the setting (``data.gdro.pass_at_k``).
+        ks: the value given.
+        most: the largest k allowed; None: no bound.
+        why: what ``most`` is, for the error.
+
+    Examples:
+        >>> check_ks("pass_at_k", [4, 1, 4], most=4)
+        (1, 4)
+        >>> check_ks("pass_at_k", [1, 8], most=4, why="rollout.min")
+        Traceback (most recent call last):
+        ...
+        ValueError: pass_at_k must be <= 4 (rollout.min: every prompt needs k rollouts for an unbiased estimate); got [1, 8]
+    """
+    seq = [ks] if isinstance(ks, int) else list(ks) if isinstance(ks, (list, tuple)) else None
+    if not seq or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in seq):
+        raise fail(name, "an integer >= 1 or a non-empty list of them", ks)
+    if most is not None and max(seq) > most:
+        need = "every prompt needs k rollouts for an unbiased estimate"
+        raise fail(name, f"<= {most} ({why}: {need})" if why else f"<= {most} ({need})", seq)
+    return tuple(sorted(set(seq)))
 
 
 def _as_int(name: str, value: Any) -> NDArray[np.int64]:

@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from gdro_core import ClassifierConfig, PromptConfig, RolloutConfig
+from gdro_core.passk import check_ks
 
 __all__ = ["GDROConfig"]
 
+_FEWEST = "the fewest completions a prompt gets"
 _TOP_KEYS = ("recipe", "seed", "classifier", "prompt", "rollout", "reward_func", "pass_at_k")
 
 
@@ -111,17 +113,9 @@ class GDROConfig:
                 "GDROConfig.reward_func must be None or the name of a reward function; got "
                 f"{self.reward_func!r}"
             )
-        ks = self.pass_at_k
-        if (
-            not isinstance(ks, tuple)
-            or not ks
-            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks)
-        ):
-            raise ValueError(
-                f"GDROConfig.pass_at_k must be a non-empty tuple of integers >= 1; got {ks!r}"
-            )
-        if self.rollout is not None:
-            _check_pass_at_k(ks, _fewest(self.rollout))
+        most = None if self.rollout is None else _fewest(self.rollout)
+        ks = check_ks("GDROConfig.pass_at_k", self.pass_at_k, most=most, why=_FEWEST)
+        object.__setattr__(self, "pass_at_k", ks)
         k = self.classifier.k
         if k is not None and self.rollout is not None and _fewest(self.rollout) < k:
             raise ValueError(
@@ -224,9 +218,6 @@ class GDROConfig:
             core["rollout"] = {"mode": "fixed", "mean": n, "min": n, "max": n}
         parsed: Any = ControllerConfig.from_mapping(core, where="gdro")
         ks = raw.get("pass_at_k", (1,))
-        ks = (ks,) if isinstance(ks, int) else tuple(ks)
-        if all(isinstance(k, int) for k in ks):
-            ks = tuple(sorted(set(ks)))
         return cls(
             prompt=parsed.prompt,
             rollout=parsed.rollout if raw.get("rollout") is not None else None,
@@ -240,14 +231,6 @@ class GDROConfig:
 def _fewest(rollout: RolloutConfig) -> int:
     """The fewest completions any prompt gets under ``rollout``."""
     return rollout.mean if rollout.mode == "fixed" else rollout.min
-
-
-def _check_pass_at_k(ks: tuple[int, ...], fewest: int) -> None:
-    if max(ks) > fewest:
-        raise ValueError(
-            f"GDROConfig.pass_at_k must be <= the fewest completions a prompt gets ({fewest}) so "
-            f"every estimate is unbiased; got {ks!r}"
-        )
 
 
 def _reject_unknown(where: str, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:

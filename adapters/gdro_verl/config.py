@@ -146,6 +146,7 @@ class GDROSettings:
             ValueError: data.gdro.rollout: RolloutConfig.min must be an integer in [2, 4096]; got 0
         """
         from gdro_core.config import ControllerConfig
+        from gdro_core.passk import check_ks
 
         raw = _compat.to_plain(_compat.select(data_config, "gdro")) or {}
         if not isinstance(raw, Mapping):
@@ -183,21 +184,17 @@ class GDROSettings:
             raise ValueError(
                 f"data.gdro.correctness must be one of {_CORRECTNESS}; got {correctness!r}"
             )
-        ks = raw.get("pass_at_k", [1])
-        ks = [ks] if isinstance(ks, int) else list(ks)
-        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
-            raise ValueError(f"data.gdro.pass_at_k must be a list of integers >= 1; got {ks!r}")
-        if max(ks) > controller.rollout.min:
-            raise ValueError(
-                "data.gdro.pass_at_k must be <= data.gdro.rollout.min "
-                f"({controller.rollout.min}) so every prompt has enough rollouts for an unbiased "
-                f"estimate; got {ks!r}"
-            )
+        ks = check_ks(
+            "data.gdro.pass_at_k",
+            raw.get("pass_at_k", 1),
+            most=controller.rollout.min,
+            why="data.gdro.rollout.min",
+        )
         return cls(
             controller=controller,
             correctness=correctness,
             loss_key=loss_key,
-            pass_at_k=tuple(sorted(set(ks))),
+            pass_at_k=ks,
             max_in_flight=controller.max_in_flight if "max_in_flight" in core else None,
         )
 

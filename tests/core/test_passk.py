@@ -3,8 +3,11 @@ from math import comb
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gdro_core import pass_at_k
+from gdro_core.passk import check_ks
 
 
 def exact(n: int, c: int, k: int) -> float:
@@ -45,3 +48,16 @@ def test_value_errors_name_the_parameter(n: int, c: int, k: int, name: str) -> N
 def test_type_errors(bad: object) -> None:
     with pytest.raises(TypeError, match="n must be an integer"):
         pass_at_k(bad, 1, 1)
+
+
+@given(st.one_of(st.integers(-3, 20), st.lists(st.one_of(st.integers(-3, 20), st.booleans()), max_size=5)),
+       st.one_of(st.none(), st.integers(1, 16)))
+def test_check_ks_accepts_exactly_the_valid_k_lists(ks: object, most: int | None) -> None:
+    seq = [ks] if isinstance(ks, int) else list(ks)  # type: ignore[call-overload]
+    valid = (bool(seq) and all(type(k) is int and k >= 1 for k in seq)
+             and (most is None or max(seq) <= most))
+    if valid:
+        assert check_ks("pass_at_k", ks, most=most) == tuple(sorted(set(seq)))
+    else:
+        with pytest.raises(ValueError, match=r"^pass_at_k must be .*; got "):
+            check_ks("pass_at_k", ks, most=most)

@@ -71,7 +71,7 @@ def test_unknown_options_and_reward_functions(tmp_path: Path) -> None:
         build(tmp_path, gdro={"reward_func": "accuracy"})
     with pytest.raises(TypeError, match="gdro must be a GDROConfig, a mapping or None"):
         build(tmp_path, gdro="reweight")
-    with pytest.raises(ValueError, match="pass_at_k must be <= the fewest completions"):
+    with pytest.raises(ValueError, match=r"GDROConfig\.pass_at_k must be <= 2 \(the fewest completions a prompt gets: .*got \[3\]"):
         build(tmp_path, gdro={"rollout": {"mode": "neyman", "min": 2}, "pass_at_k": [3]})
 
 

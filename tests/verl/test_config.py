@@ -84,7 +84,7 @@ COLOCATED_RM = {
         ),
         (
             {"data.gdro.pass_at_k": [1, 4]},
-            r"data\.gdro\.pass_at_k must be <= data\.gdro\.rollout\.min \(2\).*\[1, 4\]",
+            r"data\.gdro\.pass_at_k must be <= 2 \(data\.gdro\.rollout\.min: .*got \[1, 4\]",
         ),
         (
             {"data.gdro.correctness": "reward"},
