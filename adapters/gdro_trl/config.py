@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gdro_core import ClassifierConfig, PromptConfig, RolloutConfig
+from gdro_core.config import check_seed
 from gdro_core.passk import check_ks
 
 __all__ = ["GDROConfig"]
@@ -102,10 +103,7 @@ class GDROConfig:
                 "per-prompt losses at feedback time (RolloutConfig.variance_bandit(mean=...) has "
                 f"knobs sized for it); got {self.rollout.arm_signal!r}"
             )
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
-        ):
-            raise ValueError(f"GDROConfig.seed must be None or an integer >= 0; got {self.seed!r}")
+        object.__setattr__(self, "seed", check_seed("GDROConfig.seed", self.seed))
         if self.reward_func is not None and (
             not isinstance(self.reward_func, str) or not self.reward_func
         ):
