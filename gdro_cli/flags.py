@@ -198,21 +198,23 @@ def field_help(cls: type) -> dict[str, str]:
 
 
 def named_preset(argv: Sequence[str] | None, presets: Mapping[str, Any]) -> str | None:
-    """The preset named by ``--preset NAME`` (or ``--preset=NAME``) in ``argv``, for ``--help``
-    to show its values (None when none or an unknown one is named).
+    """The preset ``argv`` names, read as argparse will read it (``--preset NAME``,
+    ``--preset=NAME``, an abbreviation, the last one winning), for ``--help`` to show its
+    values; None when none or an unknown one is named.
 
     Examples:
-        >>> named_preset(["--preset=smoke", "--help"], {"smoke": {}}), named_preset([], {})
-        ('smoke', None)
+        >>> named_preset(["--preset=smoke", "--pres", "full", "--help"], {"smoke": 1, "full": 2})
+        'full'
+        >>> named_preset([], {}), named_preset(["--preset"], {})
+        (None, None)
     """
-    args = list(argv or [])
-    for i, a in enumerate(args):
-        name = a.split("=", 1)[1] if a.startswith("--preset=") else None
-        if a == "--preset" and i + 1 < len(args):
-            name = args[i + 1]
-        if name in presets:
-            return name
-    return None
+    probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    probe.add_argument("--preset")
+    try:
+        name = probe.parse_known_args(list(argv or []))[0].preset
+    except argparse.ArgumentError:  # the real parser reports it
+        return None
+    return name if name in presets else None
 
 
 def add_controller_arguments(

@@ -146,16 +146,18 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None = 
         help=f"strategies, space- or comma-separated, from: {', '.join(STRATEGIES)} (default all)",
     )
     a("--seeds", type=int, help=f"number of seeds, run as 0..SEEDS-1 [{shown['seeds']}]")
-    for cls, names in ((SimConfig, _SIM_FLAGS), (LearnerConfig, _LEARNER_FLAGS)):
+    groups = ((SimConfig, _SIM_FLAGS, ""), (LearnerConfig, _LEARNER_FLAGS, "learner: "))
+    for cls, names, of in groups:
         hints, docs = typing.get_type_hints(cls), _flags.field_help(cls)
         for name in names:
             parse, choices = _flags.parser_for(hints[name], nullable=False)
             value = shown.get(name, _FIELD_DEFAULTS[name])
+            value_shown = "" if value is None else f" [{value}]"  # None: the help says what runs
             a(
                 "--" + name.replace("_", "-"),
                 type=parse,
                 choices=choices,
-                help=f"{docs[name]} [{value}]",
+                help=f"{of}{docs[name]}{value_shown}",
             )
     spec, strategy_values = {f.name: f for f in _flags.flags()}, _strategy_values()
     for path, short in CONTROLLER_FLAGS.items():

@@ -37,7 +37,11 @@ def check_seed(name: str, seed: Any) -> int | None:
     """A seed: ``None`` or an integer in [0, 2**63 - 1]."""
     if seed is None:
         return None
-    return check_int(name, seed, lo=0, hi=2**63 - 1)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise type_fail(name, "None or an integer", seed)
+    if not 0 <= int(seed) <= 2**63 - 1:
+        raise fail(name, f"None or an integer in [0, {2**63 - 1}]", int(seed))
+    return int(seed)
 
 
 #: The settings beside the sections, with their checks (given the name errors use).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 from math import comb
@@ -34,13 +36,22 @@ def check_ks(name: str, ks: Any, *, most: int | None = None, why: str = "") -> t
         ...
         ValueError: pass_at_k must be <= 4 (rollout.min: every prompt needs k rollouts for an unbiased estimate); got [1, 8]
     """
-    seq = [ks] if isinstance(ks, int) else list(ks) if isinstance(ks, (list, tuple)) else None
-    if not seq or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in seq):
-        raise fail(name, "an integer >= 1 or a non-empty list of them", ks)
+    one = isinstance(ks, numbers.Integral)
+    seq = [ks] if one else list(ks) if isinstance(ks, Sequence) and not isinstance(ks, str) else []
+    if not seq or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in seq):
+        raise fail(name, "an integer >= 1 or a non-empty list of them", _plain(ks))
+    seq = [int(k) for k in seq]
+    if min(seq) < 1:
+        raise fail(name, "an integer >= 1 or a non-empty list of them", seq)
     if most is not None and max(seq) > most:
         need = "every prompt needs k rollouts for an unbiased estimate"
         raise fail(name, f"<= {most} ({why}: {need})" if why else f"<= {most} ({need})", seq)
     return tuple(sorted(set(seq)))
+
+
+def _plain(value: Any) -> Any:
+    """A sequence as a list, for error messages (an OmegaConf ListConfig prints like one)."""
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
 
 
 def _as_int(name: str, value: Any) -> NDArray[np.int64]:

@@ -68,7 +68,7 @@ class SimConfig:
         steps: steps per run.
         eval_every: steps between evaluations (the last step is always evaluated).
         eval_size: prompts in the fixed evaluation subsample (all prompts when N is smaller).
-        target: mean success that "steps to target" waits for (None: halve the initial
+        target: mean success that "steps to target" waits for (unset, None: halve the initial
             failure rate).
         learner: the learner's hyperparameters.
         controller: controller settings in ``gdro_core.ControllerConfig.from_mapping``'s shape
@@ -214,9 +214,10 @@ def _check_reward_derived(config: ControllerConfig) -> None:
     """The lab feeds back rewards only: refuse signals that need per-prompt losses."""
     allowed = f"one of {sorted(n for n, s in SIGNALS.items() if not s.needs_losses)}"
     why = "a reward-derived signal (the simulator passes no per-prompt losses): " + allowed
-    needs = config.loss_settings()
-    if needs:
-        raise fail(f"SimConfig.controller.{needs[0][0]}", why, needs[0][1])
+    if SIGNALS[config.prompt.signal].needs_losses:  # also when off: the adversary still scores
+        raise fail("SimConfig.controller.prompt.signal", why, config.prompt.signal)
+    if config.rollout.needs_losses:
+        raise fail("SimConfig.controller.rollout.arm_signal", why, config.rollout.arm_signal)
 
 
 class RunResult(NamedTuple):

@@ -159,3 +159,25 @@ def test_a_bad_setting_gets_the_cores_message_located_in_every_entry_point(
         with pytest.raises(ValueError) as err:
             build()
         assert str(err.value) == f"{where}.{section}: {own.value}", entry
+
+
+def test_a_setting_across_sections_and_the_seed_are_located_too() -> None:
+    # k (classifier) against min (rollout) is checked by ControllerConfig, the seed and the
+    # bound on plans in flight beside the sections: each message starts with where it was given
+    k_over_min = {"classifier": {"outcome": "pass@k", "k": 3}, "rollout": {"min": 2}}
+    with pytest.raises(ValueError) as own:
+        ControllerConfig(classifier=ClassifierConfig(outcome="pass@k", k=3),
+                         rollout=RolloutConfig(min=2))
+    for where in ("config", "data.gdro", "controller"):
+        with pytest.raises(ValueError) as err:
+            ControllerConfig.from_mapping(k_over_min, where=where)
+        assert str(err.value) == f"{where}: {own.value}"
+    with pytest.raises(ValueError) as err:
+        TrainConfig(controller=k_over_min)
+    assert str(err.value) == f"controller: {own.value}"
+    with pytest.raises(ValueError, match=r"^data\.gdro\.seed must be None or an integer in \[0, "):
+        _verl({}, -1)
+    with pytest.raises(ValueError, match=r"^gdro\.seed must be None or an integer in \[0, "):
+        GDROConfig.from_mapping({"seed": -1}, num_generations=MEAN)
+    with pytest.raises(ValueError, match=r"^data\.gdro\.max_in_flight must be an integer in \[1, 1024\]"):
+        ControllerConfig.from_mapping({"max_in_flight": 0}, where="data.gdro")

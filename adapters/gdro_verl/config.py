@@ -176,6 +176,8 @@ class GDROSettings:
         if loss_key is None:  # verl reports no per-prompt losses: reward-derived signals
             core.setdefault("recipe", DEFAULT_RECIPE)
         core.setdefault("seed", 0)
+        if core.get("max_in_flight", 0) is None:  # null (the documented default): derived
+            del core["max_in_flight"]
         controller = ControllerConfig.from_mapping(core, where="data.gdro")
         if loss_key is None:
             _reject_loss_signals(controller)

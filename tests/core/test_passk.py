@@ -51,13 +51,19 @@ def test_type_errors(bad: object) -> None:
 
 
 @given(st.one_of(st.integers(-3, 20), st.lists(st.one_of(st.integers(-3, 20), st.booleans()), max_size=5)),
-       st.one_of(st.none(), st.integers(1, 16)))
-def test_check_ks_accepts_exactly_the_valid_k_lists(ks: object, most: int | None) -> None:
+       st.one_of(st.none(), st.integers(1, 16)), st.sampled_from(["list", "tuple", "numpy"]))
+def test_check_ks_accepts_exactly_the_valid_k_lists(ks: object, most: int | None, shape: str) -> None:
     seq = [ks] if isinstance(ks, int) else list(ks)  # type: ignore[call-overload]
     valid = (bool(seq) and all(type(k) is int and k >= 1 for k in seq)
              and (most is None or max(seq) <= most))
+    given_ks: object = ks
+    if isinstance(ks, list) and shape == "tuple":
+        given_ks = tuple(ks)
+    elif shape == "numpy" and all(type(k) is int for k in seq):  # numpy integers, as YAML-free code has
+        given_ks = np.int64(ks) if isinstance(ks, int) else [np.int64(k) for k in seq]
     if valid:
-        assert check_ks("pass_at_k", ks, most=most) == tuple(sorted(set(seq)))
+        out = check_ks("pass_at_k", given_ks, most=most)
+        assert out == tuple(sorted(set(seq))) and all(type(k) is int for k in out)
     else:
         with pytest.raises(ValueError, match=r"^pass_at_k must be .*; got "):
-            check_ks("pass_at_k", ks, most=most)
+            check_ks("pass_at_k", given_ks, most=most)

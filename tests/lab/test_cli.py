@@ -7,7 +7,6 @@ exit codes included) with ``simulate`` dispatched to :mod:`gdro_cli.simulate`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -273,11 +272,21 @@ def test_help_shows_the_values_the_named_preset_runs(preset: str | None) -> None
         assert help_text.endswith(f"[{value}]"), (flag, help_text)
 
 
-def test_the_simulation_flags_default_to_simconfigs_own_defaults() -> None:
-    # one declaration: the command's defaults are SimConfig's and LearnerConfig's field defaults
-    fields = {f.name: f.default for c in (SimConfig, LearnerConfig) for f in dataclasses.fields(c)}
-    for name in ("scenario", "steps", "num_prompts", "batch_size", "eval_every", "eval_size"):
-        assert simulate.DEFAULTS[name] == fields[name]
-    args = _parser().parse_args(["--out", "x"])
-    cfg = simulate.build_config(simulate.settings(args))
+def test_a_bare_run_is_simconfigs_defaults_with_every_strategy_and_three_seeds() -> None:
+    # one declaration: what the command runs without flags is SimConfig's own defaults (and the
+    # learner's), but for the two documented differences
+    cfg = simulate.build_config(simulate.settings(_parser().parse_args(["--out", "x"])))
+    assert cfg == SimConfig(strategies=STRATEGIES, seeds=(0, 1, 2))
     assert cfg.learner == LearnerConfig() and cfg.target is None
+
+
+@pytest.mark.parametrize(("argv", "steps"), [
+    (["--preset", "smoke", "--preset", "demo"], 1000),  # the last one wins, as in the run
+    (["--pres", "smoke"], 30),  # an abbreviation, as argparse reads it
+    (["--preset=smoke"], 30),
+    (["--preset", "nope"], 1000),  # unknown: the defaults (the parse itself refuses it)
+])
+def test_help_reads_the_preset_as_the_run_will(argv: list[str], steps: int) -> None:
+    parser = argparse.ArgumentParser(prog="gdro simulate")
+    simulate.add_arguments(parser, argv=[*argv, "--help"])
+    assert f"steps per run [{steps}]" in " ".join(parser.format_help().split())

@@ -77,6 +77,10 @@ def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"SimConfig.controller.prompt.signal must be a "
                        r"reward-derived signal .*; got 'loss'"):
         SimConfig(controller={"prompt": {"signal": "loss"}})
+    # with the adversary off too: it still scores bins (its metrics), and the lab has no losses
+    with pytest.raises(ValueError, match=r"SimConfig.controller.prompt.signal must be a "
+                       r"reward-derived signal .*; got 'loss'"):
+        SimConfig(strategies=("rollout-neyman",), controller={"prompt": {"signal": "loss"}})
     with pytest.raises(ValueError, match=r"SimConfig.controller.rollout.arm_signal must be a "
                        r"reward-derived signal .*; got 'loss'"):
         SimConfig(strategies=("rollout-bandit",), controller={"rollout": {"arm_signal": "loss"}})

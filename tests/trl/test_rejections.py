@@ -143,3 +143,22 @@ def test_a_rollout_func_grouping_rows_by_num_generations_is_rejected(
     with pytest.raises(RuntimeError, match="must generate one completion per row"):
         trainer.train()
     assert rec.records and all(set(r.rollouts.tolist()) == {4} for r in rec.records)
+
+
+def test_pass_at_k_and_seed_accept_what_yaml_and_numpy_give() -> None:
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.create({"pass_at_k": [2, 1, 2], "seed": 3})
+    cfg = GDROConfig.from_mapping(raw, num_generations=4)
+    assert cfg.pass_at_k == (1, 2) and cfg.seed == 3
+    cfg = GDROConfig(pass_at_k=(np.int64(2),), seed=np.uint32(5))  # type: ignore[arg-type]
+    assert cfg.pass_at_k == (2,) and type(cfg.pass_at_k[0]) is int and cfg.seed == 5
+    assert GDROConfig(pass_at_k=range(1, 3)).pass_at_k == (1, 2)  # type: ignore[arg-type]
+    for bad in ([], [0], [True], ["1"], 1.5):
+        with pytest.raises(ValueError, match=r"^GDROConfig\.pass_at_k must be an integer >= 1 "):
+            GDROConfig(pass_at_k=bad)
+    with pytest.raises(ValueError, match=r"^GDROConfig\.seed must be None or an integer in \[0, "):
+        GDROConfig(seed=2**63)
+    with pytest.raises(TypeError, match=r"^GDROConfig\.seed must be None or an integer; got True"):
+        GDROConfig(seed=True)

@@ -90,7 +90,7 @@ COLOCATED_RM = {
             {"data.gdro.correctness": "reward"},
             r"data\.gdro\.correctness must be one of .*got 'reward'",
         ),
-        ({"data.gdro.seed": -1}, r"data\.gdro\.seed must be an integer in \[0, .*got -1"),
+        ({"data.gdro.seed": -1}, r"data\.gdro\.seed must be None or an integer in \[0, .*got -1"),
         (
             {"data.gdro.max_in_flight": 0},
             r"data\.gdro\.max_in_flight must be an integer in \[1, 1024\]; got 0",
@@ -206,6 +206,8 @@ def test_detached_data_config_needs_an_explicit_mean() -> None:
             False,
         ),
         ({"trainer.v1.trainer_mode": "colocate_async", "data.gdro.max_in_flight": 40}, 40, False),
+        # null, as docs/verl.md writes it: derived from verl's settings, like leaving it out
+        ({"trainer.v1.trainer_mode": "colocate_async", "data.gdro.max_in_flight": None}, 12, False),
         ({**COLOCATED_RM, "trainer.use_v1": False}, 1, False),  # V0 scores before its advantages
     ],
 )
