@@ -340,7 +340,7 @@ def outcomes(
             "n_total",
             f">= ClassifierConfig.k = {config.k} for every prompt",
             int(n_total[short][0]),
-            fix="give each prompt at least k rollouts (RolloutConfig.min >= k)",
+            fix="give each prompt at least k rollouts (RolloutConfig.fewest >= k)",
         )
     return np.asarray(pass_at_k(n_total, n_correct, config.k), dtype=np.float64)
 

@@ -90,11 +90,12 @@ class ControllerConfig:
                 raise type_fail(f"ControllerConfig.{name}", f"a {cls.__name__}", value)
         for name, check in _SCALARS.items():
             object.__setattr__(self, name, check(f"ControllerConfig.{name}", getattr(self, name)))
-        k = self.classifier.k
-        if k is not None and self.rollout.min < k:
+        k, fewest = self.classifier.k, self.rollout.fewest
+        if k is not None and fewest < k:
+            of = "mean, in fixed mode" if self.rollout.mode == "fixed" else "min"
             raise fail(
-                "ClassifierConfig.k and RolloutConfig.min",
-                f"k <= min (min = {self.rollout.min})",
+                "ClassifierConfig.k",
+                f"<= the fewest rollouts a prompt gets ({fewest}: RolloutConfig.{of})",
                 k,
                 fix="every prompt needs at least k rollouts for pass@k",
             )

@@ -210,6 +210,17 @@ class RolloutConfig:
         return np.arange(self.min, self.max + 1, dtype=np.int64)
 
     @property
+    def fewest(self) -> int:
+        """The fewest rollouts a plan gives a prompt: ``mean`` in fixed mode, else ``min``
+        (the bound pass@k's k must respect).
+
+        Examples:
+            >>> RolloutConfig(mean=8).fewest, RolloutConfig(mode="neyman", mean=8).fewest
+            (8, 2)
+        """
+        return self.mean if self.mode == "fixed" else self.min
+
+    @property
     def needs_losses(self) -> bool:
         """True when the configured rule reads per-prompt losses."""
         return ALLOCATORS[self.mode].uses_arm_signal and SIGNALS[self.arm_signal].needs_losses

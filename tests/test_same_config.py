@@ -164,10 +164,11 @@ def test_a_bad_setting_gets_the_cores_message_located_in_every_entry_point(
 def test_a_setting_across_sections_and_the_seed_are_located_too() -> None:
     # k (classifier) against min (rollout) is checked by ControllerConfig, the seed and the
     # bound on plans in flight beside the sections: each message starts with where it was given
-    k_over_min = {"classifier": {"outcome": "pass@k", "k": 3}, "rollout": {"min": 2}}
+    k_over_min = {"classifier": {"outcome": "pass@k", "k": 3},
+                  "rollout": {"mode": "neyman", "min": 2}}
     with pytest.raises(ValueError) as own:
         ControllerConfig(classifier=ClassifierConfig(outcome="pass@k", k=3),
-                         rollout=RolloutConfig(min=2))
+                         rollout=RolloutConfig(mode="neyman", min=2))
     for where in ("config", "data.gdro", "controller"):
         with pytest.raises(ValueError) as err:
             ControllerConfig.from_mapping(k_over_min, where=where)

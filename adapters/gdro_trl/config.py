@@ -111,14 +111,14 @@ class GDROConfig:
                 "GDROConfig.reward_func must be None or the name of a reward function; got "
                 f"{self.reward_func!r}"
             )
-        most = None if self.rollout is None else _fewest(self.rollout)
+        most = None if self.rollout is None else self.rollout.fewest
         ks = check_ks("GDROConfig.pass_at_k", self.pass_at_k, most=most, why=_FEWEST)
         object.__setattr__(self, "pass_at_k", ks)
         k = self.classifier.k
-        if k is not None and self.rollout is not None and _fewest(self.rollout) < k:
+        if k is not None and self.rollout is not None and self.rollout.fewest < k:
             raise ValueError(
                 "GDROConfig.classifier.k must be <= the fewest completions a prompt gets "
-                f"({_fewest(self.rollout)}); got {k}"
+                f"({self.rollout.fewest}); got {k}"
             )
 
     def rollout_for(self, num_generations: int) -> RolloutConfig:
@@ -224,11 +224,6 @@ class GDROConfig:
             reward_func=raw.get("reward_func"),
             pass_at_k=ks,
         )
-
-
-def _fewest(rollout: RolloutConfig) -> int:
-    """The fewest completions any prompt gets under ``rollout``."""
-    return rollout.mean if rollout.mode == "fixed" else rollout.min
 
 
 def _reject_unknown(where: str, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from gdro_core.passk import check_ks
-from gdro_trl.config import _FEWEST, GDROConfig, _fewest
+from gdro_trl.config import _FEWEST, GDROConfig
 
 __all__ = ["TRLLayout", "check_trl_args"]
 
@@ -142,7 +142,7 @@ def check_trl_args(args: Any, config: GDROConfig, train_dataset: Any) -> TRLLayo
             f"{type(train_dataset).__name__}"
         )
     rollout = config.rollout_for(int(args.num_generations))
-    check_ks("GDROConfig.pass_at_k", config.pass_at_k, most=_fewest(rollout), why=_FEWEST)
+    check_ks("GDROConfig.pass_at_k", config.pass_at_k, most=rollout.fewest, why=_FEWEST)
     if int(args.dataloader_num_workers) != 0:
         raise ValueError(
             "GRPOConfig.dataloader_num_workers must be 0 with gdro: workers read "

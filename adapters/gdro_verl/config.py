@@ -189,8 +189,9 @@ class GDROSettings:
         ks = check_ks(
             "data.gdro.pass_at_k",
             raw.get("pass_at_k", 1),
-            most=controller.rollout.min,
-            why="data.gdro.rollout.min",
+            most=controller.rollout.fewest,
+            why="the fewest rollouts a prompt gets: data.gdro.rollout."
+            + ("mean, in fixed mode" if controller.rollout.mode == "fixed" else "min"),
         )
         return cls(
             controller=controller,

@@ -307,8 +307,12 @@ def test_load_from_another_config_names_the_fields() -> None:
         (lambda: GDROController(10, seed="a"), "seed must be an int, a numpy SeedSequence or None"),
         (lambda: GDROController(10, backend="cuda"), r"backend must be one of \['numba', 'numpy'\]; got 'cuda'"),
         (lambda: GDROController(10, prompt=RolloutConfig()), "prompt must be a PromptConfig"),
-        (lambda: GDROController(10, classifier=ClassifierConfig(outcome="pass@k", k=3), rollout=RolloutConfig(min=2)),
-         r"ClassifierConfig.k and RolloutConfig.min must be k <= min \(min = 2\); got 3"),
+        (lambda: GDROController(10, classifier=ClassifierConfig(outcome="pass@k", k=3),
+                                rollout=RolloutConfig(mode="neyman", min=2)),
+         r"ClassifierConfig.k must be <= the fewest rollouts a prompt gets \(2: RolloutConfig.min\); got 3"),
+        (lambda: GDROController(10, classifier=ClassifierConfig(outcome="pass@k", k=5),
+                                rollout=RolloutConfig(mean=4)),
+         r"ClassifierConfig.k must be <= the fewest rollouts a prompt gets \(4: RolloutConfig.mean, in fixed mode\); got 5"),
     ],
 )
 def test_config_errors(factory, match: str) -> None:  # type: ignore[no-untyped-def]

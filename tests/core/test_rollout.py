@@ -129,3 +129,21 @@ def test_arm_signals_come_from_the_signal_registry() -> None:
         del SIGNALS["always_one"]
     with pytest.raises(ValueError, match=r"RolloutConfig.arm_signal must be one of \['failure', 'loss', 'variance'\]"):
         RolloutConfig(arm_signal="always_one")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "bandit", "neyman"])
+def test_no_plan_gives_a_prompt_fewer_than_fewest(mode: str) -> None:
+    # RolloutConfig.fewest bounds pass@k's k (ClassifierConfig.k, the adapters' pass_at_k)
+    cfg = RolloutConfig(mode=mode, mean=6, min=3, max=12)
+    k = cfg.fewest
+    ctl = GDROController(50, classifier=ClassifierConfig(outcome="pass@k", k=k),
+                         rollout=cfg, seed=0)
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.5, 0.5, 50)
+    least = []
+    for _ in range(60):
+        plan = ctl.plan(ctl.sample(10))
+        least.append(int(plan.rollouts.min()))
+        r = (rng.random(plan.num_rollouts) < np.repeat(p[plan.prompt_ids], plan.rollouts)).astype(float)
+        ctl.update(plan, r, rng.random(10))
+    assert min(least) >= k == (6 if mode == "fixed" else 3)

@@ -83,8 +83,14 @@ COLOCATED_RM = {
             r"data\.gdro\.rollout\.arm_signal='loss' needs per-prompt losses",
         ),
         (
-            {"data.gdro.pass_at_k": [1, 4]},
-            r"data\.gdro\.pass_at_k must be <= 2 \(data\.gdro\.rollout\.min: .*got \[1, 4\]",
+            {"data.gdro.rollout.mode": "neyman", "data.gdro.pass_at_k": [1, 4]},
+            r"data\.gdro\.pass_at_k must be <= 2 \(the fewest rollouts a prompt gets: "
+            r"data\.gdro\.rollout\.min: .*got \[1, 4\]",
+        ),
+        (
+            {"data.gdro.pass_at_k": [1, 16]},
+            r"data\.gdro\.pass_at_k must be <= \d+ \(the fewest rollouts a prompt gets: "
+            r"data\.gdro\.rollout\.mean, in fixed mode: .*got \[1, 16\]",
         ),
         (
             {"data.gdro.correctness": "reward"},
@@ -104,6 +110,14 @@ def test_bad_config_is_rejected_by_name(
     cfg = make_config(**overrides)
     with pytest.raises(ValueError, match=message):
         h.build_datasets(cfg)
+
+
+def test_pass_at_k_may_reach_the_mean_in_fixed_mode(make_config: Any) -> None:
+    # plain GRPO gives every prompt rollout.n rollouts: pass@k up to n is unbiased
+    cfg = make_config(**{"data.gdro.prompt.mode": "off"})
+    n = int(cfg.actor_rollout_ref.rollout.n)
+    cfg = make_config(**{"data.gdro.prompt.mode": "off", "data.gdro.pass_at_k": [1, n]})
+    assert GDROSettings.from_data_config(cfg.data).pass_at_k == (1, n)
 
 
 def test_same_train_and_val_files_are_rejected(h: Any, make_config: Any) -> None:
