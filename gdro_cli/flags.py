@@ -200,18 +200,25 @@ def field_help(cls: type) -> dict[str, str]:
 def named_preset(argv: Sequence[str] | None, presets: Mapping[str, Any]) -> str | None:
     """The preset ``argv`` names, read as argparse will read it (``--preset NAME``,
     ``--preset=NAME``, an abbreviation, the last one winning), for ``--help`` to show its
-    values; None when none or an unknown one is named.
+    values; None when none or an unknown one is named. Only what precedes ``-h``/``--help``
+    counts, as argparse stops there.
 
     Examples:
-        >>> named_preset(["--preset=smoke", "--pres", "full", "--help"], {"smoke": 1, "full": 2})
+        >>> named_preset(["--preset=smoke", "--pres", "full", "-h", "--preset", "x"],
+        ...              {"smoke": 1, "full": 2})
         'full'
         >>> named_preset([], {}), named_preset(["--preset"], {})
         (None, None)
     """
+    args = list(argv or [])
+    for i, a in enumerate(args):  # argparse stops at the help flag
+        if a in ("-h", "--help"):
+            args = args[:i]
+            break
     probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     probe.add_argument("--preset")
     try:
-        name = probe.parse_known_args(list(argv or []))[0].preset
+        name = probe.parse_known_args(args)[0].preset
     except argparse.ArgumentError:  # the real parser reports it
         return None
     return name if name in presets else None

@@ -279,11 +279,11 @@ def _check_record(
         f"bins in [0, {b})",
         a["bins"],
     )
-    r = a["rollouts"]
+    r, lo = a["rollouts"], rcfg.fewest  # fixed mode: every count is the mean
     require(
-        ((r >= rcfg.min) & (r <= rcfg.max)).all() and int(r.sum()) == rcfg.mean * n,
+        ((r >= lo) & (r <= rcfg.max)).all() and int(r.sum()) == rcfg.mean * n,
         f"{where}['rollouts']",
-        f"counts in [{rcfg.min}, {rcfg.max}] summing to {rcfg.mean} x {n}",
+        f"counts in [{lo}, {rcfg.max}] summing to {rcfg.mean} x {n}",
         r,
     )
     finite(a["weights"], f"{where}['weights']", 0.0, config.prompt.weight_cap)

@@ -98,8 +98,10 @@ class GDROController:
             seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence))
         ):
             raise type_fail("seed", "an int, a numpy SeedSequence or None", seed)
-        if isinstance(seed, (int, np.integer)) and seed < 0:
-            raise fail("seed", "an integer >= 0 (or a SeedSequence, or None)", int(seed))
+        if isinstance(seed, (int, np.integer)) and not 0 <= seed <= 2**63 - 1:
+            raise fail(
+                "seed", f"an integer in [0, {2**63 - 1}] (or a SeedSequence, or None)", int(seed)
+            )
         config = ControllerConfig(
             classifier=ClassifierConfig() if classifier is None else classifier,
             prompt=PromptConfig() if prompt is None else prompt,

@@ -36,11 +36,13 @@ def check_ks(name: str, ks: Any, *, most: int | None = None, why: str = "") -> t
         ...
         ValueError: pass_at_k must be <= 4 (rollout.min: every prompt needs k rollouts for an unbiased estimate); got [1, 8]
     """
-    one = isinstance(ks, numbers.Integral)
-    seq = [ks] if one else list(ks) if isinstance(ks, Sequence) and not isinstance(ks, str) else []
-    if not seq or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in seq):
+    if isinstance(ks, np.ndarray) and ks.ndim == 1:
+        ks = ks.tolist()
+    many = isinstance(ks, Sequence) and not isinstance(ks, (str, bytes))
+    given = [ks] if isinstance(ks, numbers.Integral) else list(ks) if many else []
+    if not given or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) for k in given):
         raise fail(name, "an integer >= 1 or a non-empty list of them", _plain(ks))
-    seq = [int(k) for k in seq]
+    seq = [int(k) for k in given]
     if min(seq) < 1:
         raise fail(name, "an integer >= 1 or a non-empty list of them", seq)
     if most is not None and max(seq) > most:
@@ -51,7 +53,11 @@ def check_ks(name: str, ks: Any, *, most: int | None = None, why: str = "") -> t
 
 def _plain(value: Any) -> Any:
     """A sequence as a list, for error messages (an OmegaConf ListConfig prints like one)."""
-    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+    return (
+        list(value)
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+        else value
+    )
 
 
 def _as_int(name: str, value: Any) -> NDArray[np.int64]:

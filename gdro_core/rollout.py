@@ -106,7 +106,8 @@ class RolloutConfig:
             ``mean``), ``"bandit"`` (the paper's per-bin bandits under the exact-budget DP),
             ``"neyman"`` (the square-root law), or one registered with ``register_allocator``.
         mean: the budget, rollouts per prompt on average (an integer; exact every step).
-        min: fewest rollouts a prompt gets, ``>= 2`` (a group of 1 has no baseline).
+        min: fewest rollouts an allocator gives a prompt, ``>= 2`` (a group of 1 has no
+            baseline); fixed mode gives every prompt ``mean`` (see :attr:`fewest`).
         max: most rollouts a prompt gets.
         dual_step: step size alpha of the shadow price's dual ascent, ``>= 0`` (0.05).
         mu_max: the price is projected onto ``[0, mu_max]``, ``> 0`` (1.0).

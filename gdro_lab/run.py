@@ -33,7 +33,12 @@ from gdro_lab.base import Strategy
 from gdro_lab.controllers import GDRO_STRATEGIES, ControllerStrategy, strategy_config
 from gdro_lab.learner import Learner, LearnerConfig, Population
 from gdro_lab.scenarios import get_scenario
-from gdro_lab.strategies import DynamicSampling, KnapsackAllocation, VarianceSampling
+from gdro_lab.strategies import (
+    DynamicSampling,
+    KnapsackAllocation,
+    VarianceSampling,
+    check_k_fits,
+)
 
 __all__ = [
     "ALTERNATIVES",
@@ -139,7 +144,9 @@ class SimConfig:
         if self.target is not None:
             check_float("target", self.target, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         object.__setattr__(self, "controller", _overrides(self.controller, mean_rollouts))
-        self._shared()
+        shared = self._shared()
+        if "knapsack" in self.strategies:
+            check_k_fits(shared.classifier, shared.rollout, "SimConfig.controller.classifier.k")
         for name in self.strategies:
             config = self.controller_config(name)
             if config is not None:

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gdro_core import ClassifierConfig, DifficultyClassifier, RolloutConfig
-from gdro_core._validation import check_float, check_int, type_fail
+from gdro_core._validation import check_float, check_int, fail, type_fail
 from gdro_lab.base import EpochSampler, Proposal, TrainBatch, bin_metrics, last_rate
 from gdro_lab.learner import Generation
 
@@ -67,6 +67,15 @@ def _configs(
     if not isinstance(classifier, ClassifierConfig):
         raise type_fail("classifier", "a gdro_core.ClassifierConfig", classifier)
     return rollout, classifier
+
+
+def check_k_fits(classifier: ClassifierConfig, rollout: RolloutConfig, name: str) -> None:
+    """pass@k's k must fit the fewest rollouts :class:`KnapsackAllocation` may give a prompt,
+    ``rollout.min`` (it allocates in ``[min, max]`` whatever ``rollout.mode`` says)."""
+    k = classifier.k
+    if k is not None and k > rollout.min:
+        why = f"<= rollout.min ({rollout.min}): the knapsack gives a prompt min..max rollouts"
+        raise fail(name, why, k)
 
 
 class _History:
@@ -373,6 +382,7 @@ class KnapsackAllocation:
         **renamed: Any,
     ) -> None:
         r, c = _configs("KnapsackAllocation", rollout, classifier, renamed)
+        check_k_fits(c, r, "classifier.k")
         self._h = _History(num_prompts, batch_size, r, c, seed)
         self.num_bins = self._h.num_bins
 

@@ -51,8 +51,8 @@ class GDROConfig:
             the reward functions), or the name of one reward function as TRL logs it
             (``rewards/<name>/mean``).
         pass_at_k: The k of the logged unbiased ``gdro/pass@k``; each k at most the fewest
-            completions a prompt gets (``rollout.min``, or ``num_generations`` without
-            Rollout-GDRO).
+            completions a prompt gets (``rollout.fewest``: ``rollout.min``, or ``rollout.mean``
+            in fixed mode; ``num_generations`` without a ``rollout``).
 
     Examples:
         >>> cfg = GDROConfig(prompt=PromptConfig(mode="resample", signal="variance"))

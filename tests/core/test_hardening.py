@@ -115,7 +115,12 @@ def test_in_flight_records_are_validated() -> None:
     extra_bin = dict(rec, active=np.append(rec["active"], 9))
     cases.append((extra_bin, r"\['active'\] must be the bins present in the plan"))
     budget = dict(rec, rollouts=rec["rollouts"] + 1)
-    cases.append((budget, r"\['rollouts'\] must be counts in \[2, 12\] summing to 4 x 8"))
+    cases.append((budget, r"\['rollouts'\] must be counts in \[4, 12\] summing to 4 x 8"))
+    # fixed mode gives every prompt the mean: a plan with [2, 6, ...] is foreign even though its
+    # counts lie in [min, max] and meet the budget (pass@k's k may be up to the mean)
+    uneven = rec["rollouts"].copy()
+    uneven[:2] = (2, 6)
+    cases.append((dict(rec, rollouts=uneven), r"\['rollouts'\] must be counts in \[4, 12\]"))
     for broken, match in cases:
         d2 = dict(d, in_flight={"count": 1, "0": broken})
         with pytest.raises(ValueError, match=match):
@@ -322,9 +327,11 @@ def test_pass_at_k_is_correctly_rounded() -> None:
         pass_at_k(np.uint64(2**64 - 1), 0, 1)
 
 
-def test_a_negative_seed_is_named() -> None:
-    with pytest.raises(ValueError, match=r"seed must be an integer >= 0 \(or a SeedSequence, or None\); got -1"):
-        GDROController(10, seed=-1)
+@pytest.mark.parametrize("seed", [-1, 2**63, np.uint64(2**64 - 1)])
+def test_a_seed_out_of_range_is_named_as_given(seed: Any) -> None:
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 9223372036854775807\] "
+                                         r"\(or a SeedSequence, or None\); got "):
+        GDROController(10, seed=seed)
 
 
 def test_an_edited_plan_is_rejected() -> None:

@@ -67,3 +67,10 @@ def test_check_ks_accepts_exactly_the_valid_k_lists(ks: object, most: int | None
     else:
         with pytest.raises(ValueError, match=r"^pass_at_k must be .*; got "):
             check_ks("pass_at_k", given_ks, most=most)
+
+
+def test_check_ks_takes_numpy_arrays_and_refuses_bytes_and_tables() -> None:
+    assert check_ks("pass_at_k", np.array([4, 1])) == (1, 4)
+    for bad in (b"\x01\x02", np.array([[1]]), np.array([1.0]), "12"):
+        with pytest.raises(ValueError, match=r"^pass_at_k must be an integer >= 1 or a non-empty"):
+            check_ks("pass_at_k", bad)

@@ -284,6 +284,7 @@ def test_a_bare_run_is_simconfigs_defaults_with_every_strategy_and_three_seeds()
     (["--preset", "smoke", "--preset", "demo"], 1000),  # the last one wins, as in the run
     (["--pres", "smoke"], 30),  # an abbreviation, as argparse reads it
     (["--preset=smoke"], 30),
+    (["--preset", "smoke", "-h", "--preset", "demo"], 30),  # argparse stops at -h
     (["--preset", "nope"], 1000),  # unknown: the defaults (the parse itself refuses it)
 ])
 def test_help_reads_the_preset_as_the_run_will(argv: list[str], steps: int) -> None:

@@ -9,10 +9,11 @@ import pytest
 
 from gdro_cli.report import write_report
 from gdro_cli.runs import load_run
-from gdro_core import ControllerConfig, GDROController, RolloutConfig
+from gdro_core import ClassifierConfig, ControllerConfig, GDROController, RolloutConfig
 from gdro_lab.controllers import GDRO_STRATEGIES, ControllerStrategy
 from gdro_lab.learner import Learner
 from gdro_lab.run import STRATEGIES, SimConfig, build_population, make_strategy, run_one, write_run
+from gdro_lab.strategies import KnapsackAllocation
 
 SMALL = {"num_prompts": 2000, "batch_size": 48, "eval_every": 10, "eval_size": 500}
 
@@ -64,6 +65,23 @@ def test_report_reads_the_run_dirs(tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert "gdro-both-s0" in text and "knapsack-s0" in text
     assert list(out.glob("*.png"))
+
+
+def test_pass_at_k_bins_fit_the_knapsacks_fewest_rollouts() -> None:
+    # the knapsack gives a prompt rollout.min..max rollouts whatever the mode: k above min would
+    # fail mid-run, so it is refused up front (SimConfig and the strategy itself)
+    pass_k = {"classifier": {"outcome": "pass@k", "k": 4}}
+    with pytest.raises(ValueError, match=r"^SimConfig\.controller\.classifier\.k must be <= "
+                                         r"rollout\.min \(2\): the knapsack .*; got 4$"):
+        SimConfig(strategies=("knapsack",), controller=pass_k)
+    with pytest.raises(ValueError, match=r"^classifier\.k must be <= rollout\.min \(2\)"):
+        KnapsackAllocation(num_prompts=10, batch_size=4, seed=0,
+                           classifier=ClassifierConfig(outcome="pass@k", k=4))
+    SimConfig(strategies=("uniform", "rollout-neyman"), controller=pass_k | {"rollout": {"min": 4}})
+    cfg = SimConfig(strategies=("knapsack",), num_prompts=32, batch_size=16, steps=40,
+                    eval_every=10, eval_size=32,
+                    controller={"classifier": {"outcome": "pass@k", "k": 2}})
+    assert len(run_one(cfg, "knapsack", 0).rows) == 40  # the whole run, k at min
 
 
 def test_config_errors_name_the_field() -> None:
