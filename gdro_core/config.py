@@ -33,14 +33,18 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+#: Largest seed (numpy's generators take any integer up to it).
+MAX_SEED = 2**63 - 1
+
+
 def check_seed(name: str, seed: Any) -> int | None:
-    """A seed: ``None`` or an integer in [0, 2**63 - 1]."""
+    """A seed: ``None`` or an integer in [0, :data:`MAX_SEED`]."""
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise type_fail(name, "None or an integer", seed)
-    if not 0 <= int(seed) <= 2**63 - 1:
-        raise fail(name, f"None or an integer in [0, {2**63 - 1}]", int(seed))
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise fail(name, f"None or an integer in [0, {MAX_SEED}]", int(seed))
     return int(seed)
 
 

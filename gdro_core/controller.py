@@ -29,7 +29,7 @@ from gdro_core import sampler as _sampler
 from gdro_core._validation import as_float_array, as_ids, check_bool, check_int, fail, type_fail
 from gdro_core.allocators import ALLOCATORS
 from gdro_core.classifier import ClassifierConfig
-from gdro_core.config import ControllerConfig
+from gdro_core.config import MAX_SEED, ControllerConfig
 from gdro_core.metrics import Feedback, initial_metrics, step_metrics
 from gdro_core.plan import InFlight, Plan, frozen, new_record
 from gdro_core.prompt import PromptConfig, PromptState
@@ -98,9 +98,9 @@ class GDROController:
             seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence))
         ):
             raise type_fail("seed", "an int, a numpy SeedSequence or None", seed)
-        if isinstance(seed, (int, np.integer)) and not 0 <= seed <= 2**63 - 1:
+        if isinstance(seed, (int, np.integer)) and not 0 <= seed <= MAX_SEED:
             raise fail(
-                "seed", f"an integer in [0, {2**63 - 1}] (or a SeedSequence, or None)", int(seed)
+                "seed", f"an integer in [0, {MAX_SEED}] (or a SeedSequence, or None)", int(seed)
             )
         config = ControllerConfig(
             classifier=ClassifierConfig() if classifier is None else classifier,
